@@ -1,0 +1,60 @@
+"""Train an experiment from a YAML preset: ``python train.py --config configs/<preset>.yaml [--set key=value ...]``.
+
+The preset's top-level key ``experiment`` selects the runner (see ``dcem_agents/experiments``). Every key is validated
+before anything runs; the resolved config is saved in the run folder ``<runs>/<experiment>-<name>-seed<seed>-<time>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from dcem_agents.config import ConfigError, apply_overrides, build, describe, load_yaml, to_dict
+from dcem_agents.experiments import EXPERIMENTS, get_experiment
+from dcem_agents.training import make_run_dir, save_resolved_config
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "demo_rastrigin.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"YAML preset (default: {DEFAULT_CONFIG.name})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key, e.g. --set seed=3 --set model.hidden=64 (repeatable)")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent folder of run folders (default: runs)")
+    parser.add_argument("--run-dir", type=Path, default=None, help="exact run folder (to resume a run, or for tests)")
+    parser.add_argument("--help-config", action="store_true", help="list every key of the preset's experiment and exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    try:
+        raw = apply_overrides(load_yaml(args.config), args.overrides)
+        name = raw.get("experiment")
+        if name is None:
+            raise ConfigError(f"{args.config}: missing key 'experiment'; known experiments: {', '.join(sorted(EXPERIMENTS))}")
+        try:
+            module = get_experiment(name)
+        except ValueError as e:
+            raise ConfigError(f"config key 'experiment': {e}") from e
+        if args.help_config:
+            print("\n".join(describe(module.Config)))
+            return 0
+        cfg = build(module.Config, raw)
+    except ConfigError as e:
+        print(f"train.py: config error: {e}", file=sys.stderr)
+        return 2
+
+    run_dir = args.run_dir or make_run_dir(args.runs_dir, name, getattr(cfg, "name", name), getattr(cfg, "seed", 0))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved_config(run_dir, to_dict(cfg))
+    logging.getLogger("train").info("run folder: %s", run_dir)
+    summary = module.train(cfg, run_dir)
+    print(json.dumps({"run_dir": str(run_dir), **(summary or {})}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
