@@ -170,9 +170,10 @@ def dcem(
         # NaN costs count as the worst sample of their row.
         nan = torch.isnan(scores)
         worst = torch.where(nan, torch.full_like(scores, float("inf")), scores).amin(-1, keepdim=True)
+        worst = torch.where(torch.isinf(worst), torch.zeros_like(worst), worst)  # a row of only NaN: all equal
         scores = torch.where(nan, worst, scores)
         if normalize:
-            scores = (scores - scores.mean(-1, keepdim=True)) / (scores.std(-1, keepdim=True) + 1e-6)
+            scores = (scores - scores.mean(-1, keepdim=True)) / (scores.std(-1, keepdim=True, correction=0) + 1e-6)
         if hard:
             weights = hard_top_k(scores.detach(), n_elites)
         else:

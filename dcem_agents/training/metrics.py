@@ -68,6 +68,13 @@ class MetricsLogger:
             w.writeheader()
             w.writerows(self._rows)
 
+    def drop_after(self, step: int) -> None:
+        """Forget rows logged after ``step`` (rows a killed run wrote after its last checkpoint), rewriting the CSV."""
+        kept = [r for r in self._rows if float(r.get("step", 0) or 0) <= step]
+        if len(kept) != len(self._rows):
+            self._rows = kept
+            self._rewrite()
+
     def close(self) -> None:
         """Flush and close the TensorBoard writer."""
         if self._writer is not None:

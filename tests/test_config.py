@@ -1,0 +1,81 @@
+"""YAML presets into validated dataclasses: unknown keys, wrong types, Literal choices, overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from dcem_agents.config import ConfigError, apply_overrides, build, describe, field, load_yaml, to_dict
+
+
+@dataclass
+class _Inner:
+    hidden: int = field(64, help="hidden units")
+    sizes: tuple[int, ...] = field((8, 8), help="layer sizes")
+
+
+@dataclass
+class _Cfg:
+    experiment: Literal["demo"] = field("demo", help="experiment")
+    lr: float = field(1e-3, help="learning rate")
+    steps: int = field(10, help="steps")
+    flag: bool = field(False, help="a flag")
+    device: str = field("auto", help="device")
+    clip: float | None = field(None, help="optional clip")
+    model: _Inner = field(default_factory=_Inner, help="model section")
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+
+
+def test_builds_nested_and_converts() -> None:
+    cfg = build(_Cfg, {"lr": 3, "steps": 5.0, "clip": 1, "model": {"hidden": 32, "sizes": [4, 5, 6]}})
+    assert cfg.lr == 3.0 and isinstance(cfg.lr, float) and cfg.steps == 5 and cfg.clip == 1.0
+    assert cfg.model.hidden == 32 and cfg.model.sizes == (4, 5, 6)
+    assert to_dict(cfg)["model"] == {"hidden": 32, "sizes": [4, 5, 6]}
+
+
+@pytest.mark.parametrize(
+    "data,match",
+    [({"lrr": 1.0}, r"unknown config key 'lrr'.*allowed keys: .*lr"),
+     ({"model": {"hiden": 3}}, r"unknown config key 'model.hiden' in section 'model'.*hidden"),
+     ({"experiment": "other"}, r"'experiment' must be one of \['demo'\]"),
+     ({"steps": "ten"}, r"'steps' must be an integer"),
+     ({"steps": 2.5}, r"'steps' must be an integer"),
+     ({"flag": "yes"}, r"'flag' must be true or false"),
+     ({"lr": True}, r"'lr' must be a number"),
+     ({"model": {"sizes": 3}}, r"'model.sizes' must be a list"),
+     ({"model": {"sizes": [1, "a"]}}, r"'model.sizes\[1\]' must be an integer"),
+     ({"steps": 0}, r"steps must be >= 1")],
+)
+def test_bad_config_names_the_key(data: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        build(_Cfg, data)
+
+
+def test_overrides_parse_yaml_values() -> None:
+    data = apply_overrides({"model": {"hidden": 8}}, ["lr=3e-4", "model.hidden=16", "model.sizes=[2, 3]", "flag=true"])
+    cfg = build(_Cfg, data)
+    assert cfg.lr == 3e-4 and cfg.model.hidden == 16 and cfg.model.sizes == (2, 3) and cfg.flag is True
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides({}, ["lr"])
+
+
+def test_load_yaml_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_yaml(tmp_path / "missing.yaml")
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_yaml(bad)
+
+
+def test_describe_lists_every_key() -> None:
+    text = "\n".join(describe(_Cfg))
+    for key in ("lr", "steps", "model.hidden", "model.sizes"):
+        assert key in text
+    assert "learning rate" in text

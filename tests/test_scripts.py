@@ -1,0 +1,59 @@
+"""Smoke tests of ``train.py`` and ``evaluate.py`` as a user runs them (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_train_default_demo_small(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    p = _run("train.py", "--run-dir", str(run_dir), "--set", "n_problems=4", "--set", "n_iters=20",
+             "--set", "n_samples=200", "--set", "n_elites=20")
+    assert p.returncode == 0, p.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for method in ("cem", "dcem"):
+        assert 0.0 <= summary[method]["solved_fraction"] <= 1.0
+        assert summary[method]["final_value_mean"] >= 0.0  # Rastrigin is nonnegative
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert cfg["n_problems"] == 4 and cfg["experiment"] == "optimize"
+    assert (run_dir / "progress.csv").exists() and (run_dir / "iterates.png").stat().st_size > 1000
+
+
+def test_train_rejects_bad_config(tmp_path: Path) -> None:
+    p = _run("train.py", "--run-dir", str(tmp_path / "r"), "--set", "n_iter=3")
+    assert p.returncode == 2 and "unknown config key 'n_iter'" in p.stderr and "n_iters" in p.stderr
+    p = _run("train.py", "--run-dir", str(tmp_path / "r"), "--set", "function=sphere")
+    assert p.returncode == 2 and "must be one of ['rastrigin', 'ackley']" in p.stderr
+    p = _run("train.py", "--config", str(tmp_path / "missing.yaml"))
+    assert p.returncode == 2 and "config file not found" in p.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiment: nonsense\n")
+    p = _run("train.py", "--config", str(bad))
+    assert p.returncode == 2 and "unknown experiment 'nonsense'" in p.stderr
+    assert not (tmp_path / "r").exists()  # nothing runs before the config is valid
+
+
+def test_help_config_lists_keys() -> None:
+    p = _run("train.py", "--help-config")
+    assert p.returncode == 0 and "n_elites" in p.stdout and "temperature" in p.stdout
+
+
+def test_evaluate_reports_bad_checkpoints(tmp_path: Path) -> None:
+    p = _run("evaluate.py", "--checkpoint", str(tmp_path / "missing.pt"))
+    assert p.returncode == 2 and "checkpoint not found" in p.stderr
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": 1}, foreign)
+    p = _run("evaluate.py", "--checkpoint", str(foreign))
+    assert p.returncode == 2 and "not a dcem-agents checkpoint" in p.stderr

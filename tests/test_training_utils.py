@@ -1,0 +1,62 @@
+"""Checkpoints, the metrics logger and run folders."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcem_agents.training import CheckpointError, MetricsLogger, load_checkpoint, make_run_dir, save_checkpoint
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "a" / "ckpt.pt", "optimize", {"seed": 1}, {"weights": torch.arange(3)})
+    assert not path.with_name("ckpt.pt.tmp").exists()
+    ckpt = load_checkpoint(path, experiment="optimize")
+    assert ckpt["config"] == {"seed": 1} and torch.equal(ckpt["weights"], torch.arange(3))
+    with pytest.raises(CheckpointError, match="is a 'optimize' checkpoint, expected 'planet'"):
+        load_checkpoint(path, experiment="planet")
+    with pytest.raises(CheckpointError, match="not found|does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(CheckpointError, match="not a dcem-agents checkpoint"):
+        load_checkpoint(other)
+    junk = tmp_path / "junk.pt"
+    junk.write_text("hello")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(junk)
+
+
+def test_metrics_logger_widens_header_and_resumes(tmp_path: Path) -> None:
+    log = MetricsLogger(tmp_path, tensorboard=False)
+    log.record("a", 1.0)
+    log.dump(1)
+    log.record("a", 2.0)
+    log.record("b", 3.0)
+    log.dump(2)
+    log.close()
+    rows = list(csv.DictReader((tmp_path / "progress.csv").open()))
+    assert [r["step"] for r in rows] == ["1", "2"] and rows[0]["b"] == "" and rows[1]["b"] == "3.0"
+    resumed = MetricsLogger(tmp_path, tensorboard=False)
+    resumed.drop_after(1)  # a resumed run forgets what was logged after its checkpoint
+    resumed.record("a", 5.0)
+    resumed.dump(2)
+    rows = list(csv.DictReader((tmp_path / "progress.csv").open()))
+    assert [(r["step"], r["a"]) for r in rows] == [("1", "1.0"), ("2", "5.0")]
+
+
+def test_metrics_logger_writes_tensorboard(tmp_path: Path) -> None:
+    log = MetricsLogger(tmp_path)
+    log.record("loss", 0.5)
+    log.dump(0)
+    log.close()
+    assert any((tmp_path / "tb").iterdir())
+
+
+def test_run_dirs_are_unique(tmp_path: Path) -> None:
+    a = make_run_dir(tmp_path, "optimize", "demo", 3)
+    b = make_run_dir(tmp_path, "optimize", "demo", 3)
+    assert a != b and a.is_dir() and b.is_dir() and "seed3" in a.name
