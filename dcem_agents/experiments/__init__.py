@@ -22,6 +22,7 @@ __all__ = ["EXPERIMENTS", "EvalOptions", "get_experiment"]
 #: experiment name -> module that implements it
 EXPERIMENTS: dict[str, str] = {
     "optimize": "dcem_agents.experiments.optimize",
+    "cartpole_embed": "dcem_agents.experiments.cartpole_embed",
 }
 
 
