@@ -23,6 +23,7 @@ __all__ = ["EXPERIMENTS", "EvalOptions", "get_experiment"]
 EXPERIMENTS: dict[str, str] = {
     "optimize": "dcem_agents.experiments.optimize",
     "cartpole_embed": "dcem_agents.experiments.cartpole_embed",
+    "regression": "dcem_agents.experiments.regression",
 }
 
 
