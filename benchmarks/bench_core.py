@@ -14,30 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from _timing import time_ms
+
 from dcem_agents import dcem, lml, rastrigin
-
-
-def _time(fn: Callable[[], None], device: torch.device, repeats: int, warmup: int = 3) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    q = statistics.quantiles(times, n=4)
-    return {"median_ms": statistics.median(times), "q25_ms": q[0], "q75_ms": q[2], "repeats": repeats}
 
 
 def bench_device(device: torch.device, repeats: int) -> dict[str, dict[str, float]]:
@@ -64,9 +47,9 @@ def bench_device(device: torch.device, repeats: int) -> dict[str, dict[str, floa
         solve().sum().backward()
 
     return {
-        "lml_fwd_bwd_batch1000_n1000_k100": _time(lml_fwd_bwd, device, repeats),
-        "dcem_no_grad_batch1_n1000_dim24_iters10": _time(dcem_plan, device, repeats),
-        "dcem_fwd_bwd_batch1_n1000_dim24_iters10": _time(dcem_fwd_bwd, device, repeats),
+        "lml_fwd_bwd_batch1000_n1000_k100": time_ms(lml_fwd_bwd, device, repeats),
+        "dcem_no_grad_batch1_n1000_dim24_iters10": time_ms(dcem_plan, device, repeats),
+        "dcem_fwd_bwd_batch1_n1000_dim24_iters10": time_ms(dcem_fwd_bwd, device, repeats),
     }
 
 

@@ -1,0 +1,260 @@
+"""Phase 1 of the paper (sect. 5.2.2): the proprioceptive RSSM trained online by maximum likelihood, PlaNet-style,
+with MPC by CEM over the full action space collecting the data.
+
+``train``: builds the environment (:func:`dcem_agents.envs.make_env`, any Gymnasium ``Box``-action id, DeepMind
+Control through shimmy), the world model (:class:`~dcem_agents.models.rssm.RSSM`) and the controller
+(:class:`~dcem_agents.planning.mpc.CEMController`) and runs :class:`~dcem_agents.training.planet.PlanetTrainer`.
+Run folder: ``config.yaml``, ``progress.csv``, ``tb/``, ``checkpoint.pt`` (everything to resume, rewritten
+atomically after every ``train.checkpoint_every`` episodes) and ``summary.json``. Resume a killed run with
+``python train.py --config SAME.yaml --run-dir THAT_RUN_DIR``: the checkpoint in the folder is picked up and the
+run continues with the same counters, replay and generator states.
+
+At the end an independent evaluation (``final_eval_episodes`` episodes with seeds from ``final_eval_seed``, disjoint
+from the periodic evaluations that ``train.stop_return`` looks at) gives the reported return. With ``results_json``
+set, the summary (``checkpoint``, ``env_steps``, ``eval_return_mean``, ``eval_return_std``, ``wall_time_s``,
+``ms_per_plan``, learning curve) is also written there, and the checkpoint and ``progress.csv`` are copied to
+``export_checkpoint`` / ``export_progress``.
+
+``evaluate``: runs a checkpoint's controller (``cem``, the default) for ``--episodes`` episodes in batches of parallel
+environments and writes the per-episode returns with their mean and std as JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from dcem_agents.config import build, field, to_dict
+from dcem_agents.envs import make_env
+from dcem_agents.experiments import EvalOptions
+from dcem_agents.models.rssm import RSSM
+from dcem_agents.planning.mpc import CEMController
+from dcem_agents.training import MetricsLogger, load_checkpoint, save_checkpoint
+from dcem_agents.training.device import resolve_device
+from dcem_agents.training.planet import PlanetTrainer, TrainSettings
+from dcem_agents.training.rollout import run_episodes
+
+__all__ = ["CHECKPOINT_NAME", "Config", "ModelConfig", "PlannerConfig", "build_agent", "evaluate", "train"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CONTROLLERS = ("cem",)
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of the world model (fig. 8; the paper uses 200 everywhere)."""
+
+    hidden_size: int = field(200, help="GRU state size of f_trans")
+    layer_size: int = field(200, help="width of the embedding and of the 2 hidden layers of f_odec and f_rew")
+    min_std: float = field(0.01, help="lower bound of the observation model's std (normalized units)")
+
+    def __post_init__(self) -> None:
+        if self.hidden_size < 1 or self.layer_size < 1 or self.min_std <= 0:
+            raise ValueError("model.hidden_size and model.layer_size must be >= 1 and model.min_std > 0")
+
+
+@dataclass
+class PlannerConfig:
+    """MPC by hard CEM over the full action space (PlaNet's planner; the paper's defaults)."""
+
+    horizon: int = field(12, help="planning horizon H (agent steps)")
+    n_samples: int = field(1000, help="candidate action sequences per CEM iteration")
+    n_elites: int = field(100, help="elites per CEM iteration")
+    n_iters: int = field(10, help="CEM iterations per step")
+    warm_start: bool = field(True, help="start from the previous plan shifted by one step")
+
+    def __post_init__(self) -> None:
+        if self.horizon < 1 or self.n_iters < 1 or not 1 <= self.n_elites <= self.n_samples:
+            raise ValueError(
+                f"planner: need horizon >= 1, n_iters >= 1 and 1 <= n_elites <= n_samples, got horizon={self.horizon}, "
+                f"n_iters={self.n_iters}, n_elites={self.n_elites}, n_samples={self.n_samples}"
+            )
+
+
+@dataclass
+class Config:
+    """PlaNet-style maximum-likelihood training of the proprioceptive RSSM with a full-space CEM controller."""
+
+    experiment: Literal["planet"] = field("planet", help="experiment name (selects this runner)")
+    name: str = field("cartpole_swingup", help="run name, part of the run folder's name")
+    seed: int = field(0, help="seed of the model initialization, replay sampling, noise, episodes and planning")
+    device: str = field("auto", help="auto, cpu or cuda")
+    num_threads: int = field(0, help="torch intra-op CPU threads (0: torch's default)")
+    env_id: str = field("dm_control/cartpole-swingup-v0", help="Gymnasium id with a Box action space (dm_control/<domain>-<task>-v0 via shimmy)")
+    action_repeat: int = field(8, help="environment steps per agent step (rewards summed)")
+    model: ModelConfig = field(default_factory=ModelConfig, help="world model sizes")
+    planner: PlannerConfig = field(default_factory=PlannerConfig, help="CEM controller")
+    train: TrainSettings = field(default_factory=TrainSettings, help="schedule and optimization")
+    final_eval_episodes: int = field(10, help="episodes of the independent evaluation at the end (0: skip)")
+    final_eval_seed: int = field(2_000_000, help="seed of the first environment of the final evaluation")
+    results_json: str | None = field(None, help="also write the final summary here (e.g. results/<name>.json)")
+    export_checkpoint: str | None = field(None, help="copy the final checkpoint here (with results_json)")
+    export_progress: str | None = field(None, help="copy progress.csv here (with results_json)")
+
+    def __post_init__(self) -> None:
+        if self.action_repeat < 1:
+            raise ValueError(f"action_repeat must be >= 1, got {self.action_repeat}")
+        if self.num_threads < 0 or self.final_eval_episodes < 0:
+            raise ValueError("num_threads and final_eval_episodes must be >= 0")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be one of auto, cpu, cuda (or cuda:N), got {self.device!r}")
+
+
+def build_agent(cfg: Config, device: torch.device) -> tuple[Any, RSSM, CEMController]:
+    """The environment factory, world model and controller of ``cfg`` (model initialized from ``cfg.seed``)."""
+
+    def env_fn(seed: int | None = None):
+        return make_env(cfg.env_id, action_repeat=cfg.action_repeat, seed=seed)
+
+    probe = env_fn(None)
+    obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
+    low = torch.as_tensor(probe.action_space.low, dtype=torch.float32)
+    high = torch.as_tensor(probe.action_space.high, dtype=torch.float32)
+    probe.close()
+    torch.manual_seed(cfg.seed)
+    model = RSSM(obs_dim, act_dim, cfg.model.hidden_size, cfg.model.layer_size, cfg.model.min_std).to(device)
+    model.eval()
+    p = cfg.planner
+    controller = CEMController(model, low, high, p.horizon, p.n_samples, p.n_elites, p.n_iters, p.warm_start)
+    return env_fn, model, controller
+
+
+def train(cfg: Config, run_dir: Path) -> dict:
+    """Train (or resume, if ``run_dir`` holds a checkpoint) and return the summary (see the module docstring)."""
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg.device)
+    env_fn, model, controller = build_agent(cfg, device)
+    ckpt_path = run_dir / CHECKPOINT_NAME
+    config_dict = to_dict(cfg)
+
+    def save_fn(state: dict[str, Any]) -> None:
+        save_checkpoint(ckpt_path, "planet", config_dict, {"trainer": state})
+
+    trainer = PlanetTrainer(env_fn, model, controller, cfg.train, cfg.seed, cfg.action_repeat, save_fn=save_fn)
+    if ckpt_path.exists():
+        checkpoint = load_checkpoint(ckpt_path, "planet", map_location=device)
+        trainer.load_state_dict(checkpoint["trainer"])
+        _truncate_progress(run_dir / "progress.csv", trainer.counters["env_steps"])
+        log.info("resumed from %s at %d env steps, %d episodes", ckpt_path, trainer.counters["env_steps"], trainer.counters["episodes"])
+    trainer.logger = MetricsLogger(run_dir)
+    try:
+        trainer.train()
+        summary = _final_summary(cfg, trainer, ckpt_path)
+    finally:
+        trainer.logger.close()
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if cfg.results_json:
+        _export(cfg, summary, run_dir)
+    return summary
+
+
+def _final_summary(cfg: Config, trainer: PlanetTrainer, ckpt_path: Path) -> dict[str, Any]:
+    c = trainer.counters
+    summary: dict[str, Any] = {
+        "checkpoint": cfg.export_checkpoint or str(ckpt_path),
+        "env_id": cfg.env_id,
+        "action_repeat": cfg.action_repeat,
+        "env_steps": c["env_steps"],
+        "episodes": c["episodes"],
+        "updates": c["updates"],
+        "wall_time_s": round(c["wall_time_s"], 1),
+        "ms_per_plan": round(1000.0 * c["plan_seconds"] / max(c["plan_calls"], 1), 2),
+        "planner": to_dict(cfg.planner),
+        "learning_curve": [{"env_steps": e["env_steps"], "return_mean": round(e["return_mean"], 1),
+                            "return_std": round(e["return_std"], 1)} for e in trainer.evaluations],
+    }
+    if cfg.final_eval_episodes > 0:
+        seeds = [cfg.final_eval_seed + i for i in range(cfg.final_eval_episodes)]
+        returns, ms = _evaluate_controller(trainer.env_fn, trainer.model, trainer.controller, seeds, cfg.final_eval_seed, 10)
+        summary.update({"eval_episodes": len(returns), "eval_seed": cfg.final_eval_seed,
+                        "eval_return_mean": round(float(np.mean(returns)), 1), "eval_return_std": round(float(np.std(returns)), 1),
+                        "eval_returns": [round(r, 1) for r in returns], "eval_ms_per_batched_plan": round(ms, 1)})
+    return summary
+
+
+def _export(cfg: Config, summary: dict[str, Any], run_dir: Path) -> None:
+    if cfg.export_checkpoint:
+        Path(cfg.export_checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / CHECKPOINT_NAME, cfg.export_checkpoint)
+    if cfg.export_progress:
+        Path(cfg.export_progress).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / "progress.csv", cfg.export_progress)
+    Path(cfg.results_json).parent.mkdir(parents=True, exist_ok=True)
+    Path(cfg.results_json).write_text(json.dumps(summary, indent=2))
+
+
+def _truncate_progress(path: Path, env_steps: int) -> None:
+    """Drop CSV rows logged after the checkpoint (they are logged again when the run resumes)."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames or [], [r for r in reader if int(float(r["step"])) <= env_steps]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _evaluate_controller(env_fn, model: RSSM, controller: CEMController, seeds: list[int], gen_seed: int,
+                         batch: int) -> tuple[list[float], float]:
+    """Returns of episodes with ``seeds``, ``batch`` parallel environments at a time; and ms per batched plan."""
+    returns: list[float] = []
+    ms: list[float] = []
+    envs = [env_fn(None) for _ in range(min(batch, len(seeds)))]
+    param = next(model.parameters())
+    gen = torch.Generator(device=param.device).manual_seed(gen_seed)
+    for i in range(0, len(seeds), batch):
+        part = seeds[i : i + batch]
+        _, stats = run_episodes(envs[: len(part)], model, controller, part, generator=gen)
+        returns.extend(stats.returns)
+        ms.append(stats.ms_per_plan)
+    for env in envs:
+        env.close()
+    return returns, float(np.mean(ms))
+
+
+def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
+    """Evaluate a ``planet`` checkpoint's controller for ``options.episodes`` episodes (seeds from ``options.seed``)."""
+    controller_name = options.controller or "cem"
+    if controller_name not in CONTROLLERS:
+        raise ValueError(f"unknown controller {controller_name!r} for a planet checkpoint; available: {', '.join(CONTROLLERS)}")
+    cfg = build(Config, checkpoint["config"])
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(options.device)
+    env_fn, model, controller = build_agent(cfg, device)
+    state = checkpoint["trainer"] if "trainer" in checkpoint else checkpoint
+    model.load_state_dict(state["model"])
+    seeds = [options.seed + i for i in range(options.episodes)]
+    returns, ms = _evaluate_controller(env_fn, model, controller, seeds, options.seed, min(10, options.episodes))
+    counters = state.get("counters", {})
+    result = {
+        "experiment": "planet",
+        "name": cfg.name,
+        "env_id": cfg.env_id,
+        "controller": controller_name,
+        "env_steps": counters.get("env_steps"),
+        "wall_time_s": counters.get("wall_time_s"),
+        "episodes": len(returns),
+        "seed": options.seed,
+        "returns": [round(r, 2) for r in returns],
+        "return_mean": float(np.mean(returns)),
+        "return_std": float(np.std(returns)),
+        "ms_per_batched_plan": ms,
+    }
+    out = options.out or Path("results") / f"planet_{cfg.name}_eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,192 @@
+"""The proprioceptive recurrent world model of sect. 5.2.2 (fig. 8), trained by maximum likelihood as in PlaNet.
+
+Deterministic recurrent state and stochastic proprioceptive observations (all observations normalized, ``x̃``)::
+
+    h_{t+1} = f_trans(h_t, x̃_t, u_t)          GRU cell (``hidden_size``, 200) on an ELU embedding of [x̃_t, u_t]
+    x̃_t     ~ N(μ(h_t), σ(h_t))              f_odec, MLP 2 × ``layer_size``
+    r_t     = f_rew(h_{t+1}, x̃_{t+1})        f_rew, MLP 2 × ``layer_size``, reward of the transition (x_t, u_t)
+
+The **belief** after observing ``x_t`` is the flat tensor ``[h_t, x̃_t]`` (B, ``belief_dim``): filtering feeds real
+observations (:meth:`initial`, :meth:`observe_step`, :meth:`observe`); imagination (:meth:`imagine`) feeds back the
+predicted mean ``μ(h)`` (or a sample), which is what a planner scores action sequences with.
+
+:meth:`loss` returns named, unweighted terms on chunks (B, L) from the replay:
+
+- ``obs_nll``: one-step Gaussian NLL of ``x̃_{t+1}`` given the teacher-forced ``h_{t+1}`` (summed over dims);
+- ``reward``: one-step squared error of ``r_t``;
+- ``overshoot_obs`` / ``overshoot_reward`` (with ``overshooting = K > 0``): open-loop predictions that start from
+  every teacher-forced belief ``(h_s, x̃_s)`` and feed back ``μ(h)`` for ``K`` steps with the recorded actions,
+  squared errors averaged over ``k = 1..K``. Planning rolls the model out open-loop, so pure teacher forcing leaves the
+  compounding error of the fed-back predictions untrained; this term trains exactly what the planner uses
+  (a deterministic variant of PlaNet's overshooting).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["Imagination", "RSSM"]
+
+
+class Imagination(NamedTuple):
+    """An open-loop rollout of :meth:`RSSM.imagine` for ``B`` action sequences of ``H`` steps.
+
+    :param rewards: predicted rewards ``r_t .. r_{t+H-1}`` (B, H).
+    :param obs: predicted observations ``x_{t+1} .. x_{t+H}`` in the environment's units (B, H, O).
+    """
+
+    rewards: Tensor
+    obs: Tensor
+
+
+def _mlp(inp: int, width: int, out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inp, width), nn.ELU(), nn.Linear(width, width), nn.ELU(), nn.Linear(width, out))
+
+
+class RSSM(nn.Module):
+    """Deterministic-state recurrent world model over proprioceptive observations (fig. 8).
+
+    :param obs_dim: observation size ``O``.
+    :param action_dim: action size ``A``.
+    :param hidden_size: size of the GRU state ``h`` (paper: 200).
+    :param layer_size: width of the embedding and of the two hidden layers of ``f_odec`` and ``f_rew`` (paper: 200).
+    :param min_std: lower bound of the observation model's std (normalized units).
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_size: int = 200, layer_size: int = 200, min_std: float = 0.01) -> None:
+        super().__init__()
+        if min(obs_dim, action_dim, hidden_size, layer_size) < 1 or min_std <= 0:
+            raise ValueError("RSSM: sizes must be >= 1 and min_std > 0")
+        self.obs_dim, self.action_dim, self.hidden_size, self.min_std = obs_dim, action_dim, hidden_size, min_std
+        self.embed = nn.Sequential(nn.Linear(obs_dim + action_dim, layer_size), nn.ELU())
+        self.cell = nn.GRUCell(layer_size, hidden_size)
+        self.obs_head = _mlp(hidden_size, layer_size, 2 * obs_dim)
+        self.reward_head = _mlp(hidden_size + obs_dim, layer_size, 1)
+        self.register_buffer("obs_loc", torch.zeros(obs_dim))
+        self.register_buffer("obs_scale", torch.ones(obs_dim))
+
+    @property
+    def belief_dim(self) -> int:
+        """Size of the flat belief ``[h, x̃]``."""
+        return self.hidden_size + self.obs_dim
+
+    # ---------------------------------------------------------------- normalization
+    def set_obs_normalization(self, mean: Tensor, std: Tensor, min_scale: float = 1e-2) -> None:
+        """Normalize observations as ``x̃ = (x - mean) / max(std, min_scale)`` (O,); stored with the weights."""
+        self.obs_loc.copy_(torch.as_tensor(mean, dtype=self.obs_loc.dtype))
+        self.obs_scale.copy_(torch.as_tensor(std, dtype=self.obs_scale.dtype).clamp_min(min_scale))
+
+    def normalize(self, obs: Tensor) -> Tensor:
+        """``x̃`` from observations in environment units (..., O)."""
+        return (obs - self.obs_loc) / self.obs_scale
+
+    def denormalize(self, obs_n: Tensor) -> Tensor:
+        """Environment units from normalized observations (..., O)."""
+        return obs_n * self.obs_scale + self.obs_loc
+
+    # ---------------------------------------------------------------- the networks
+    def transition(self, h: Tensor, obs_n: Tensor, action: Tensor) -> Tensor:
+        """``h_{t+1} = f_trans(h_t, x̃_t, u_t)``: (B, hidden), (B, O), (B, A) -> (B, hidden)."""
+        return self.cell(self.embed(torch.cat([obs_n, action], -1)), h)
+
+    def obs_distribution(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and std of ``x̃_t ~ f_odec(h_t)`` (..., O), normalized units."""
+        mean, raw_std = self.obs_head(h).chunk(2, -1)
+        return mean, F.softplus(raw_std) + self.min_std
+
+    def reward(self, h: Tensor, obs_n: Tensor) -> Tensor:
+        """``r = f_rew(h, x̃)`` (...,)."""
+        return self.reward_head(torch.cat([h, obs_n], -1)).squeeze(-1)
+
+    # ---------------------------------------------------------------- filtering
+    def split(self, belief: Tensor) -> tuple[Tensor, Tensor]:
+        """``(h, x̃)`` of a belief (..., belief_dim)."""
+        return belief[..., : self.hidden_size], belief[..., self.hidden_size :]
+
+    def initial(self, obs: Tensor) -> Tensor:
+        """Belief after the first observation of an episode: ``[0, x̃_0]`` (B, belief_dim) from ``obs`` (B, O)."""
+        h = torch.zeros(*obs.shape[:-1], self.hidden_size, device=obs.device, dtype=obs.dtype)
+        return torch.cat([h, self.normalize(obs)], -1)
+
+    def observe_step(self, belief: Tensor, action: Tensor, obs: Tensor) -> Tensor:
+        """Filtering step: belief at ``t`` (B, D), action ``u_t`` (B, A), real ``x_{t+1}`` (B, O) -> belief at ``t+1``."""
+        h, x = self.split(belief)
+        return torch.cat([self.transition(h, x, action), self.normalize(obs)], -1)
+
+    def observe(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """Beliefs ``b_0..b_T`` (B, T+1, D) of observed sequences ``obs`` (B, T+1, O) and ``actions`` (B, T, A)."""
+        belief = self.initial(obs[:, 0])
+        beliefs = [belief]
+        for t in range(actions.shape[1]):
+            belief = self.observe_step(belief, actions[:, t], obs[:, t + 1])
+            beliefs.append(belief)
+        return torch.stack(beliefs, 1)
+
+    # ---------------------------------------------------------------- imagination
+    def imagine(self, belief: Tensor, actions: Tensor, sample: bool = False, generator: torch.Generator | None = None) -> Imagination:
+        """Roll the model out open-loop from ``belief`` (B, D) under ``actions`` (B, H, A).
+
+        :param sample: feed back samples of ``f_odec`` instead of its mean.
+        :param generator: generator of those samples.
+        :return: :class:`Imagination` with rewards (B, H) and predicted observations (B, H, O).
+        """
+        h, x = self.split(belief)
+        rewards, observations = [], []
+        for t in range(actions.shape[1]):
+            h = self.transition(h, x, actions[:, t])
+            if sample:
+                mean, std = self.obs_distribution(h)
+                x = mean + std * torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            else:
+                x = self.obs_head(h)[..., : self.obs_dim]  # the mean, without computing the std
+            rewards.append(self.reward(h, x))
+            observations.append(x)
+        return Imagination(torch.stack(rewards, 1), self.denormalize(torch.stack(observations, 1)))
+
+    # ---------------------------------------------------------------- maximum likelihood
+    def loss(
+        self, obs: Tensor, actions: Tensor, rewards: Tensor, overshooting: int = 0, overshoot_stride: int = 1
+    ) -> dict[str, Tensor]:
+        """Named loss terms (see the module docstring) on chunks ``obs`` (B, L+1, O), ``actions`` (B, L, A), ``rewards`` (B, L).
+
+        :param overshooting: open-loop steps ``K`` (0 disables the overshooting terms; clipped to ``L``).
+        :param overshoot_stride: open-loop rollouts start at every ``stride``-th step ``s = 0, stride, ... <= L - K``
+            (neighbouring starts are strongly correlated; a stride > 1 cuts the cost of the term by about that factor).
+        :return: ``obs_nll``, ``reward`` and, if ``K > 0``, ``overshoot_obs`` and ``overshoot_reward`` (scalars).
+        """
+        x = self.normalize(obs)
+        batch, length = actions.shape[:2]
+        inputs = self.embed(torch.cat([x[:, :-1], actions], -1))
+        h = torch.zeros(batch, self.hidden_size, device=obs.device, dtype=obs.dtype)
+        hs = []
+        for t in range(length):
+            h = self.cell(inputs[:, t], h)
+            hs.append(h)
+        hs = torch.stack(hs, 1)  # h_1 .. h_L  (B, L, hidden)
+        mean, std = self.obs_distribution(hs)
+        nll = 0.5 * ((x[:, 1:] - mean) / std) ** 2 + std.log() + 0.5 * math.log(2 * math.pi)
+        terms = {
+            "obs_nll": nll.sum(-1).mean(),
+            "reward": (self.reward(hs, x[:, 1:]) - rewards).pow(2).mean(),
+        }
+        k_max = min(overshooting, length)
+        if k_max > 0:
+            # starts s = 0, stride, ... <= L-K, each with K targets inside the chunk; h_0 = 0, h_s teacher-forced
+            starts = torch.arange(0, length - k_max + 1, max(overshoot_stride, 1), device=obs.device)
+            h_all = torch.cat([torch.zeros_like(hs[:, :1]), hs], 1)  # h_0 .. h_L
+            h = h_all[:, starts].reshape(-1, self.hidden_size)
+            xk = x[:, starts].reshape(-1, self.obs_dim)
+            obs_err, rew_err = 0.0, 0.0
+            for k in range(1, k_max + 1):
+                h = self.transition(h, xk, actions[:, starts + k - 1].reshape(-1, self.action_dim))
+                xk = self.obs_distribution(h)[0]
+                obs_err = obs_err + (xk - x[:, starts + k].reshape(-1, self.obs_dim)).pow(2).sum(-1).mean()
+                rew_err = rew_err + (self.reward(h, xk) - rewards[:, starts + k - 1].reshape(-1)).pow(2).mean()
+            terms["overshoot_obs"] = obs_err / k_max
+            terms["overshoot_reward"] = rew_err / k_max
+        return terms

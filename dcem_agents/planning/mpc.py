@@ -1,0 +1,128 @@
+"""Model-predictive control on a learned world model: PlaNet's planner, CEM over the full action space (eq. 7).
+
+:func:`imagined_return_cost` turns a world model and the current beliefs into the controller cost
+``C(u_{1:H}) = -Σ_t r̂_t`` over candidate action sequences ``(B, N, H, A) -> (B, N)``; the same cost serves the
+latent controller of :mod:`dcem_agents.planning.latent`. :class:`CEMController` re-solves the problem at every step
+with hard CEM (:func:`~dcem_agents.planning.action_space.action_space_plan`), warm-started from the previous plan
+shifted by one step, and executes only the first action (receding horizon).
+
+Every controller of this package implements :class:`Controller`: ``reset(n_envs)`` at the start of a batch of
+episodes and ``act(belief, generator) -> (n_envs, A)`` once per step, for all environments in one batched call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from dcem_agents.models.rssm import RSSM
+from dcem_agents.planning.action_space import action_space_plan
+
+__all__ = ["CEMController", "Controller", "imagined_return_cost"]
+
+#: candidate action sequences (B, N, H, A) -> costs (B, N), lower is better
+ActionCost = Callable[[Tensor], Tensor]
+
+
+@runtime_checkable
+class Controller(Protocol):
+    """The interface of the MPC controllers: one batched call per step for ``n_envs`` environments."""
+
+    def reset(self, n_envs: int) -> None:
+        """Forget the warm-start state; the next :meth:`act` gets beliefs for ``n_envs`` environments."""
+
+    def act(self, belief: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Actions (n_envs, A) for the beliefs (n_envs, D) of the world model, inside the action box."""
+
+
+def imagined_return_cost(model: RSSM, belief: Tensor) -> ActionCost:
+    """The cost ``(B, N, H, A) -> (B, N)``: minus the sum of rewards the model predicts from ``belief`` (B, D).
+
+    Each of the ``B·N`` candidate sequences is rolled out open-loop from its row's belief
+    (:meth:`~dcem_agents.models.rssm.RSSM.imagine`, mean observations fed back).
+    """
+
+    def cost(actions: Tensor) -> Tensor:
+        b, n, h, a = actions.shape
+        start = belief.unsqueeze(1).expand(b, n, belief.shape[-1]).reshape(b * n, -1)
+        return -model.imagine(start, actions.reshape(b * n, h, a)).rewards.sum(-1).view(b, n)
+
+    return cost
+
+
+class CEMController:
+    """MPC with hard CEM over full action sequences on a world model (PlaNet's planner; defaults are the paper's).
+
+    :param model: the world model; device and dtype of the planning follow its parameters.
+    :param action_low: lower action bounds (A,).
+    :param action_high: upper action bounds (A,).
+    :param horizon: planning horizon ``H``.
+    :param n_samples: candidate sequences per iteration.
+    :param n_elites: elites refitted per iteration.
+    :param n_iters: CEM iterations per step.
+    :param warm_start: start each step from the previous mean plan shifted by one step (new last step at the box
+        centre); the std always restarts at half the box width.
+    """
+
+    def __init__(
+        self,
+        model: RSSM,
+        action_low: Tensor,
+        action_high: Tensor,
+        horizon: int = 12,
+        n_samples: int = 1000,
+        n_elites: int = 100,
+        n_iters: int = 10,
+        warm_start: bool = True,
+    ) -> None:
+        if horizon < 1 or n_iters < 1 or not 1 <= n_elites <= n_samples:
+            raise ValueError(
+                f"CEMController: need horizon >= 1, n_iters >= 1 and 1 <= n_elites <= n_samples, got "
+                f"{horizon}, {n_iters}, {n_elites}, {n_samples}"
+            )
+        self.model = model
+        self.action_low = torch.as_tensor(action_low).reshape(-1)
+        self.action_high = torch.as_tensor(action_high).reshape(-1)
+        self.horizon, self.n_samples, self.n_elites, self.n_iters = horizon, n_samples, n_elites, n_iters
+        self.warm_start = warm_start
+        self._plan: Tensor | None = None
+
+    def reset(self, n_envs: int) -> None:
+        """Drop the previous plans (start of new episodes for ``n_envs`` environments)."""
+        self._plan = None
+        self._n_envs = n_envs
+
+    @torch.no_grad()
+    def act(self, belief: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Solve eq. (7) from each belief (n_envs, D) and return the first actions (n_envs, A).
+
+        :param generator: generator of the CEM sampling noise (on the model's device).
+        """
+        param = next(self.model.parameters())
+        belief = belief.to(device=param.device, dtype=param.dtype)
+        low = self.action_low.to(device=param.device, dtype=param.dtype)
+        high = self.action_high.to(device=param.device, dtype=param.dtype)
+        init = None
+        if self.warm_start and self._plan is not None and self._plan.shape[0] == belief.shape[0]:
+            centre = (0.5 * (low + high)).expand(belief.shape[0], 1, -1)
+            init = torch.cat([self._plan[:, 1:], centre], 1)
+        plan = action_space_plan(
+            imagined_return_cost(self.model, belief),
+            self.horizon,
+            low,
+            high,
+            belief.shape[0],
+            n_samples=self.n_samples,
+            n_elites=self.n_elites,
+            n_iters=self.n_iters,
+            temperature=None,
+            init_mean=init,
+            generator=generator,
+            device=param.device,
+            dtype=param.dtype,
+        )
+        self._plan = plan
+        return plan[:, 0]

@@ -1,0 +1,245 @@
+"""Online maximum-likelihood training of the world model (the paper's phase 1, PlaNet's training procedure).
+
+``seed_episodes`` episodes of uniform random actions, then repeat: ``updates_per_episode`` gradient steps on the
+world model's loss (:meth:`RSSM.loss <dcem_agents.models.rssm.RSSM.loss>`, terms weighted and summed) on chunks from
+the replay, and one episode collected with the controller plus Gaussian exploration noise. Every ``eval_every``
+environment steps the controller (without noise) runs ``eval_episodes`` episodes in parallel environments with fixed
+seeds. After every ``checkpoint_every`` iterations everything needed to resume is handed to ``save_fn``: model,
+optimizer, replay, the numpy and torch generator states, counters and evaluation history.
+
+The environment factory, model, controller, metrics logger and checkpoint writer are injected, so the loop knows
+nothing about configs, files or a particular environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dcem_agents.config import field
+from dcem_agents.models.rssm import RSSM
+from dcem_agents.planning.mpc import Controller
+from dcem_agents.training.metrics import MetricsLogger
+from dcem_agents.training.replay import EpisodeReplay
+from dcem_agents.training.rollout import RandomController, run_episodes
+
+__all__ = ["PlanetTrainer", "TrainSettings"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSettings:
+    """Schedule and optimization of the maximum-likelihood phase (the ``train:`` section of a preset)."""
+
+    total_env_steps: int = field(2_000_000, help="environment steps (action repeats included) to train for")
+    seed_episodes: int = field(5, help="episodes of uniform random actions before planning starts")
+    updates_per_episode: int = field(100, help="model gradient steps before each collected episode")
+    batch_size: int = field(50, help="chunks per gradient step")
+    chunk_length: int = field(50, help="agent steps per chunk")
+    overshooting: int = field(12, help="open-loop steps K of the overshooting loss terms (0: teacher forcing only)")
+    overshoot_weight: float = field(1.0, help="weight of the overshoot_obs and overshoot_reward terms")
+    overshoot_stride: int = field(1, help="open-loop rollouts start at every stride-th step of a chunk")
+    reward_weight: float = field(1.0, help="weight of the reward terms")
+    learning_rate: float = field(1e-3, help="Adam learning rate")
+    adam_eps: float = field(1e-4, help="Adam epsilon")
+    grad_clip: float = field(100.0, help="max global gradient norm")
+    exploration_noise: float = field(0.3, help="std of Gaussian action noise while collecting")
+    replay_capacity: int = field(1_000_000, help="most agent steps kept in the replay (oldest episodes dropped)")
+    eval_every: int = field(50_000, help="evaluate every this many environment steps (0: only at the end)")
+    eval_episodes: int = field(10, help="evaluation episodes, run in parallel environments")
+    eval_seed: int = field(1_000_000, help="seed of the first evaluation environment (the others count up)")
+    checkpoint_every: int = field(1, help="write the resume checkpoint every this many collected episodes")
+    stop_return: float | None = field(None, help="stop after an evaluation whose mean return reaches this (None: never)")
+
+    def __post_init__(self) -> None:
+        for name in ("total_env_steps", "batch_size", "chunk_length", "eval_episodes", "checkpoint_every", "replay_capacity",
+                     "overshoot_stride"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("seed_episodes", "updates_per_episode", "overshooting", "eval_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.seed_episodes < 1:
+            raise ValueError("train.seed_episodes must be >= 1 (the observation normalization is fitted on them)")
+        if self.learning_rate <= 0 or self.adam_eps <= 0 or self.grad_clip <= 0:
+            raise ValueError("train.learning_rate, train.adam_eps and train.grad_clip must be > 0")
+        if self.exploration_noise < 0 or self.overshoot_weight < 0 or self.reward_weight < 0:
+            raise ValueError("train.exploration_noise, train.overshoot_weight and train.reward_weight must be >= 0")
+
+
+class PlanetTrainer:
+    """The phase-1 loop (see the module docstring).
+
+    :param env_fn: ``seed -> env`` factory (flat float observations, ``Box`` actions, action repeat applied).
+    :param model: the world model, on its device.
+    :param controller: the planning controller used for collection and evaluation.
+    :param settings: the schedule.
+    :param seed: seeds the numpy generator (replay sampling, noise, episode seeds) and the torch generator (planning).
+    :param action_repeat: environment steps per agent step (to count environment steps).
+    :param logger: metrics sink (CSV + TensorBoard), or None.
+    :param save_fn: called with :meth:`state_dict` to write the resume checkpoint, or None.
+    """
+
+    def __init__(
+        self,
+        env_fn: Callable[[int | None], gym.Env],
+        model: RSSM,
+        controller: Controller,
+        settings: TrainSettings,
+        seed: int,
+        action_repeat: int = 1,
+        logger: MetricsLogger | None = None,
+        save_fn: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.env_fn, self.model, self.controller, self.settings = env_fn, model, controller, settings
+        self.action_repeat, self.logger, self.save_fn = action_repeat, logger, save_fn
+        self.env = env_fn(None)
+        low, high = self.env.action_space.low, self.env.action_space.high
+        self.random_controller = RandomController(torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32))
+        obs_dim, act_dim = self.env.observation_space.shape[0], self.env.action_space.shape[0]
+        self.replay = EpisodeReplay(obs_dim, act_dim, settings.replay_capacity)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, eps=settings.adam_eps)
+        self.rng = np.random.default_rng(seed)
+        self.torch_gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+        self.counters = {"env_steps": 0, "episodes": 0, "updates": 0, "wall_time_s": 0.0, "normalized": 0,
+                         "plan_calls": 0, "plan_seconds": 0.0, "next_eval": settings.eval_every or settings.total_env_steps}
+        self.evaluations: list[dict[str, Any]] = []
+        self._eval_envs: list[gym.Env] = []
+
+    # ---------------------------------------------------------------- checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where the loop is (call between iterations)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "replay": self.replay.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "torch_gen": self.torch_gen.get_state(),
+            "counters": dict(self.counters),
+            "evaluations": list(self.evaluations),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.replay.load_state_dict(state["replay"])
+        self.rng.bit_generator.state = state["rng"]
+        self.torch_gen.set_state(state["torch_gen"])
+        self.counters = dict(state["counters"])
+        self.evaluations = list(state["evaluations"])
+
+    # ---------------------------------------------------------------- the loop
+    def train(self, max_iterations: int | None = None) -> dict[str, Any]:
+        """Run until ``total_env_steps`` (or ``max_iterations`` more collected episodes, or ``stop_return``)."""
+        s, c = self.settings, self.counters
+        bar = tqdm(total=s.total_env_steps, initial=c["env_steps"], desc="planet", unit="step", dynamic_ncols=True)
+        iterations = 0
+        while (c["env_steps"] < s.total_env_steps and (max_iterations is None or iterations < max_iterations)
+               and not self._reached_stop_return()):
+            t0 = time.perf_counter()
+            losses = self._update() if c["episodes"] >= s.seed_episodes else {}
+            seeding = c["episodes"] < s.seed_episodes
+            controller = self.random_controller if seeding else self.controller
+            gen = torch.Generator().manual_seed(int(self.rng.integers(2**62))) if seeding else self.torch_gen
+            (episode,), stats = run_episodes(
+                [self.env], self.model, controller, [int(self.rng.integers(2**31))], generator=gen,
+                rng=self.rng, noise_std=0.0 if seeding else s.exploration_noise,
+            )
+            self.replay.add_episode(episode.obs, episode.actions, episode.rewards, episode.terminated)
+            c["episodes"] += 1
+            c["env_steps"] += stats.steps * self.action_repeat
+            if not c["normalized"] and c["episodes"] >= s.seed_episodes:
+                mean, std = self.replay.obs_moments()
+                self.model.set_obs_normalization(torch.as_tensor(mean), torch.as_tensor(std))
+                c["normalized"] = 1
+            record = {f"train/{k}": v for k, v in losses.items()}
+            record.update({"train/return": episode.return_, "train/episodes": c["episodes"], "train/updates": c["updates"]})
+            if not seeding:
+                record["time/plan_ms"] = stats.ms_per_plan
+                c["plan_calls"] += stats.plan_calls
+                c["plan_seconds"] += stats.plan_seconds
+            stop = False
+            if c["env_steps"] >= c["next_eval"] or c["env_steps"] >= s.total_env_steps:
+                result = self.evaluate()
+                record.update({"eval/return_mean": result["return_mean"], "eval/return_std": result["return_std"],
+                               "time/eval_plan_ms": result["ms_per_plan"]})
+                while c["next_eval"] <= c["env_steps"]:
+                    c["next_eval"] += s.eval_every or s.total_env_steps
+                stop = self._reached_stop_return()
+            elapsed = time.perf_counter() - t0
+            c["wall_time_s"] += elapsed
+            record.update({"time/iteration_s": elapsed, "time/wall_s": c["wall_time_s"],
+                           "time/steps_per_s": stats.steps * self.action_repeat / max(elapsed, 1e-9)})
+            if self.logger is not None:
+                for k, v in record.items():
+                    self.logger.record(k, v)
+                self.logger.dump(c["env_steps"])
+            bar.update(stats.steps * self.action_repeat)
+            bar.set_postfix(ret=f"{episode.return_:.0f}", sps=f"{record['time/steps_per_s']:.0f}",
+                            eval=f"{self.evaluations[-1]['return_mean']:.0f}" if self.evaluations else "-")
+            iterations += 1
+            if self.save_fn is not None and (c["episodes"] % s.checkpoint_every == 0 or stop):
+                self.save_fn(self.state_dict())
+            if stop:
+                log.info("evaluation mean return %.1f reached stop_return %.1f", self.evaluations[-1]["return_mean"], s.stop_return)
+                break
+        bar.close()
+        if self.save_fn is not None:
+            self.save_fn(self.state_dict())
+        return {"counters": dict(c), "evaluations": self.evaluations}
+
+    def _reached_stop_return(self) -> bool:
+        """Whether an evaluation at the current step reached ``stop_return`` (also true when resuming a stopped run)."""
+        s, last = self.settings, self.evaluations[-1] if self.evaluations else None
+        return (s.stop_return is not None and last is not None and last["env_steps"] == self.counters["env_steps"]
+                and last["return_mean"] >= s.stop_return)
+
+    def _update(self) -> dict[str, float]:
+        """``updates_per_episode`` gradient steps; returns the mean of each loss term and of the total."""
+        s = self.settings
+        param = next(self.model.parameters())
+        sums: dict[str, float] = {}
+        self.model.train()
+        for _ in range(s.updates_per_episode):
+            chunk = self.replay.sample(s.batch_size, s.chunk_length, self.rng)
+            obs, actions, rewards = (torch.as_tensor(x, device=param.device, dtype=param.dtype) for x in chunk)
+            terms = self.model.loss(obs, actions, rewards, s.overshooting, s.overshoot_stride)
+            weights = {"reward": s.reward_weight, "overshoot_obs": s.overshoot_weight,
+                       "overshoot_reward": s.overshoot_weight * s.reward_weight}
+            total = sum(weights.get(k, 1.0) * v for k, v in terms.items())
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+            self.optimizer.step()
+            for k, v in {**terms, "loss": total, "grad_norm": grad_norm}.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            self.counters["updates"] += 1
+        self.model.eval()
+        return {k: v / max(s.updates_per_episode, 1) for k, v in sums.items()}
+
+    def evaluate(self, episodes: int | None = None) -> dict[str, Any]:
+        """Run the controller without noise on ``eval_episodes`` parallel environments with fixed seeds."""
+        n = episodes or self.settings.eval_episodes
+        while len(self._eval_envs) < n:
+            self._eval_envs.append(self.env_fn(None))
+        seeds = [self.settings.eval_seed + i for i in range(n)]
+        # a dedicated generator: evaluation never perturbs the training stream
+        gen = torch.Generator(device=self.torch_gen.device).manual_seed(self.settings.eval_seed + self.counters["env_steps"])
+        _, stats = run_episodes(self._eval_envs[:n], self.model, self.controller, seeds, generator=gen)
+        returns = np.asarray(stats.returns)
+        result = {"env_steps": self.counters["env_steps"], "returns": returns.tolist(), "return_mean": float(returns.mean()),
+                  "return_std": float(returns.std()), "ms_per_plan": stats.ms_per_plan, "seconds": stats.seconds}
+        self.evaluations.append(result)
+        log.info("eval at %d env steps: return %.1f ± %.1f (%.0f ms per batched plan)", result["env_steps"],
+                 result["return_mean"], result["return_std"], result["ms_per_plan"])
+        return result

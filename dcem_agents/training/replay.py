@@ -1,0 +1,138 @@
+"""Episode replay for world-model training: whole episodes in, fixed-length chunks out (PlaNet's data pipeline).
+
+An episode of ``T`` agent steps is stored as observations ``x_0..x_T`` (T+1, O), actions ``u_0..u_{T-1}`` (T, A) and
+rewards ``r_0..r_{T-1}`` (T,), where ``r_t`` is the reward received for taking ``u_t`` in ``x_t`` (Gymnasium's
+convention). A chunk of length ``L`` starting at ``s`` holds ``x_s..x_{s+L}``, ``u_s..u_{s+L-1}``, ``r_s..r_{s+L-1}``
+from ONE episode: chunks never cross episode boundaries, and episodes shorter than ``L`` are never sampled. Chunks are
+drawn uniformly over all valid (episode, start) pairs with an explicit ``numpy.random.Generator``. Memory is bounded by
+``capacity`` transitions: the oldest episodes are dropped first.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+__all__ = ["Chunks", "EpisodeReplay"]
+
+
+class Chunks(NamedTuple):
+    """A batch of ``B`` sequence chunks of ``L`` steps (batch-major, ``float32``).
+
+    :param obs: observations (B, L+1, O).
+    :param actions: actions (B, L, A).
+    :param rewards: rewards (B, L).
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+
+
+class EpisodeReplay:
+    """A bounded FIFO store of complete episodes, sampled as chunks that stay inside one episode.
+
+    :param obs_dim: observation size ``O``.
+    :param action_dim: action size ``A``.
+    :param capacity: most transitions kept; when exceeded the oldest episodes are evicted (the newest is always kept).
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, capacity: int = 1_000_000) -> None:
+        if capacity < 1:
+            raise ValueError(f"replay capacity must be >= 1, got {capacity}")
+        self.obs_dim, self.action_dim, self.capacity = obs_dim, action_dim, capacity
+        self._obs: list[np.ndarray] = []
+        self._actions: list[np.ndarray] = []
+        self._rewards: list[np.ndarray] = []
+        self._terminated: list[bool] = []
+        self.total_episodes = 0  # ever added, including evicted ones
+
+    def __len__(self) -> int:
+        """Number of stored episodes."""
+        return len(self._rewards)
+
+    @property
+    def num_steps(self) -> int:
+        """Number of stored transitions."""
+        return sum(len(r) for r in self._rewards)
+
+    def add_episode(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminated: bool = False) -> None:
+        """Store one episode: ``obs`` (T+1, O), ``actions`` (T, A), ``rewards`` (T,) with T >= 1."""
+        obs = np.asarray(obs, np.float32).reshape(len(obs), -1)
+        actions = np.asarray(actions, np.float32).reshape(len(actions), -1)
+        rewards = np.asarray(rewards, np.float32).reshape(-1)
+        t = len(rewards)
+        if t < 1 or obs.shape != (t + 1, self.obs_dim) or actions.shape != (t, self.action_dim):
+            raise ValueError(
+                f"episode shapes must be obs (T+1, {self.obs_dim}), actions (T, {self.action_dim}), rewards (T,) with "
+                f"T >= 1; got {obs.shape}, {actions.shape}, {rewards.shape}"
+            )
+        self._obs.append(obs.copy())
+        self._actions.append(actions.copy())
+        self._rewards.append(rewards.copy())
+        self._terminated.append(bool(terminated))
+        self.total_episodes += 1
+        while len(self) > 1 and self.num_steps > self.capacity:
+            for store in (self._obs, self._actions, self._rewards, self._terminated):
+                store.pop(0)
+
+    def episode(self, index: int) -> Chunks:
+        """The stored episode ``index`` (0 = oldest kept) as unbatched arrays (T+1, O), (T, A), (T,)."""
+        return Chunks(self._obs[index], self._actions[index], self._rewards[index])
+
+    def sample(self, batch_size: int, length: int, rng: np.random.Generator) -> Chunks:
+        """``batch_size`` chunks of ``length`` steps, uniform over all (episode, start) pairs that fit in an episode.
+
+        :raises ValueError: no stored episode has at least ``length`` steps.
+        """
+        starts_per_episode = np.array([len(r) - length + 1 for r in self._rewards], dtype=np.int64)
+        starts_per_episode = np.maximum(starts_per_episode, 0)
+        total = int(starts_per_episode.sum())
+        if length < 1 or total == 0:
+            raise ValueError(f"no stored episode has {length} steps (episodes: {[len(r) for r in self._rewards]})")
+        flat = rng.integers(0, total, size=batch_size)
+        bounds = np.cumsum(starts_per_episode)
+        episodes = np.searchsorted(bounds, flat, side="right")
+        starts = flat - (bounds[episodes] - starts_per_episode[episodes])
+        obs = np.stack([self._obs[e][s : s + length + 1] for e, s in zip(episodes, starts)])
+        actions = np.stack([self._actions[e][s : s + length] for e, s in zip(episodes, starts)])
+        rewards = np.stack([self._rewards[e][s : s + length] for e, s in zip(episodes, starts)])
+        return Chunks(obs, actions, rewards)
+
+    def obs_moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std (O,) of every stored observation (for input normalization)."""
+        if not self._obs:
+            raise ValueError("the replay buffer is empty")
+        allobs = np.concatenate(self._obs)
+        return allobs.mean(0), allobs.std(0)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to restore the buffer exactly: episodes concatenated, with their lengths."""
+        return {
+            "obs_dim": self.obs_dim,
+            "action_dim": self.action_dim,
+            "capacity": self.capacity,
+            "total_episodes": self.total_episodes,
+            "lengths": np.array([len(r) for r in self._rewards], dtype=np.int64),
+            "terminated": np.array(self._terminated, dtype=bool),
+            "obs": np.concatenate(self._obs) if self._obs else np.zeros((0, self.obs_dim), np.float32),
+            "actions": np.concatenate(self._actions) if self._actions else np.zeros((0, self.action_dim), np.float32),
+            "rewards": np.concatenate(self._rewards) if self._rewards else np.zeros((0,), np.float32),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict` (dimensions must match)."""
+        if (state["obs_dim"], state["action_dim"]) != (self.obs_dim, self.action_dim):
+            raise ValueError(
+                f"replay state has obs/action dims {(state['obs_dim'], state['action_dim'])}, "
+                f"expected {(self.obs_dim, self.action_dim)}"
+            )
+        self.capacity = int(state["capacity"])
+        self.total_episodes = int(state["total_episodes"])
+        lengths = np.asarray(state["lengths"], dtype=np.int64)
+        steps = np.concatenate([[0], np.cumsum(lengths)])
+        self._obs = [np.asarray(state["obs"][steps[i] + i : steps[i + 1] + i + 1]) for i in range(len(lengths))]
+        self._actions = [np.asarray(state["actions"][steps[i] : steps[i + 1]]) for i in range(len(lengths))]
+        self._rewards = [np.asarray(state["rewards"][steps[i] : steps[i + 1]]) for i in range(len(lengths))]
+        self._terminated = [bool(t) for t in state["terminated"]]

@@ -1,0 +1,119 @@
+"""Environment construction: flat float32 observations, action repeat, seeding, unsupported spaces."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from dcem_agents.envs import ActionRepeat, FlatFloatObservation, UnsupportedSpaceError, make_env
+
+CARTPOLE = "dm_control/cartpole-swingup-v0"
+
+
+def test_dm_control_observation_is_flat_float32_in_sorted_key_order() -> None:
+    env = make_env(CARTPOLE, seed=3)
+    obs, _ = env.reset()
+    assert obs.dtype == np.float32 and obs.shape == (5,) and env.observation_space.shape == (5,)
+    raw = env.unwrapped  # shimmy's env: Dict observation {"position": (3,), "velocity": (2,)}
+    assert sorted(raw.observation_space.spaces) == ["position", "velocity"]
+    obs, reward, terminated, truncated, _ = env.step(np.zeros(1))
+    assert isinstance(reward, float) and not terminated and not truncated
+    # recompute the flattening from the same seeded reset of a plain shimmy env
+    import shimmy
+
+    gym.register_envs(shimmy)
+    plain = gym.make(CARTPOLE)
+    d, _ = plain.reset(seed=3)
+    d, *_ = plain.step(np.zeros(1))
+    np.testing.assert_allclose(obs, np.concatenate([d["position"], d["velocity"]]).astype(np.float32))
+
+
+def test_action_repeat_sums_rewards_and_counts_steps() -> None:
+    repeat = 8
+    env, base = make_env(CARTPOLE, action_repeat=repeat, seed=0), make_env(CARTPOLE, action_repeat=1, seed=0)
+    env.reset(), base.reset()
+    rng = np.random.default_rng(0)
+    steps = 0
+    while True:
+        a = rng.uniform(-1, 1, size=1)
+        obs, reward, terminated, truncated, _ = env.step(a)
+        base_rewards = []
+        for _ in range(repeat):
+            base_obs, r, bt, btr, _ = base.step(a)
+            base_rewards.append(r)
+            if bt or btr:
+                break
+        steps += 1
+        assert reward == pytest.approx(sum(base_rewards), rel=1e-6, abs=1e-9)
+        np.testing.assert_array_equal(obs, base_obs)
+        if terminated or truncated:
+            break
+    assert steps == 1000 // repeat and truncated
+
+
+class _CountingEnv(gym.Env):
+    """Reward 1 per step, terminates after 3 steps; counts the steps it was given."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.full(2, self.t, np.float32), 1, self.t >= 3, False, {}
+
+
+def test_action_repeat_stops_at_termination() -> None:
+    env = ActionRepeat(_CountingEnv(), 5)
+    env.reset()
+    obs, reward, terminated, truncated, _ = env.step(np.zeros(1))
+    assert terminated and not truncated and reward == 3.0 and isinstance(reward, float) and env.unwrapped.t == 3
+    np.testing.assert_array_equal(obs, [3.0, 3.0])
+    with pytest.raises(ValueError, match="action_repeat"):
+        ActionRepeat(_CountingEnv(), 0)
+
+
+def test_seeding_reproduces_and_differs() -> None:
+    a = make_env(CARTPOLE, action_repeat=4, seed=7).reset()[0]
+    b = make_env(CARTPOLE, action_repeat=4, seed=7).reset()[0]
+    c = make_env(CARTPOLE, action_repeat=4, seed=8).reset()[0]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    env = make_env("Pendulum-v1", seed=5)
+    assert env.reset()[0].dtype == np.float32
+    np.testing.assert_array_equal(env.reset(seed=11)[0], make_env("Pendulum-v1").reset(seed=11)[0])
+    assert env.action_space.sample() == pytest.approx(make_env("Pendulum-v1", seed=5).action_space.sample())
+
+
+def test_discrete_action_space_is_rejected_by_name() -> None:
+    with pytest.raises(UnsupportedSpaceError, match=r"CartPole-v1: unsupported action space Discrete\(2\)"):
+        make_env("CartPole-v1")
+
+
+class _ImageEnv(gym.Env):
+    observation_space = gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, False, False, {}
+
+
+class _DiscreteObsEnv(_ImageEnv):
+    observation_space = gym.spaces.Discrete(4)
+
+
+def test_image_and_discrete_observations_are_rejected_by_name() -> None:
+    with pytest.raises(UnsupportedSpaceError, match="image observations are not supported"):
+        FlatFloatObservation(_ImageEnv())
+    with pytest.raises(UnsupportedSpaceError, match=r"Discrete\(4\)"):
+        FlatFloatObservation(_DiscreteObsEnv())
+    gym.register("DcemTestImage-v0", entry_point=_ImageEnv)
+    with pytest.raises(UnsupportedSpaceError, match=r"DcemTestImage-v0: .*Box\(0, 255, \(8, 8, 3\), uint8\)"):
+        make_env("DcemTestImage-v0")
