@@ -1,0 +1,242 @@
+"""Phase 2 of the paper (sect. 5.2.2): an embedded DCEM controller learned online on a phase-1 world model.
+
+``train``: loads a ``planet`` (phase-1) checkpoint — world model, optimizer, replay and counters —, builds the latent
+action decoder and the :class:`~dcem_agents.planning.latent_mpc.LatentDCEMController`, pretrains the decoder by
+alg. 2 on the phase-1 replay, then runs :class:`~dcem_agents.training.latent_phase.LatentPhaseTrainer`: the latent
+controller collects, the model keeps its likelihood updates and the decoder its alg.-2 updates. Environment steps
+continue counting from phase 1 (``train.total_env_steps`` is cumulative). Run folder and resume as for ``planet``:
+``python train.py --config SAME.yaml --run-dir THAT_RUN_DIR`` continues from ``checkpoint.pt``.
+
+``evaluate``: ``--controller dcem`` (default) runs the latent controller, ``--controller cem`` the phase-1 full-space
+CEM planner on the same (phase-2) model, ``--controller dcem,cem`` both on the same seeds; the JSON holds each
+controller's per-episode returns, mean, std and ms per planning call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from dcem_agents.config import build, field, to_dict
+from dcem_agents.experiments import EvalOptions
+from dcem_agents.experiments import planet
+from dcem_agents.models.decoder import LatentActionDecoder
+from dcem_agents.models.rssm import RSSM
+from dcem_agents.planning.latent import LatentCEMSettings
+from dcem_agents.planning.latent_mpc import LatentDCEMController
+from dcem_agents.training import MetricsLogger, load_checkpoint, save_checkpoint
+from dcem_agents.training.device import resolve_device
+from dcem_agents.training.latent_phase import DecoderSettings, LatentPhaseTrainer
+from dcem_agents.training.planet import TrainSettings
+
+__all__ = ["Config", "DecoderConfig", "LatentPlannerConfig", "build_latent_agent", "evaluate", "train"]
+
+log = logging.getLogger(__name__)
+
+CONTROLLERS = ("dcem", "cem")
+
+
+@dataclass
+class DecoderConfig:
+    """The latent action decoder ``f_dec: [-b, b]^d -> U^H`` (app. C)."""
+
+    latent_dim: int = field(2, help="latent dimension d")
+    horizon: int = field(12, help="planning horizon H (agent steps) of the decoded sequences")
+    hidden_sizes: list[int] = field(default_factory=lambda: [256, 256], help="hidden layer widths (ELU)")
+    init_scale: float = field(1.0, help="factor on the initial Xavier-normal weights (app. C)")
+
+    def __post_init__(self) -> None:
+        if self.latent_dim < 1 or self.horizon < 1 or any(h < 1 for h in self.hidden_sizes) or self.init_scale <= 0:
+            raise ValueError("decoder: latent_dim, horizon and hidden_sizes must be >= 1 and init_scale > 0")
+
+
+@dataclass
+class LatentPlannerConfig:
+    """(D)CEM over the latent space (the paper's latent controller: 100 samples, 10 elites, 10 iterations, τ = 1)."""
+
+    n_samples: int = field(100, help="latent samples per iteration")
+    n_elites: int = field(10, help="(soft) elites per iteration")
+    n_iters: int = field(10, help="iterations per planning call")
+    temperature: float | None = field(1.0, help="soft top-k temperature (null: hard CEM in the latent space)")
+    latent_bound: float = field(1.0, help="half-width b of the latent box")
+    init_std: float = field(0.5, help="initial sampling std in the latent space")
+
+    def settings(self) -> LatentCEMSettings:
+        """As :class:`~dcem_agents.planning.latent.LatentCEMSettings` (validated there)."""
+        return LatentCEMSettings(self.n_samples, self.n_elites, self.n_iters, self.temperature, self.latent_bound,
+                                 self.init_std)
+
+    def __post_init__(self) -> None:
+        self.settings()
+
+
+@dataclass
+class Config:
+    """Online learning of the latent action space on a phase-1 world model (alg. 2 variant)."""
+
+    experiment: Literal["dcem"] = field("dcem", help="experiment name (selects this runner)")
+    name: str = field("cartpole_swingup", help="run name, part of the run folder's name")
+    seed: int = field(0, help="seed of the decoder initialization, replay sampling, noise, episodes and planning")
+    device: str = field("auto", help="auto, cpu or cuda")
+    num_threads: int = field(0, help="torch intra-op CPU threads (0: torch's default)")
+    phase1_checkpoint: str = field("checkpoints/planet_cartpole_swingup.pt", help="the planet checkpoint to start from")
+    decoder: DecoderConfig = field(default_factory=DecoderConfig, help="latent action decoder")
+    planner: LatentPlannerConfig = field(default_factory=LatentPlannerConfig, help="latent DCEM controller")
+    decoder_training: DecoderSettings = field(default_factory=DecoderSettings, help="alg.-2 optimization of the decoder")
+    train: TrainSettings = field(default_factory=TrainSettings, help="schedule (total_env_steps counts from phase 1)")
+    final_eval_episodes: int = field(10, help="episodes of the independent evaluation at the end (0: skip)")
+    final_eval_seed: int = field(2_000_000, help="seed of the first environment of the final evaluation")
+    results_json: str | None = field(None, help="also write the final summary here")
+    export_checkpoint: str | None = field(None, help="copy the final checkpoint here (with results_json)")
+
+    def __post_init__(self) -> None:
+        if self.num_threads < 0 or self.final_eval_episodes < 0:
+            raise ValueError("num_threads and final_eval_episodes must be >= 0")
+
+
+def _phase1(checkpoint: dict[str, Any]) -> tuple[planet.Config, dict[str, Any]]:
+    """The phase-1 config and trainer state of a ``planet`` checkpoint (or of the copy inside a ``dcem`` one)."""
+    cfg = build(planet.Config, checkpoint["config"])
+    return cfg, checkpoint.get("trainer", checkpoint)
+
+
+def build_latent_agent(p1: planet.Config, cfg: Config, device: torch.device) -> tuple[Any, RSSM, LatentDCEMController]:
+    """Environment factory, world model (phase-1 sizes) and latent controller (decoder initialized from ``cfg.seed``)."""
+    env_fn, model, _ = planet.build_agent(p1, device)
+    probe = env_fn(None)
+    low, high = probe.action_space.low.tolist(), probe.action_space.high.tolist()
+    probe.close()
+    torch.manual_seed(cfg.seed)
+    d = cfg.decoder
+    decoder = LatentActionDecoder(d.latent_dim, d.horizon, model.action_dim, low, high, d.hidden_sizes, d.init_scale)
+    return env_fn, model, LatentDCEMController(model, decoder.to(device), cfg.planner.settings())
+
+
+def train(cfg: Config, run_dir: Path) -> dict:
+    """Phase 2 from ``cfg.phase1_checkpoint`` (or resume from ``run_dir/checkpoint.pt``); returns the summary."""
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg.device)
+    phase1_ckpt = load_checkpoint(cfg.phase1_checkpoint, "planet", map_location=device)
+    p1, p1_state = _phase1(phase1_ckpt)
+    env_fn, model, controller = build_latent_agent(p1, cfg, device)
+    ckpt_path = run_dir / planet.CHECKPOINT_NAME
+    config_dict = to_dict(cfg)
+
+    def save_fn(state: dict[str, Any]) -> None:
+        save_checkpoint(ckpt_path, "dcem", config_dict, {"trainer": state, "phase1_config": phase1_ckpt["config"]})
+
+    trainer = LatentPhaseTrainer(env_fn, model, controller, cfg.train, cfg.decoder_training, cfg.seed,
+                                 p1.action_repeat, save_fn=save_fn)
+    if ckpt_path.exists():
+        trainer.load_state_dict(load_checkpoint(ckpt_path, "dcem", map_location=device)["trainer"])
+        planet._truncate_progress(run_dir / "progress.csv", trainer.counters["env_steps"])
+        log.info("resumed phase 2 from %s at %d env steps", ckpt_path, trainer.counters["env_steps"])
+    else:
+        model.load_state_dict(p1_state["model"])
+        trainer.optimizer.load_state_dict(p1_state["optimizer"])
+        trainer.replay.load_state_dict(p1_state["replay"])
+        for key in ("env_steps", "episodes", "updates", "normalized"):
+            trainer.counters[key] = p1_state["counters"][key]
+        trainer.counters["phase1_env_steps"] = p1_state["counters"]["env_steps"]
+        trainer.counters["next_eval"] = trainer.counters["env_steps"] + (cfg.train.eval_every or cfg.train.total_env_steps)
+        if cfg.train.total_env_steps <= trainer.counters["env_steps"]:
+            raise ValueError(
+                f"train.total_env_steps={cfg.train.total_env_steps} counts from the start of phase 1 and must exceed the "
+                f"phase-1 checkpoint's {trainer.counters['env_steps']} env steps"
+            )
+    trainer.logger = MetricsLogger(run_dir)
+    try:
+        pretrain = trainer.pretrain_decoder()
+        if pretrain:
+            log.info("decoder pretraining: planned cost %.2f -> %.2f", np.mean(pretrain[:10]), np.mean(pretrain[-10:]))
+        trainer.train()
+        summary = _summary(cfg, p1, trainer, ckpt_path)
+    finally:
+        trainer.logger.close()
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if cfg.results_json:
+        if cfg.export_checkpoint:
+            Path(cfg.export_checkpoint).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ckpt_path, cfg.export_checkpoint)
+        Path(cfg.results_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.results_json).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _summary(cfg: Config, p1: planet.Config, trainer: LatentPhaseTrainer, ckpt_path: Path) -> dict[str, Any]:
+    c = trainer.counters
+    summary: dict[str, Any] = {
+        "checkpoint": cfg.export_checkpoint or str(ckpt_path),
+        "phase1_checkpoint": cfg.phase1_checkpoint,
+        "env_id": p1.env_id,
+        "env_steps": c["env_steps"],
+        "phase1_env_steps": c.get("phase1_env_steps"),
+        "decoder_updates": c["decoder_updates"],
+        "wall_time_s": round(c["wall_time_s"], 1),
+        "learning_curve": [{"env_steps": e["env_steps"], "return_mean": round(e["return_mean"], 1)} for e in trainer.evaluations],
+    }
+    if cfg.final_eval_episodes > 0:
+        seeds = [cfg.final_eval_seed + i for i in range(cfg.final_eval_episodes)]
+        returns, ms = planet._evaluate_controller(trainer.env_fn, trainer.model, trainer.controller, seeds,
+                                                  cfg.final_eval_seed, 10)
+        summary.update({"eval_episodes": len(returns), "eval_return_mean": round(float(np.mean(returns)), 1),
+                        "eval_return_std": round(float(np.std(returns)), 1), "eval_ms_per_batched_plan": round(ms, 1)})
+    return summary
+
+
+def load_latent_agent(checkpoint: dict[str, Any], device: torch.device) -> tuple[Config, planet.Config, Any, RSSM, LatentDCEMController]:
+    """Rebuild the config, phase-1 config, environment factory, model and latent controller of a ``dcem`` checkpoint."""
+    cfg = build(Config, checkpoint["config"])
+    p1 = build(planet.Config, checkpoint["phase1_config"])
+    env_fn, model, controller = build_latent_agent(p1, cfg, device)
+    state = checkpoint["trainer"]
+    model.load_state_dict(state["model"])
+    controller.decoder.load_state_dict(state["decoder"])
+    model.eval()
+    return cfg, p1, env_fn, model, controller
+
+
+def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
+    """Evaluate the latent DCEM and/or the full-space CEM controller of a ``dcem`` checkpoint on the same seeds."""
+    names = [n.strip() for n in (options.controller or "dcem").split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONTROLLERS]
+    if unknown or not names:
+        raise ValueError(f"unknown controller {unknown[0] if unknown else ''!r} for a dcem checkpoint; available: "
+                         f"{', '.join(CONTROLLERS)} (comma-separated for several)")
+    device = resolve_device(options.device)
+    cfg, p1, env_fn, model, latent = load_latent_agent(checkpoint, device)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    _, _, cem = planet.build_agent(p1, device)
+    cem.model = model  # the full-space planner of phase 1, on the phase-2 model
+    controllers = {"dcem": latent, "cem": cem}
+    seeds = [options.seed + i for i in range(options.episodes)]
+    result: dict[str, Any] = {"experiment": "dcem", "name": cfg.name, "env_id": p1.env_id, "episodes": len(seeds),
+                              "seed": options.seed, "env_steps": checkpoint["trainer"]["counters"]["env_steps"],
+                              "controllers": {}}
+    for name in names:
+        returns, ms = planet._evaluate_controller(env_fn, model, controllers[name], seeds, options.seed,
+                                                  min(10, len(seeds)))
+        samples = (cfg.planner.n_samples * cfg.planner.n_iters if name == "dcem"
+                   else p1.planner.n_samples * p1.planner.n_iters)
+        result["controllers"][name] = {
+            "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
+            "returns": [round(r, 2) for r in returns], "ms_per_batched_plan": ms,
+            "sequences_per_plan": samples,
+        }
+    if {"dcem", "cem"} <= set(names):
+        c = result["controllers"]
+        result["dcem_over_cem_return"] = c["dcem"]["return_mean"] / c["cem"]["return_mean"]
+    out = options.out or Path("results") / f"dcem_{cfg.name}_eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    return result

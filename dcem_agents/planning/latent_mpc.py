@@ -1,0 +1,92 @@
+"""Model-predictive control in a learned latent action space on a world model: the embedded DCEM controller.
+
+At every step :class:`LatentDCEMController` solves
+
+    ẑ = argmin_{z ∈ [-b, b]^d}  -Σ_{t=1}^{H} r̂_t(belief, f_dec(z))                                   (eq. 8)
+
+with DCEM over the latent space (:func:`~dcem_agents.planning.latent.latent_plan`; defaults 100 samples, 10 elites,
+10 iterations, τ = 1, the paper's sect. 5.2.2) by rolling the world model out open-loop from the current belief
+(:func:`~dcem_agents.planning.mpc.imagined_return_cost`), and executes the first action of ``f_dec(ẑ)``.
+
+Unlike full-space CEM it keeps no warm-start state: the action is a deterministic function of the belief and of the
+sampling noise. That makes the induced policy ``π_θ(x) = f_dec(ẑ(x))_1`` (phase 3) reproducible: with the same
+noise (:meth:`LatentDCEMController.draw_noise`) the same belief gives the same action, at collection time and at
+update time. :meth:`plan` is the differentiable form used for learning the decoder (alg. 2) and by PPO; :meth:`act`
+is the :class:`~dcem_agents.planning.mpc.Controller` interface (no gradient), so the trainer, ``evaluate.py`` and users
+can swap it with :class:`~dcem_agents.planning.mpc.CEMController`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from dcem_agents.models.decoder import LatentActionDecoder
+from dcem_agents.models.rssm import RSSM
+from dcem_agents.planning.latent import LatentCEMSettings, LatentPlan, latent_plan
+from dcem_agents.planning.mpc import imagined_return_cost
+
+__all__ = ["LatentDCEMController"]
+
+
+class LatentDCEMController:
+    """Embedded DCEM controller: (D)CEM over ``z``, decoding action sequences with ``decoder``, scored by ``model``.
+
+    :param model: the world model; planning runs on its device and dtype.
+    :param decoder: ``f_dec: Z -> U^H``; its horizon is the planning horizon and its bounds the action box.
+    :param settings: latent (D)CEM hyper-parameters (``temperature=None`` gives hard CEM in the latent space).
+    """
+
+    def __init__(self, model: RSSM, decoder: LatentActionDecoder, settings: LatentCEMSettings | None = None) -> None:
+        if decoder.action_dim != model.action_dim:
+            raise ValueError(f"decoder action_dim {decoder.action_dim} != world model action_dim {model.action_dim}")
+        self.model = model
+        self.decoder = decoder
+        self.settings = settings if settings is not None else LatentCEMSettings()
+
+    @property
+    def horizon(self) -> int:
+        """Planning horizon ``H`` (the decoder's)."""
+        return self.decoder.horizon
+
+    @property
+    def samples_per_step(self) -> int:
+        """Action sequences evaluated per planning call and environment: ``n_samples · n_iters``."""
+        return self.settings.n_samples * self.settings.n_iters
+
+    def noise_shape(self, n_envs: int) -> tuple[int, int, int, int]:
+        """Shape ``(n_iters, n_envs, n_samples, latent_dim)`` of the standard normal noise of one planning call."""
+        s = self.settings
+        return (s.n_iters, n_envs, s.n_samples, self.decoder.latent_dim)
+
+    def draw_noise(self, n_envs: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draw the noise of one planning call on the model's device and dtype (see :meth:`plan`)."""
+        ref = next(self.model.parameters())
+        return torch.randn(self.noise_shape(n_envs), generator=generator, device=ref.device, dtype=ref.dtype)
+
+    def plan(self, belief: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None) -> LatentPlan:
+        """Solve eq. (8) from ``belief`` (B, D); differentiable w.r.t. the decoder and the model (alg. 2).
+
+        :param generator: generator of the sampling noise, when ``noise`` is not given.
+        :param noise: pre-drawn noise of shape :meth:`noise_shape` (B); the plan is then a deterministic function of
+            ``belief`` and the parameters.
+        :return: :class:`~dcem_agents.planning.latent.LatentPlan` with ``latent`` (B, d) and ``actions`` (B, H, A).
+        """
+        ref = next(self.model.parameters())
+        belief = belief.to(device=ref.device, dtype=ref.dtype)
+        return latent_plan(
+            imagined_return_cost(self.model, belief),
+            self.decoder,
+            belief.shape[0],
+            generator=generator,
+            noise=noise,
+            **self.settings.as_kwargs(),
+        )
+
+    def reset(self, n_envs: int) -> None:
+        """Nothing to forget: the controller is stateless (see the module docstring)."""
+
+    @torch.no_grad()
+    def act(self, belief: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """First actions (n_envs, A) of the latent plans from the beliefs (n_envs, D)."""
+        return self.plan(belief, generator).actions[:, 0]

@@ -1,0 +1,172 @@
+"""Phase 2 of the paper: learn the latent action decoder online on the world model (a variant of alg. 2).
+
+:class:`LatentPhaseTrainer` runs the phase-1 loop of :class:`~dcem_agents.training.planet.PlanetTrainer` (the world
+model keeps its maximum-likelihood updates) with the embedded DCEM controller collecting the data, and adds, after
+the model updates of every iteration, ``decoder.updates_per_episode`` steps of alg. 2 on the decoder ``f_dec``:
+
+1. sample chunks from the replay and filter them with the model (no gradient) to get beliefs ``b`` (B, D) of states
+   the agent has visited;
+2. solve ``ẑ = argmin_z -Σ_t r̂_t(b, f_dec(z))`` with DCEM from every belief
+   (:meth:`~dcem_agents.planning.latent_mpc.LatentDCEMController.plan`);
+3. take a gradient step on ``C(f_dec(ẑ)) = -Σ_t r̂_t`` (the planned cost, averaged over beliefs) through DCEM into
+   the decoder only: the world model is frozen for this loss (its parameters get no gradient from it).
+
+:meth:`pretrain_decoder` runs step 1–3 on the phase-1 replay before any new data is collected, so that the online
+phase starts from a useful latent space instead of a random one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from dcem_agents.config import field
+from dcem_agents.models.rssm import RSSM
+from dcem_agents.planning.latent_mpc import LatentDCEMController
+from dcem_agents.training.metrics import MetricsLogger
+from dcem_agents.training.planet import PlanetTrainer, TrainSettings
+
+__all__ = ["DecoderSettings", "LatentPhaseTrainer", "decoder_loss"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DecoderSettings:
+    """Optimization of the latent action decoder by alg. 2 (the ``decoder_training:`` section of a preset)."""
+
+    learning_rate: float = field(1e-3, help="Adam learning rate of the decoder")
+    grad_clip: float = field(10.0, help="max global gradient norm of the decoder")
+    batch_size: int = field(32, help="beliefs per alg.-2 step (each is a full DCEM solve with backward)")
+    chunk_length: int = field(20, help="agent steps filtered per sampled chunk to reach the beliefs")
+    updates_per_episode: int = field(20, help="alg.-2 steps after the model updates of every collected episode")
+    pretrain_updates: int = field(500, help="alg.-2 steps on the phase-1 replay before collecting (0: none)")
+
+    def __post_init__(self) -> None:
+        if self.learning_rate <= 0 or self.grad_clip <= 0:
+            raise ValueError("decoder_training.learning_rate and grad_clip must be > 0")
+        if self.batch_size < 1 or self.chunk_length < 1:
+            raise ValueError("decoder_training.batch_size and chunk_length must be >= 1")
+        if self.updates_per_episode < 0 or self.pretrain_updates < 0:
+            raise ValueError("decoder_training.updates_per_episode and pretrain_updates must be >= 0")
+
+
+def decoder_loss(controller: LatentDCEMController, belief: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Alg. 2's loss: the model's predicted cost ``-Σ_t r̂_t`` of the DCEM plan from each belief (B, D), averaged.
+
+    Differentiable w.r.t. the decoder (and the model, if its parameters require gradients).
+    """
+    plan = controller.plan(belief, generator)
+    rewards = controller.model.imagine(belief, plan.actions).rewards  # (B, H)
+    return -rewards.sum(-1).mean()
+
+
+class LatentPhaseTrainer(PlanetTrainer):
+    """The phase-2 loop: phase-1 updates and collection with the latent controller, plus alg.-2 decoder steps.
+
+    :param env_fn: ``seed -> env`` factory.
+    :param model: the (phase-1 trained) world model.
+    :param controller: the embedded DCEM controller; its decoder is trained here.
+    :param settings: the schedule of the maximum-likelihood part (as phase 1).
+    :param decoder_settings: alg.-2 optimization.
+    :param seed: seeds the generators (see :class:`PlanetTrainer`).
+    :param action_repeat: environment steps per agent step.
+    :param logger: metrics sink, or None.
+    :param save_fn: resume-checkpoint writer, or None.
+    """
+
+    def __init__(
+        self,
+        env_fn: Callable[[int | None], gym.Env],
+        model: RSSM,
+        controller: LatentDCEMController,
+        settings: TrainSettings,
+        decoder_settings: DecoderSettings,
+        seed: int,
+        action_repeat: int = 1,
+        logger: MetricsLogger | None = None,
+        save_fn: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        super().__init__(env_fn, model, controller, settings, seed, action_repeat, logger, save_fn)
+        self.decoder = controller.decoder
+        self.decoder_settings = decoder_settings
+        self.decoder_optimizer = torch.optim.Adam(self.decoder.parameters(), lr=decoder_settings.learning_rate)
+        self.counters.update({"decoder_updates": 0, "pretrained": 0})
+
+    # ---------------------------------------------------------------- checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        """Phase-1 state plus the decoder and its optimizer."""
+        return {**super().state_dict(), "decoder": self.decoder.state_dict(),
+                "decoder_optimizer": self.decoder_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`."""
+        super().load_state_dict(state)
+        self.decoder.load_state_dict(state["decoder"])
+        self.decoder_optimizer.load_state_dict(state["decoder_optimizer"])
+
+    # ---------------------------------------------------------------- alg. 2
+    @torch.no_grad()
+    def sample_beliefs(self, n: int) -> Tensor:
+        """Beliefs (n, D) at random steps of chunks from the replay, filtered with the current model."""
+        s = self.decoder_settings
+        param = next(self.model.parameters())
+        obs, actions, _ = (torch.as_tensor(x, device=param.device, dtype=param.dtype)
+                           for x in self.replay.sample(n, s.chunk_length, self.rng))
+        beliefs = self.model.observe(obs, actions)  # (n, L+1, D)
+        t = torch.as_tensor(self.rng.integers(0, beliefs.shape[1], size=n), device=param.device)
+        return beliefs[torch.arange(n, device=param.device), t]
+
+    def decoder_step(self) -> dict[str, float]:
+        """One alg.-2 step on a batch of replay beliefs; returns the loss (= mean planned cost) and gradient norm."""
+        s = self.decoder_settings
+        belief = self.sample_beliefs(s.batch_size)
+        requires = [p.requires_grad for p in self.model.parameters()]
+        self.model.requires_grad_(False)
+        try:
+            loss = decoder_loss(self.controller, belief, self.torch_gen)
+            self.decoder_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        finally:
+            for p, r in zip(self.model.parameters(), requires):
+                p.requires_grad_(r)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.decoder.parameters(), s.grad_clip)
+        self.decoder_optimizer.step()
+        self.counters["decoder_updates"] += 1
+        return {"decoder_loss": float(loss.detach()), "decoder_grad_norm": float(grad_norm)}
+
+    def pretrain_decoder(self) -> list[float]:
+        """``pretrain_updates`` alg.-2 steps on the current replay (once per run; skipped after a resume)."""
+        if self.counters["pretrained"]:
+            return []
+        n = self.decoder_settings.pretrain_updates
+        losses = []
+        for i in tqdm(range(n), desc="decoder pretraining", unit="step", dynamic_ncols=True):
+            out = self.decoder_step()
+            losses.append(out["decoder_loss"])
+            if self.logger is not None and (i + 1) % 10 == 0:
+                self.logger.record("pretrain/decoder_loss", float(np.mean(losses[-10:])))
+                self.logger.dump(self.counters["decoder_updates"])
+        self.counters["pretrained"] = 1
+        if self.save_fn is not None:
+            self.save_fn(self.state_dict())
+        return losses
+
+    def _update(self) -> dict[str, float]:
+        """Phase-1 model updates, then ``updates_per_episode`` decoder steps (means of both are returned)."""
+        out = super()._update()
+        sums: dict[str, float] = {}
+        for _ in range(self.decoder_settings.updates_per_episode):
+            for k, v in self.decoder_step().items():
+                sums[k] = sums.get(k, 0.0) + v
+        n = max(self.decoder_settings.updates_per_episode, 1)
+        out.update({k: v / n for k, v in sums.items()})
+        return out
