@@ -1,0 +1,217 @@
+"""Phase 3 of the paper: PPO fine-tuning of the embedded DCEM controller's components, with stock SB3 ``PPO``.
+
+``train``: from a phase-2 (``dcem``) checkpoint, builds :func:`~dcem_agents.sb3.make_belief_vec_env` environments
+(optionally ``VecNormalize`` on rewards) and ``PPO(EmbeddedDCEMPolicy, ...)``, evaluates the policy's mean action on
+``eval_episodes`` episodes, fine-tunes for ``total_timesteps``, and evaluates again with the same seeds. SB3's logger
+writes ``progress.csv`` and TensorBoard (``tb/``) into the run folder; ``CheckpointCallback`` writes
+``sb3_checkpoints/`` every ``checkpoint_every`` steps. Re-running with ``--run-dir THAT_RUN_DIR`` resumes from the
+newest of those. The final policy is saved twice: ``model.zip`` (``PPO.load``) and ``checkpoint.pt`` (this package's
+format, for ``evaluate.py``), and the before/after numbers go to ``summary.json`` (and ``results_json``).
+
+``evaluate``: ``--controller ppo`` (default) runs the fine-tuned policy's mean action, ``--controller dcem`` the
+phase-2 controller it started from, ``--controller ppo,dcem`` both on the same seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import CheckpointCallback
+from stable_baselines3.common.logger import CSVOutputFormat, Logger, TensorBoardOutputFormat
+from stable_baselines3.common.vec_env import VecNormalize
+
+from dcem_agents.config import build, field, to_dict
+from dcem_agents.experiments import EvalOptions
+from dcem_agents.sb3 import BeliefSyncCallback, EmbeddedDCEMPolicy, make_belief_vec_env
+from dcem_agents.sb3.evaluation import evaluate_on_beliefs
+from dcem_agents.sb3.progress import TqdmCallback
+from dcem_agents.training import save_checkpoint
+from dcem_agents.training.device import resolve_device
+
+__all__ = ["Config", "PPOSettings", "PolicySettings", "evaluate", "train"]
+
+log = logging.getLogger(__name__)
+
+CONTROLLERS = ("ppo", "dcem")
+
+
+@dataclass
+class PPOSettings:
+    """Stable-Baselines3 ``PPO`` arguments (the ``ppo:`` section)."""
+
+    n_steps: int = field(128, help="steps per environment per rollout")
+    batch_size: int = field(128, help="minibatch size")
+    n_epochs: int = field(4, help="epochs per update")
+    learning_rate: float = field(1e-4, help="Adam learning rate")
+    gamma: float = field(0.99, help="discount")
+    gae_lambda: float = field(0.95, help="GAE lambda")
+    clip_range: float = field(0.2, help="PPO clip range")
+    ent_coef: float = field(0.0, help="entropy coefficient")
+    vf_coef: float = field(0.5, help="value loss coefficient")
+    max_grad_norm: float = field(0.5, help="gradient clipping")
+    target_kl: float | None = field(None, help="stop an update early past this KL (None: never)")
+
+
+@dataclass
+class PolicySettings:
+    """``EmbeddedDCEMPolicy`` arguments (the ``policy:`` section)."""
+
+    train_components: list[str] = field(default_factory=lambda: ["decoder", "reward"],
+                                        help="components PPO trains: decoder, reward, transition, observation")
+    learn_log_std: bool = field(False, help="learn the state-independent log std (False: fixed, as the paper's 0.1)")
+    std_init: float = field(0.1, help="initial (or fixed) std of the Gaussian policy")
+    value_arch: list[int] = field(default_factory=lambda: [64, 64], help="value network widths")
+
+    def __post_init__(self) -> None:
+        if self.std_init <= 0:
+            raise ValueError(f"policy.std_init must be > 0, got {self.std_init}")
+
+
+@dataclass
+class Config:
+    """PPO fine-tuning of the decoder and reward head through the embedded DCEM controller (phase 3)."""
+
+    experiment: Literal["ppo"] = field("ppo", help="experiment name (selects this runner)")
+    name: str = field("cartpole_swingup", help="run name, part of the run folder's name")
+    seed: int = field(0, help="seed of PPO, the environments and the planner-noise seeds")
+    device: str = field("cpu", help="auto, cpu or cuda")
+    num_threads: int = field(0, help="torch intra-op CPU threads (0: torch's default)")
+    phase2_checkpoint: str = field("checkpoints/dcem_cartpole_swingup.pt", help="the dcem checkpoint to start from")
+    n_envs: int = field(4, help="parallel environments (planned in one batched call)")
+    total_timesteps: int = field(5000, help="PPO agent steps (each is action_repeat environment steps)")
+    normalize_reward: bool = field(True, help="VecNormalize on rewards (observations are never normalized)")
+    ppo: PPOSettings = field(default_factory=PPOSettings, help="PPO arguments")
+    policy: PolicySettings = field(default_factory=PolicySettings, help="policy arguments")
+    eval_episodes: int = field(100, help="episodes of the before/after evaluations (0: skip)")
+    eval_seed: int = field(3_000_000, help="seed of the before/after evaluations (same for both)")
+    checkpoint_every: int = field(1024, help="save an SB3 checkpoint every this many agent steps")
+    results_json: str | None = field(None, help="also write the summary here")
+    export_checkpoint: str | None = field(None, help="copy the final checkpoint.pt here (with results_json)")
+
+    def __post_init__(self) -> None:
+        for name in ("n_envs", "total_timesteps", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_episodes < 0:
+            raise ValueError("eval_episodes must be >= 0")
+
+
+def _policy_kwargs(cfg: Config) -> dict[str, Any]:
+    p = cfg.policy
+    return dict(checkpoint=cfg.phase2_checkpoint, train_components=list(p.train_components),
+                learn_log_std=p.learn_log_std, log_std_init=math.log(p.std_init), value_arch=list(p.value_arch))
+
+
+def _sb3_logger(run_dir: Path) -> Logger:
+    return Logger(str(run_dir), [CSVOutputFormat(str(run_dir / "progress.csv")), TensorBoardOutputFormat(str(run_dir / "tb"))])
+
+
+def _latest_sb3_checkpoint(folder: Path) -> Path | None:
+    found = [(int(m.group(1)), p) for p in folder.glob("ppo_*_steps.zip") if (m := re.match(r"ppo_(\d+)_steps", p.stem))]
+    return max(found)[1] if found else None
+
+
+def train(cfg: Config, run_dir: Path) -> dict:
+    """Evaluate, fine-tune with PPO (or resume), evaluate again; see the module docstring."""
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg.device)
+    env = make_belief_vec_env(cfg.phase2_checkpoint, n_envs=cfg.n_envs, seed=cfg.seed)
+    if cfg.normalize_reward:
+        env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=cfg.ppo.gamma)
+    sb3_dir = run_dir / "sb3_checkpoints"
+    summary_path = run_dir / "summary.json"
+    summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    resume = _latest_sb3_checkpoint(sb3_dir)
+    if resume is not None:
+        model = PPO.load(resume, env=env, device=device)
+        vecnorm = resume.with_name(resume.name.replace("ppo_", "ppo_vecnormalize_").replace(".zip", ".pkl"))
+        if cfg.normalize_reward and vecnorm.exists():
+            model.set_env(VecNormalize.load(str(vecnorm), env.venv))
+        log.info("resumed PPO from %s at %d timesteps", resume, model.num_timesteps)
+    else:
+        p = cfg.ppo
+        model = PPO(EmbeddedDCEMPolicy, env, n_steps=p.n_steps, batch_size=p.batch_size, n_epochs=p.n_epochs,
+                    learning_rate=p.learning_rate, gamma=p.gamma, gae_lambda=p.gae_lambda, clip_range=p.clip_range,
+                    ent_coef=p.ent_coef, vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm, target_kl=p.target_kl,
+                    policy_kwargs=_policy_kwargs(cfg), seed=cfg.seed, device=device)
+    model.set_logger(_sb3_logger(run_dir))
+    if cfg.eval_episodes and "before" not in summary:
+        summary["before"] = evaluate_on_beliefs(model, cfg.phase2_checkpoint, cfg.eval_episodes, cfg.eval_seed)
+        summary_path.write_text(json.dumps(summary, indent=2))
+        log.info("before PPO: %.1f (95%% CI %.1f-%.1f)", summary["before"]["return_mean"], *summary["before"]["ci95"])
+    callbacks = [CheckpointCallback(max(cfg.checkpoint_every // cfg.n_envs, 1), str(sb3_dir), name_prefix="ppo",
+                                    save_vecnormalize=True), TqdmCallback(cfg.total_timesteps)]
+    if {"transition", "observation"} & set(cfg.policy.train_components):
+        callbacks.append(BeliefSyncCallback())
+    remaining = cfg.total_timesteps - model.num_timesteps
+    t0 = time.perf_counter()
+    if remaining > 0:
+        model.learn(remaining, callback=callbacks, reset_num_timesteps=False)
+    summary["train_seconds"] = summary.get("train_seconds", 0.0) + time.perf_counter() - t0
+    model.save(run_dir / "model.zip")
+    ckpt_path = save_checkpoint(run_dir / "checkpoint.pt", "ppo", to_dict(cfg),
+                                {"policy_kwargs": _policy_kwargs(cfg), "policy_state": model.policy.state_dict(),
+                                 "num_timesteps": model.num_timesteps})
+    if cfg.eval_episodes:
+        summary["after"] = evaluate_on_beliefs(model, cfg.phase2_checkpoint, cfg.eval_episodes, cfg.eval_seed)
+        log.info("after PPO: %.1f (95%% CI %.1f-%.1f)", summary["after"]["return_mean"], *summary["after"]["ci95"])
+    summary.update({"checkpoint": cfg.export_checkpoint or str(ckpt_path), "phase2_checkpoint": cfg.phase2_checkpoint,
+                    "ppo_timesteps": model.num_timesteps, "n_envs": cfg.n_envs,
+                    "train_components": list(cfg.policy.train_components)})
+    summary_path.write_text(json.dumps(summary, indent=2))
+    if cfg.results_json:
+        if cfg.export_checkpoint:
+            Path(cfg.export_checkpoint).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ckpt_path, cfg.export_checkpoint)
+        Path(cfg.results_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.results_json).write_text(json.dumps(summary, indent=2))
+    return {k: v for k, v in summary.items() if k not in ("before", "after")} | {
+        f"{k}_return_mean": summary[k]["return_mean"] for k in ("before", "after") if k in summary}
+
+
+def load_policy(checkpoint: dict[str, Any], device: torch.device) -> EmbeddedDCEMPolicy:
+    """The fine-tuned policy of a ``ppo`` checkpoint (architecture from its phase-2 checkpoint, then its weights)."""
+    cfg = build(Config, checkpoint["config"])
+    env = make_belief_vec_env(cfg.phase2_checkpoint, n_envs=1)
+    policy = EmbeddedDCEMPolicy(env.observation_space, env.action_space, lambda _: 0.0, **checkpoint["policy_kwargs"])
+    env.close()
+    policy.load_state_dict(checkpoint["policy_state"])
+    return policy.to(device).eval()
+
+
+def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
+    """Evaluate the fine-tuned policy (``ppo``) and/or the phase-2 controller it started from (``dcem``)."""
+    names = [n.strip() for n in (options.controller or "ppo").split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONTROLLERS]
+    if unknown or not names:
+        raise ValueError(f"unknown controller {unknown[0] if unknown else ''!r} for a ppo checkpoint; available: "
+                         f"{', '.join(CONTROLLERS)} (comma-separated for several)")
+    cfg = build(Config, checkpoint["config"])
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(options.device)
+    result: dict[str, Any] = {"experiment": "ppo", "name": cfg.name, "phase2_checkpoint": cfg.phase2_checkpoint,
+                              "ppo_timesteps": checkpoint.get("num_timesteps"), "controllers": {}}
+    for name in names:
+        policy = load_policy(checkpoint, device)
+        if name == "dcem":  # the same architecture with the phase-2 weights
+            env = make_belief_vec_env(cfg.phase2_checkpoint, n_envs=1)
+            policy = EmbeddedDCEMPolicy(env.observation_space, env.action_space, lambda _: 0.0,
+                                        **checkpoint["policy_kwargs"]).to(device).eval()
+            env.close()
+        result["controllers"][name] = evaluate_on_beliefs(policy, cfg.phase2_checkpoint, options.episodes, options.seed)
+    out = options.out or Path("results") / f"ppo_{cfg.name}_eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    return result

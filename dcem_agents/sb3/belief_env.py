@@ -1,0 +1,132 @@
+"""The belief the planner starts from, carried inside the observation: a VecEnv wrapper that runs the RSSM filter.
+
+SB3's PPO treats observations as a stateless, shuffled set, but the world model is recurrent: the planner must
+start from the belief ``b_t = [h_t, x̃_t]`` that the filter
+(:meth:`~dcem_agents.models.rssm.RSSM.observe_step`) computed from the whole episode so far. :class:`BeliefVecEnv`
+runs that filter next to the environments and hands the policy the observation
+
+    [ b_t  (belief_dim values) ,  s_t  (one planner-noise seed, an integer stored exactly in float32) ]
+
+so the rollout buffer stores exactly what the policy saw. At update time the policy re-plans from the same belief with
+noise regenerated from the same seed, so the mean action (and PPO's probability ratio) is reproduced exactly.
+
+Limits (documented in the README):
+
+- The filter uses the wrapper's copy of the world model. If PPO trains the transition or observation model, beliefs
+  computed during a rollout use the weights of that rollout's start; add :class:`BeliefSyncCallback` to copy the
+  policy's weights into the filter before every rollout. With the default trained components (decoder, reward head)
+  the filter never changes.
+- Do not normalize observations (``VecNormalize(norm_obs=False)``): the belief is already normalized and the seed must
+  reach the policy unchanged. Normalizing rewards is fine.
+- The filter sees the actions actually executed (SB3 clips them to the action box before ``step``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecMonitor
+
+from dcem_agents.envs.make import make_env
+from dcem_agents.models.rssm import RSSM
+from dcem_agents.sb3.components import load_components
+
+__all__ = ["SEED_RANGE", "BeliefSyncCallback", "BeliefVecEnv", "make_belief_vec_env"]
+
+#: planner-noise seeds are integers in [0, SEED_RANGE): exactly representable in float32
+SEED_RANGE = 2**24
+
+
+class BeliefVecEnv(VecEnvWrapper):
+    """Replace each observation by ``[belief, noise seed]`` computed with ``model``'s filter (module docstring).
+
+    :param venv: vectorized environments with flat float observations (see :func:`dcem_agents.envs.make_env`).
+    :param model: the world model whose filter produces the beliefs (used without gradient, on CPU or its device).
+    :param seed: seed of the generator of the planner-noise seeds.
+    """
+
+    def __init__(self, venv: VecEnv, model: RSSM, seed: int = 0) -> None:
+        if venv.observation_space.shape != (model.obs_dim,):
+            raise ValueError(f"BeliefVecEnv: env observations {venv.observation_space.shape} do not match the model's "
+                             f"obs_dim {model.obs_dim}")
+        space = gym.spaces.Box(-np.inf, np.inf, (model.belief_dim + 1,), np.float32)
+        super().__init__(venv, observation_space=space)
+        self.model = model
+        self.rng = np.random.default_rng(seed)
+        self._belief: torch.Tensor | None = None
+        self._actions: np.ndarray | None = None
+
+    def seed(self, seed: int | None = None):  # type: ignore[override]
+        """Seed the environments and the noise-seed generator."""
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        return self.venv.seed(seed)
+
+    def _param(self) -> torch.Tensor:
+        return next(self.model.parameters())
+
+    def _observation(self) -> np.ndarray:
+        seeds = self.rng.integers(0, SEED_RANGE, size=(self.num_envs, 1)).astype(np.float32)
+        return np.concatenate([self._belief.cpu().numpy().astype(np.float32), seeds], 1)
+
+    @torch.no_grad()
+    def reset(self) -> np.ndarray:
+        obs = self.venv.reset()
+        p = self._param()
+        self._belief = self.model.initial(torch.as_tensor(obs, device=p.device, dtype=p.dtype))
+        return self._observation()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions, np.float32).reshape(self.num_envs, -1)
+        self.venv.step_async(actions)
+
+    @torch.no_grad()
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        p = self._param()
+        obs_t = torch.as_tensor(obs, device=p.device, dtype=p.dtype)
+        actions = torch.as_tensor(self._actions, device=p.device, dtype=p.dtype)
+        belief = self.model.observe_step(self._belief, actions, obs_t)
+        if dones.any():  # finished envs were auto-reset: `obs` is the first observation of the next episode
+            fresh = self.model.initial(obs_t)
+            done = torch.as_tensor(dones, device=p.device).unsqueeze(-1)
+            belief = torch.where(done, fresh, belief)
+        self._belief = belief
+        return self._observation(), rewards, dones, infos
+
+
+class BeliefSyncCallback(BaseCallback):
+    """Copy the policy's world-model weights into the :class:`BeliefVecEnv` filter at the start of every rollout.
+
+    Needed only when PPO trains the transition or observation model (see :mod:`dcem_agents.sb3.belief_env`).
+    """
+
+    def _on_rollout_start(self) -> None:
+        env = self.training_env
+        while not isinstance(env, BeliefVecEnv) and hasattr(env, "venv"):
+            env = env.venv
+        if not isinstance(env, BeliefVecEnv):
+            raise TypeError("BeliefSyncCallback needs a BeliefVecEnv in the training env's wrapper chain")
+        env.model.load_state_dict(self.model.policy.world_model.state_dict())
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def make_belief_vec_env(checkpoint: str | Path, n_envs: int = 1, seed: int = 0, monitor: bool = True) -> BeliefVecEnv:
+    """``n_envs`` environments of a phase-2 checkpoint's task (its env id and action repeat), wrapped for the policy.
+
+    Episode statistics (``VecMonitor``, for SB3's ``rollout/ep_rew_mean`` and ``evaluate_policy``) are in
+    environment reward units. Environment ``i`` is seeded with ``seed + i``; the noise seeds with ``seed``.
+    """
+    comps = load_components(checkpoint)
+    fns = [lambda i=i: make_env(comps.env_id, action_repeat=comps.action_repeat, seed=seed + i) for i in range(n_envs)]
+    venv: VecEnv = DummyVecEnv(fns)
+    if monitor:
+        venv = VecMonitor(venv)
+    venv.seed(seed)
+    return BeliefVecEnv(venv, comps.model, seed)

@@ -1,0 +1,65 @@
+"""Rebuild the model-based components of a phase-2 (``dcem``) checkpoint without the experiment layer.
+
+The SB3 policy and the belief wrapper are constructed from a checkpoint *path* (a plain value that SB3 pickles into
+its zip); this module reads the sizes from the checkpoint's stored configs and state dicts and returns the world
+model, the decoder and the latent planner settings, on CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dcem_agents.models.decoder import LatentActionDecoder
+from dcem_agents.models.rssm import RSSM
+from dcem_agents.planning.latent import LatentCEMSettings
+from dcem_agents.training.checkpoint import load_checkpoint
+
+__all__ = ["DCEMComponents", "load_components"]
+
+
+@dataclass
+class DCEMComponents:
+    """What a phase-2 checkpoint provides to the SB3 integration.
+
+    :param model: the world model (weights loaded, eval mode).
+    :param decoder: the latent action decoder (weights loaded).
+    :param settings: the latent planner's hyper-parameters.
+    :param env_id: the Gymnasium id the model was trained on.
+    :param action_repeat: environment steps per agent step.
+    :param env_steps: environment steps behind the checkpoint.
+    """
+
+    model: RSSM
+    decoder: LatentActionDecoder
+    settings: LatentCEMSettings
+    env_id: str
+    action_repeat: int
+    env_steps: int
+
+
+def load_components(path: str | Path, map_location: str | torch.device = "cpu") -> DCEMComponents:
+    """Load a ``dcem`` checkpoint's world model, decoder and latent planner settings.
+
+    :raises CheckpointError: the file is missing or is not a phase-2 (``dcem``) checkpoint.
+    """
+    ckpt = load_checkpoint(path, "dcem", map_location=map_location)
+    state: dict[str, Any] = ckpt["trainer"]
+    p1, cfg = ckpt["phase1_config"], ckpt["config"]
+    model_state, dec_state = state["model"], state["decoder"]
+    obs_dim = model_state["obs_loc"].numel()
+    action_dim = dec_state["lower"].numel()
+    model = RSSM(obs_dim, action_dim, p1["model"]["hidden_size"], p1["model"]["layer_size"], p1["model"]["min_std"])
+    model.load_state_dict(model_state)
+    model.eval()
+    d = cfg["decoder"]
+    decoder = LatentActionDecoder(d["latent_dim"], d["horizon"], action_dim, dec_state["lower"].tolist(),
+                                  dec_state["upper"].tolist(), d["hidden_sizes"], d["init_scale"])
+    decoder.load_state_dict(dec_state)
+    pl = cfg["planner"]
+    settings = LatentCEMSettings(pl["n_samples"], pl["n_elites"], pl["n_iters"], pl["temperature"], pl["latent_bound"],
+                                 pl["init_std"])
+    return DCEMComponents(model, decoder, settings, p1["env_id"], int(p1["action_repeat"]), int(state["counters"]["env_steps"]))

@@ -1,0 +1,212 @@
+"""``EmbeddedDCEMPolicy``: the embedded DCEM controller as a Stable-Baselines3 actor-critic policy (phase 3).
+
+The controller induces a differentiable policy class (sect. 5.2.2): from the belief ``b`` in the observation
+(:class:`~dcem_agents.sb3.belief_env.BeliefVecEnv`), DCEM plans ``ẑ = argmin_z -Σ_t r̂_t(b, f_dec(z))`` and the policy is
+the diagonal Gaussian
+
+    π_θ(u | b) = N(u; f_dec(ẑ(b))_1, diag(σ²)),      σ = exp(log_std), state independent (learned or fixed),
+
+with a separate value network ``V(b)`` (an MLP on the belief). PPO's loss reaches the model-based components through
+DCEM and the model rollout; which ones it trains is the ``train_components`` argument (default: the decoder and the
+reward head, as the paper); the others are frozen — no gradient and not in the optimizer.
+
+Reproducible planner noise: the observation carries one integer seed per step, from which the planner's standard
+normal noise ``(n_iters, n_samples, d)`` is regenerated. The same (belief, seed) gives the same mean action at
+collection and at update time, so PPO's ratio is 1 at the start of each update.
+
+Construction from a phase-2 checkpoint, with plain values only (SB3 pickles ``policy_kwargs`` into its zip)::
+
+    model = PPO(EmbeddedDCEMPolicy, make_belief_vec_env(ckpt, n_envs=4),
+                policy_kwargs=dict(checkpoint=ckpt, log_std_init=math.log(0.1)))
+
+``PPO.load`` rebuilds the architecture from the checkpoint path and then loads the saved weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.distributions import DiagGaussianDistribution, Distribution
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.type_aliases import Schedule
+from torch import Tensor, nn
+
+from dcem_agents.planning.latent_mpc import LatentDCEMController
+from dcem_agents.sb3.components import load_components
+
+__all__ = ["COMPONENTS", "EmbeddedDCEMPolicy"]
+
+#: trainable component name -> attribute path on the policy
+COMPONENTS = {
+    "decoder": ("decoder",),
+    "reward": ("world_model", "reward_head"),
+    "transition": ("world_model", "embed", "cell"),
+    "observation": ("world_model", "obs_head"),
+}
+
+
+class EmbeddedDCEMPolicy(ActorCriticPolicy):
+    """Actor-critic policy whose actor is the embedded DCEM controller of a phase-2 checkpoint.
+
+    :param observation_space: ``Box((belief_dim + 1,))`` of :class:`~dcem_agents.sb3.belief_env.BeliefVecEnv`.
+    :param action_space: the environment's ``Box`` action space.
+    :param lr_schedule: SB3 learning-rate schedule.
+    :param checkpoint: path of the phase-2 (``dcem``) checkpoint providing model, decoder and planner settings.
+    :param train_components: which of ``decoder``, ``reward``, ``transition``, ``observation`` PPO trains.
+    :param learn_log_std: learn the state-independent log std (False keeps ``log_std_init``, e.g. log 0.1).
+    :param log_std_init: initial log std of the Gaussian.
+    :param value_arch: hidden layer widths of the value network on the belief.
+    :param n_samples: override the planner's samples per iteration (None: the checkpoint's).
+    :param n_iters: override the planner's iterations (None: the checkpoint's).
+    :param kwargs: other :class:`~stable_baselines3.common.policies.ActorCriticPolicy` arguments (``net_arch`` is ignored).
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        checkpoint: str | None = None,
+        train_components: Sequence[str] = ("decoder", "reward"),
+        learn_log_std: bool = True,
+        log_std_init: float = math.log(0.1),
+        value_arch: Sequence[int] = (64, 64),
+        n_samples: int | None = None,
+        n_iters: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if checkpoint is None:
+            raise ValueError("EmbeddedDCEMPolicy needs policy_kwargs=dict(checkpoint=PATH) of a phase-2 (dcem) checkpoint")
+        if not isinstance(action_space, spaces.Box):
+            raise ValueError(f"EmbeddedDCEMPolicy supports Box action spaces only, got {action_space}")
+        unknown = sorted(set(train_components) - set(COMPONENTS))
+        if unknown:
+            raise ValueError(f"unknown train_components {unknown}; choose from {sorted(COMPONENTS)}")
+        # Plain attributes first: ActorCriticPolicy.__init__ calls self._build() at its end.
+        self.checkpoint = str(checkpoint)
+        self.train_components = tuple(train_components)
+        self.learn_log_std = bool(learn_log_std)
+        self.value_arch = tuple(int(v) for v in value_arch)
+        self.n_samples_override, self.n_iters_override = n_samples, n_iters
+        kwargs.pop("net_arch", None)
+        kwargs.pop("use_sde", None)
+        super().__init__(observation_space, action_space, lr_schedule, net_arch=dict(pi=[], vf=list(self.value_arch)),
+                         log_std_init=log_std_init, **kwargs)
+
+    # ---------------------------------------------------------------- construction
+    def _build(self, lr_schedule: Schedule) -> None:
+        """Load the model-based components, build the value network and log std, freeze, and make the optimizer."""
+        comps = load_components(self.checkpoint)
+        if self.observation_space.shape != (comps.model.belief_dim + 1,):
+            raise ValueError(
+                f"observation shape {self.observation_space.shape} is not (belief_dim + 1,) = ({comps.model.belief_dim + 1},): "
+                "wrap the environment with dcem_agents.sb3.BeliefVecEnv (or use make_belief_vec_env)"
+            )
+        if self.action_space.shape != (comps.decoder.action_dim,):
+            raise ValueError(f"action shape {self.action_space.shape} does not match the decoder's ({comps.decoder.action_dim},)")
+        self.world_model = comps.model
+        self.decoder = comps.decoder
+        settings = comps.settings
+        if self.n_samples_override or self.n_iters_override:
+            from dataclasses import replace
+
+            settings = replace(settings, n_samples=self.n_samples_override or settings.n_samples,
+                               n_iters=self.n_iters_override or settings.n_iters)
+        self.planner_settings = settings
+        # SB3's value branch: an MLP on the belief (the seed column is not a feature)
+        self.features_dim = comps.model.belief_dim
+        self._build_mlp_extractor()
+        self.value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
+        assert isinstance(self.action_dist, DiagGaussianDistribution)
+        action_dim = int(np.prod(self.action_space.shape))
+        self.log_std = nn.Parameter(torch.full((action_dim,), float(self.log_std_init)), requires_grad=self.learn_log_std)
+        if self.ortho_init:  # only the new networks: the pretrained components keep their weights
+            from functools import partial
+
+            self.mlp_extractor.apply(partial(self.init_weights, gain=np.sqrt(2)))
+            self.value_net.apply(partial(self.init_weights, gain=1.0))
+        trained = {id(p) for name in self.train_components for p in self._component_parameters(name)}
+        for p in list(self.world_model.parameters()) + list(self.decoder.parameters()):
+            p.requires_grad_(id(p) in trained)
+        params = [p for p in self.parameters() if p.requires_grad]
+        self.optimizer = self.optimizer_class(params, lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
+
+    def _component_parameters(self, name: str) -> list[nn.Parameter]:
+        """Parameters of one trainable component (see :data:`COMPONENTS`)."""
+        path = COMPONENTS[name]
+        if path[0] == "decoder":
+            return list(self.decoder.parameters())
+        return [p for attr in path[1:] for p in getattr(self.world_model, attr).parameters()]
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.pop("net_arch", None)
+        data.update(checkpoint=self.checkpoint, train_components=list(self.train_components),
+                    learn_log_std=self.learn_log_std, value_arch=list(self.value_arch),
+                    n_samples=self.n_samples_override, n_iters=self.n_iters_override)
+        return data
+
+    @property
+    def controller(self) -> LatentDCEMController:
+        """The latent DCEM controller over the policy's own world model and decoder."""
+        return LatentDCEMController(self.world_model, self.decoder, self.planner_settings)
+
+    # ---------------------------------------------------------------- the actor
+    def split_observation(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """``(belief (B, D), seeds (B,))`` of a batch of observations (B, D + 1)."""
+        return obs[:, :-1], obs[:, -1]
+
+    def planner_noise(self, seeds: Tensor) -> Tensor:
+        """Standard normal planner noise ``(n_iters, B, n_samples, d)``, row ``i`` regenerated from ``seeds[i]``."""
+        ctrl = self.controller
+        t, _, n, d = ctrl.noise_shape(1)
+        device, dtype = seeds.device, self.log_std.dtype
+        rows = [torch.randn(t, n, d, generator=torch.Generator(device=device).manual_seed(int(s)), device=device, dtype=dtype)
+                for s in seeds.round().long().tolist()]  # one host sync per call, outside the planner
+        return torch.stack(rows, 1)
+
+    def mean_action(self, obs: Tensor) -> Tensor:
+        """``f_dec(ẑ(b))_1`` (B, A): the first action of the DCEM plan from each belief, differentiable."""
+        belief, seeds = self.split_observation(obs)
+        return self.controller.plan(belief, noise=self.planner_noise(seeds)).actions[:, 0]
+
+    def _distribution(self, obs: Tensor) -> Distribution:
+        return self.action_dist.proba_distribution(self.mean_action(obs), self.log_std)
+
+    def _values(self, obs: Tensor) -> Tensor:
+        belief, _ = self.split_observation(obs)
+        return self.value_net(self.mlp_extractor.forward_critic(belief))
+
+    # ---------------------------------------------------------------- SB3's policy contract
+    def forward(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """Actions, values and log-probabilities for a batch of observations (collection time)."""
+        obs = self.obs_to_float(obs)
+        dist = self._distribution(obs)
+        actions = dist.get_actions(deterministic=deterministic)
+        return actions.reshape((-1, *self.action_space.shape)), self._values(obs), dist.log_prob(actions)
+
+    def evaluate_actions(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Values, log-probabilities of ``actions`` and entropy (update time; gradients reach the trained components)."""
+        obs = self.obs_to_float(obs)
+        dist = self._distribution(obs)
+        return self._values(obs), dist.log_prob(actions), dist.entropy()
+
+    def get_distribution(self, obs: Tensor) -> Distribution:
+        """The Gaussian around the planned first action."""
+        return self._distribution(self.obs_to_float(obs))
+
+    def predict_values(self, obs: Tensor) -> Tensor:
+        """``V(b)`` (B, 1)."""
+        return self._values(self.obs_to_float(obs))
+
+    def _predict(self, observation: Tensor, deterministic: bool = False) -> Tensor:
+        return self.get_distribution(observation).get_actions(deterministic=deterministic)
+
+    def obs_to_float(self, obs: Tensor) -> Tensor:
+        """Observations as a 2-D float tensor of the policy's dtype."""
+        return obs.reshape(obs.shape[0], -1).to(self.log_std.dtype)

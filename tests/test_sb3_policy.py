@@ -1,0 +1,181 @@
+"""Phase 3: ``EmbeddedDCEMPolicy`` inside stock SB3 PPO (ratio = 1, gradients, save/load, evaluate_policy, updates)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+from dcem_agents import EmbeddedDCEMPolicy
+from dcem_agents.envs.make import make_env
+from dcem_agents.sb3 import BeliefVecEnv, load_components, make_belief_vec_env
+
+
+def _ppo(ckpt: Path, n_envs: int = 2, **policy_kwargs: object) -> PPO:
+    env = make_belief_vec_env(ckpt, n_envs=n_envs, seed=0)
+    return PPO(EmbeddedDCEMPolicy, env, n_steps=16, batch_size=16, n_epochs=2, seed=0, device="cpu",
+               policy_kwargs=dict(checkpoint=str(ckpt), **policy_kwargs))
+
+
+class _RatioProbe(BaseCallback):
+    """At the end of every rollout (= the start of the update) compute PPO's ratio on the whole buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.max_deviation: list[float] = []
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        policy = self.model.policy
+        with torch.no_grad():
+            for data in self.model.rollout_buffer.get(batch_size=8):
+                _, log_prob, _ = policy.evaluate_actions(data.observations, data.actions)
+                ratio = torch.exp(log_prob - data.old_log_prob)
+                self.max_deviation.append(float((ratio - 1).abs().max()))
+
+
+def test_ratio_is_one_at_start_of_each_update(phase2_checkpoint: Path) -> None:
+    model = _ppo(phase2_checkpoint)
+    probe = _RatioProbe()
+    model.learn(64, callback=probe)  # 2 rollouts, each followed by an update
+    assert len(probe.max_deviation) >= 4
+    assert max(probe.max_deviation) < 1e-5
+
+
+def test_ratio_would_differ_with_fresh_planner_noise(phase2_checkpoint: Path) -> None:
+    """The property above is not automatic: re-planning with other seeds moves the mean action."""
+    model = _ppo(phase2_checkpoint)
+    obs = torch.as_tensor(model.env.reset())
+    policy = model.policy
+    with torch.no_grad():
+        a = policy.mean_action(obs)
+        other = obs.clone()
+        other[:, -1] += 1
+        b = policy.mean_action(other)
+    assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("components", [("decoder", "reward"), ("decoder",), ("transition", "observation")])
+def test_gradient_reaches_exactly_the_chosen_components(phase2_checkpoint: Path, components: tuple[str, ...]) -> None:
+    model = _ppo(phase2_checkpoint, train_components=list(components))
+    policy = model.policy
+    obs = torch.as_tensor(model.env.reset())
+    actions = torch.zeros(obs.shape[0], 1)
+    _, log_prob, _ = policy.evaluate_actions(obs, actions)
+    log_prob.sum().backward()
+    optimized = {id(p) for g in policy.optimizer.param_groups for p in g["params"]}
+    for name in ("decoder", "reward", "transition", "observation"):
+        params = policy._component_parameters(name)
+        if name in components:
+            assert all(id(p) in optimized for p in params), name
+            if name != "observation":  # the observation head is not on the planning path (imagination feeds back its mean)
+                assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params), name
+        else:
+            assert all(not p.requires_grad and p.grad is None and id(p) not in optimized for p in params), name
+
+
+def test_pretrained_weights_survive_construction(phase2_checkpoint: Path) -> None:
+    comps = load_components(phase2_checkpoint)
+    policy = _ppo(phase2_checkpoint).policy
+    for k, v in comps.decoder.state_dict().items():
+        torch.testing.assert_close(policy.decoder.state_dict()[k], v, atol=0, rtol=0)
+    for k, v in comps.model.state_dict().items():
+        torch.testing.assert_close(policy.world_model.state_dict()[k], v, atol=0, rtol=0)
+    torch.testing.assert_close(policy.log_std.exp(), torch.full((1,), 0.1))
+
+
+def test_save_load_round_trip(phase2_checkpoint: Path, tmp_path: Path) -> None:
+    model = _ppo(phase2_checkpoint)
+    model.learn(32)
+    model.save(tmp_path / "ppo.zip")
+    loaded = PPO.load(tmp_path / "ppo.zip", device="cpu")
+    obs = model.env.reset()
+    a, _ = model.predict(obs, deterministic=True)
+    b, _ = loaded.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(a, b)
+    for (k, v), (k2, v2) in zip(model.policy.state_dict().items(), loaded.policy.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+
+
+def test_evaluate_policy_on_two_envs_with_vecnormalize(phase2_checkpoint: Path) -> None:
+    env = VecNormalize(make_belief_vec_env(phase2_checkpoint, n_envs=2, seed=3), norm_obs=False, norm_reward=True)
+    model = PPO(EmbeddedDCEMPolicy, env, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu",
+                policy_kwargs=dict(checkpoint=str(phase2_checkpoint)))
+    mean, std = evaluate_policy(model, make_belief_vec_env(phase2_checkpoint, n_envs=2, seed=7), n_eval_episodes=2)
+    assert np.isfinite(mean) and mean > 0  # cartpole-swingup rewards are in [0, 1] per step
+
+
+def test_ppo_updates_change_only_trained_components(phase2_checkpoint: Path) -> None:
+    model = _ppo(phase2_checkpoint)
+    before = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    model.learn(64)
+    after = model.policy.state_dict()
+    assert model.logger.name_to_value["train/n_updates"] > 0 or model._n_updates > 0
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("decoder.net") for k in changed)
+    assert any(k.startswith("world_model.reward_head") for k in changed)
+    assert not any(k.startswith(("world_model.cell", "world_model.embed", "world_model.obs_head")) for k in changed)
+
+
+def test_clear_errors(phase2_checkpoint: Path, tmp_path: Path) -> None:
+    comps = load_components(phase2_checkpoint)
+    raw = DummyVecEnv([lambda: make_env(comps.env_id, action_repeat=comps.action_repeat, seed=0)])
+    with pytest.raises(ValueError, match="BeliefVecEnv"):
+        PPO(EmbeddedDCEMPolicy, raw, policy_kwargs=dict(checkpoint=str(phase2_checkpoint)), device="cpu")
+    with pytest.raises(ValueError, match="unknown train_components"):
+        _ppo(phase2_checkpoint, train_components=["everything"])
+    with pytest.raises(ValueError, match="checkpoint"):
+        PPO(EmbeddedDCEMPolicy, make_belief_vec_env(phase2_checkpoint), device="cpu")
+    from dcem_agents.training import CheckpointError
+
+    with pytest.raises(CheckpointError, match="not found"):
+        make_belief_vec_env(tmp_path / "missing.pt")
+    assert isinstance(make_belief_vec_env(phase2_checkpoint), BeliefVecEnv)
+
+
+def test_train_and_evaluate_scripts_phase3(phase2_checkpoint: Path, tmp_path: Path) -> None:
+    """``train.py`` on the ppo debug preset (before/after evaluation, SB3 logs in the run folder), resume, evaluate."""
+    import json
+
+    from _scripts import run_script
+
+    run_dir = tmp_path / "ppo"
+    args = ["train.py", "--config", "configs/ppo/debug.yaml", "--run-dir", str(run_dir),
+            "--set", f"phase2_checkpoint={phase2_checkpoint}"]
+    p = run_script(*args)
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["ppo_timesteps"] == 64 and len(summary["before"]["returns"]) == 2 and len(summary["after"]["returns"]) == 2
+    assert summary["before"]["ci95"][0] <= summary["before"]["return_mean"] <= summary["before"]["ci95"][1]
+    assert (run_dir / "progress.csv").read_text().count("\n") >= 2 and (run_dir / "model.zip").exists()
+    p = run_script(*args, "--set", "total_timesteps=96")  # resumes from the newest SB3 checkpoint
+    assert p.returncode == 0 and "resumed PPO" in p.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["ppo_timesteps"] == 96
+    out = tmp_path / "eval.json"
+    ev = run_script("evaluate.py", "--checkpoint", str(run_dir / "checkpoint.pt"), "--controller", "ppo,dcem",
+                    "--episodes", "2", "--out", str(out))
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    assert set(json.loads(out.read_text())["controllers"]) == {"ppo", "dcem"}
+
+
+def test_readme_sb3_snippet_runs(phase2_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's SB3 snippet runs as written (with the debug checkpoint and fewer steps)."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "EmbeddedDCEMPolicy, env" in b]
+    assert len(blocks) == 1
+    code = (blocks[0].replace('"checkpoints/dcem_cartpole_swingup.pt"', repr(str(phase2_checkpoint)))
+            .replace("model.learn(10_000)", "model.learn(64)").replace("n_eval_episodes=20", "n_eval_episodes=2")
+            .replace("policy_kwargs=dict(", "n_steps=16, batch_size=16, n_epochs=1, policy_kwargs=dict("))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "ppo_dcem.zip").exists()
