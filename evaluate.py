@@ -1,7 +1,20 @@
-"""Evaluate a checkpoint: ``python evaluate.py --checkpoint PATH [--controller NAME] [--episodes N] [--seed S] [--out FILE.json]``.
+"""Evaluate checkpoints.
 
-Everything about the run (experiment, environment, sizes) is read from the checkpoint; the flags only choose what
-to evaluate and how often.
+Compare controllers on the same test episodes (paper fig. 4), one ``--entry`` per controller::
+
+    python evaluate.py --entry PATH[:CONTROLLER][@LABEL] [--entry ...] [--episodes 100] [--seed S] [--n-envs 10]
+                       [--out PREFIX] [--video] [--device D]
+
+writes PREFIX.json (statistics per entry), PREFIX.md (table), PREFIX.png (box plot), PREFIX_episodes.csv and with
+--video one PREFIX_video_<label>.gif (.mp4 with imageio-ffmpeg) per entry. PATH is a planet (controller cem), dcem
+(dcem, cem), ppo (ppo, dcem) checkpoint or an SB3 model zip of EmbeddedDCEMPolicy (ppo); the first is the default.
+
+One checkpoint with its experiment's own evaluation (JSON)::
+
+    python evaluate.py --checkpoint PATH [--controller NAME] [--episodes N] [--seed S] [--out FILE.json]
+
+Everything about the run (experiment, environment, action repeat, sizes) is read from the checkpoints; the flags
+only choose what to evaluate and how often.
 """
 
 from __future__ import annotations
@@ -9,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -16,19 +31,28 @@ from dcem_agents.experiments import EvalOptions, get_experiment
 from dcem_agents.training import CheckpointError, load_checkpoint
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file written by train.py")
-    parser.add_argument("--controller", default=None, help="controller to evaluate (default: the checkpoint's own)")
-    parser.add_argument("--episodes", type=int, default=100, help="episodes / initial states (default: 100)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed of the evaluation (default: 0)")
-    parser.add_argument("--out", type=Path, default=None, help="JSON output (default: the experiment's results file)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.episodes < 1:
-        parser.error("--episodes must be >= 1")
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--entry", action="append", metavar="PATH[:CONTROLLER][@LABEL]",
+                      help="a checkpoint (or SB3 zip) and controller to compare; repeat for each entry")
+    what.add_argument("--checkpoint", type=Path, help="one checkpoint, evaluated by its experiment")
+    p.add_argument("--controller", default=None,
+                   help="with --checkpoint: controller(s) (default: the checkpoint's own)")
+    p.add_argument("--episodes", type=int, default=100, help="episodes per entry / initial states (default: 100)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="environment seed of the first episode; episode i uses seed + i (default: 4000000 with "
+                        "--entry, apart from training's seeds; 0 with --checkpoint)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="with --entry: output prefix (default: results/comparison); with --checkpoint: the JSON file")
+    p.add_argument("--n-envs", type=int, default=None, help="with --entry: parallel environments (default: 10)")
+    p.add_argument("--video", action="store_true", help="with --entry: record one episode per entry (GIF or MP4)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    return p
 
+
+def _single(args: argparse.Namespace) -> int:
+    """The experiment's own evaluation of one checkpoint."""
     try:
         checkpoint = load_checkpoint(args.checkpoint)
         module = get_experiment(checkpoint["experiment"])
@@ -38,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(module, "evaluate"):
         print(f"evaluate.py: experiment {checkpoint['experiment']!r} has no evaluation", file=sys.stderr)
         return 2
-    options = EvalOptions(args.controller, args.episodes, args.seed, args.out, args.device)
+    seed = 0 if args.seed is None else args.seed
+    options = EvalOptions(args.controller, args.episodes, seed, args.out, args.device)
     try:
         result = module.evaluate(checkpoint, options)
     except ValueError as e:  # e.g. a controller the checkpoint cannot provide
@@ -46,6 +71,49 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(result, indent=2, default=str))
     return 0
+
+
+def _compare(args: argparse.Namespace, argv: list[str]) -> int:
+    """The comparison report of ``--entry`` ... (see :mod:`dcem_agents.experiments.compare`)."""
+    if args.video:
+        os.environ.setdefault("MUJOCO_GL", "egl")  # before MuJoCo is first imported
+    from dcem_agents.experiments.compare import DEFAULT_SEED, compare
+    from dcem_agents.experiments.compare_entries import parse_entry
+    from dcem_agents.experiments.compare_video import RenderError
+    from dcem_agents.training.device import resolve_device
+
+    out = args.out or Path("results/comparison")
+    if out.suffix in (".json", ".md", ".png", ".csv"):
+        out = out.with_suffix("")
+    try:
+        specs = [parse_entry(e) for e in args.entry]
+        summary = compare(specs, out, episodes=args.episodes, seed=DEFAULT_SEED if args.seed is None else args.seed,
+                          n_envs=args.n_envs or 10, device=resolve_device(args.device), video=args.video,
+                          command=shlex.join(["python", "evaluate.py", *argv]))
+    except (ValueError, RenderError) as e:  # EntryError and CheckpointError are ValueErrors
+        print(f"evaluate.py: {e}", file=sys.stderr)
+        return 2
+    print(Path(summary["files"]["md"]).read_text())
+    print("wrote " + ", ".join(summary["files"].values()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.episodes < 1:
+        parser.error("--episodes must be >= 1")
+    if args.n_envs is not None and args.n_envs < 1:
+        parser.error("--n-envs must be >= 1")
+    if args.checkpoint is not None:
+        if args.n_envs is not None or args.video:
+            parser.error("--n-envs and --video go with --entry (the comparison report), not --checkpoint")
+        return _single(args)
+    if args.controller is not None:
+        parser.error("with --entry, name the controller in the entry: PATH:CONTROLLER")
+    return _compare(args, argv)
 
 
 if __name__ == "__main__":

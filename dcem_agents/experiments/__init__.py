@@ -24,6 +24,9 @@ EXPERIMENTS: dict[str, str] = {
     "optimize": "dcem_agents.experiments.optimize",
     "cartpole_embed": "dcem_agents.experiments.cartpole_embed",
     "regression": "dcem_agents.experiments.regression",
+    "planet": "dcem_agents.experiments.planet",
+    "dcem": "dcem_agents.experiments.dcem",
+    "ppo": "dcem_agents.experiments.ppo",
 }
 
 

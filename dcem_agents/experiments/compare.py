@@ -1,0 +1,195 @@
+"""Compare controllers on the same test episodes: ``python evaluate.py --entry A --entry B ... --out PREFIX`` (fig. 4).
+
+Every entry (:mod:`~dcem_agents.experiments.compare_entries`: a checkpoint or SB3 zip and one of its controllers) runs
+``episodes`` episodes on the same initial states — episode ``i`` resets its environment with seed ``seed + i`` —
+``n_envs`` environments at a time with ONE batched planning call per step
+(:func:`~dcem_agents.training.rollout.run_episodes`). The planner's sampling generator is seeded with ``seed`` at the
+start of every entry, so a seed fully determines a CPU run. Planning wall time is measured around the controller
+calls only.
+
+The default ``seed`` (:data:`DEFAULT_SEED`) keeps the test episodes apart from the seeds training and its
+evaluations use (random collection seeds below 2^31 are unlikely to hit it; evaluation seeds start at 1e6, 2e6, 3e6
+and PPO's first resets at 0). Results: ``PREFIX.json``, ``.md``, ``.png``, ``_episodes.csv``
+(:func:`~dcem_agents.experiments.compare_report.write_report`) and with ``video`` one ``PREFIX_video_<label>.gif``
+(or ``.mp4``) per entry (:mod:`~dcem_agents.experiments.compare_video`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from dcem_agents.envs import make_env
+from dcem_agents.experiments.compare_entries import Entry, EntryError, EntrySpec, load_entry
+from dcem_agents.experiments.compare_report import report_paths, summarize, write_report
+from dcem_agents.planning.mpc import Controller
+from dcem_agents.training.rollout import run_episodes
+
+__all__ = ["DEFAULT_SEED", "EntryRun", "compare", "load_entries", "run_entry"]
+
+log = logging.getLogger(__name__)
+
+#: first environment seed of the comparison's test episodes
+DEFAULT_SEED = 4_000_000
+#: resamples of the bootstrap confidence intervals and the seed of their generator
+BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 10_000, 0
+
+
+@dataclass
+class EntryRun:
+    """Per-episode ``returns`` and ``agent_steps``; planning seconds and batched calls; total seconds."""
+
+    returns: list[float]
+    agent_steps: list[int]
+    plan_seconds: float
+    plan_calls: int
+    seconds: float
+
+
+class _Ticking:
+    """A controller that calls ``on_step()`` after every batched :meth:`act` (drives the progress bar)."""
+
+    def __init__(self, controller: Controller, on_step: Callable[[], None]) -> None:
+        self.controller, self.on_step = controller, on_step
+
+    def reset(self, n_envs: int) -> None:
+        self.controller.reset(n_envs)
+
+    def act(self, belief: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        actions = self.controller.act(belief, generator)
+        self.on_step()
+        return actions
+
+
+def load_entries(specs: Sequence[EntrySpec], device: torch.device | str = "cpu") -> list[Entry]:
+    """Load every entry; labels made unique (file stem, then a number); all must be on the same environment id.
+
+    :raises EntryError: see :func:`~dcem_agents.experiments.compare_entries.load_entry`, or mismatched env ids.
+    """
+    if not specs:
+        raise EntryError("no entries to compare")
+    entries = [load_entry(s, device) for s in specs]
+    ids = {e.env_id for e in entries}
+    if len(ids) > 1:
+        listing = "; ".join(f"{e.path} ({e.label}): {e.env_id}" for e in entries)
+        raise EntryError(f"entries must be on the same environment id to be compared, got {listing}")
+    counts = {label: [e.label for e in entries].count(label) for label in {e.label for e in entries}}
+    for spec, e in zip(specs, entries):
+        if spec.label is None and counts[e.label] > 1:
+            e.label = f"{e.label} ({e.path.stem})"
+    seen: dict[str, int] = {}
+    for e in entries:
+        seen[e.label] = seen.get(e.label, 0) + 1
+        if seen[e.label] > 1:
+            e.label = f"{e.label} #{seen[e.label]}"
+    return entries
+
+
+def run_entry(entry: Entry, seeds: Sequence[int], *, n_envs: int, seed: int,
+              on_step: Callable[[], None] | None = None, on_batch: Callable[[int], None] | None = None) -> EntryRun:
+    """One episode per seed in ``seeds``, ``n_envs`` at a time, batched planning (generator seeded with ``seed``).
+
+    :param on_step: called after every batched planning call.
+    :param on_batch: called with the number of episodes after every finished batch.
+    """
+    envs = [make_env(entry.env_id, action_repeat=entry.action_repeat) for _ in range(min(n_envs, len(seeds)))]
+    controller = entry.controller if on_step is None else _Ticking(entry.controller, on_step)
+    param = next(entry.model.parameters())
+    gen = torch.Generator(device=param.device).manual_seed(seed)
+    run = EntryRun([], [], 0.0, 0, 0.0)
+    t0 = time.perf_counter()
+    try:
+        for i in range(0, len(seeds), len(envs)):
+            part = list(seeds[i : i + len(envs)])
+            episodes, stats = run_episodes(envs[: len(part)], entry.model, controller, part, generator=gen)
+            run.returns += [e.return_ for e in episodes]
+            run.agent_steps += [len(e.rewards) for e in episodes]
+            run.plan_seconds += stats.plan_seconds
+            run.plan_calls += stats.plan_calls
+            if on_batch is not None:
+                on_batch(len(part))
+    finally:
+        for env in envs:
+            env.close()
+    run.seconds = time.perf_counter() - t0
+    return run
+
+
+def _entry_summary(entry: Entry, run: EntryRun, n_envs: int) -> dict[str, Any]:
+    actions = sum(run.agent_steps)
+    return {
+        "label": entry.label, "checkpoint": str(entry.path), "kind": entry.kind, "controller": entry.controller_name,
+        "env_id": entry.env_id, "action_repeat": entry.action_repeat, "train_env_steps": entry.train_env_steps,
+        "episodes": len(run.returns),
+        "stats": summarize(run.returns, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED),
+        "eval_agent_steps": actions, "eval_env_steps": actions * entry.action_repeat,
+        "samples_per_action": entry.samples_per_action,
+        "ms_per_action": 1000.0 * run.plan_seconds / max(actions, 1),
+        "ms_per_planning_call": 1000.0 * run.plan_seconds / max(run.plan_calls, 1), "n_envs": n_envs,
+        "wall_time_s": run.seconds,
+        "returns": [round(r, 4) for r in run.returns], "agent_steps": run.agent_steps,
+    }
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "entry"
+
+
+def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed: int = DEFAULT_SEED, n_envs: int = 10,
+            device: torch.device | str = "cpu", video: bool = False, command: str | None = None,
+            progress: bool = True) -> dict[str, Any]:
+    """Evaluate every entry on the same ``episodes`` seeds and write the report files under the prefix ``out``.
+
+    :param video: first record one episode per entry (seed ``seed``); raises
+        :class:`~dcem_agents.experiments.compare_video.RenderError` before any evaluation when rendering is impossible.
+    :param command: the command line, stored in the JSON.
+    :return: the summary written to ``PREFIX.json`` (``files`` lists the written paths).
+    :raises EntryError: an entry cannot be loaded, or the entries are on different environments.
+    """
+    if episodes < 1 or n_envs < 1:
+        raise ValueError(f"episodes and n_envs must be >= 1, got {episodes} and {n_envs}")
+    t0 = time.perf_counter()
+    entries = load_entries(specs, device)
+    videos: list[dict[str, Any]] = []
+    if video:
+        from dcem_agents.experiments.compare_video import check_rendering, record_episode
+
+        check_rendering(entries[0].env_id, entries[0].action_repeat)
+        for e in entries:
+            videos.append(record_episode(e, seed, Path(f"{out}_video_{_slug(e.label)}")))
+            log.info("video of %s: %s (return %.1f)", e.label, videos[-1]["path"], videos[-1]["return"])
+    seeds = [seed + i for i in range(episodes)]
+    results = []
+    with tqdm(total=len(entries) * episodes, unit="episode", dynamic_ncols=True, disable=not progress) as bar:
+        for e in entries:
+            bar.set_description(e.label)
+            steps, shown = [0], [time.perf_counter()]
+
+            def tick() -> None:  # batched planning calls so far, shown at most every 2 s
+                steps[0] += 1
+                if time.perf_counter() - shown[0] > 2.0:
+                    bar.set_postfix_str(f"planning calls {steps[0]}")
+                    shown[0] = time.perf_counter()
+
+            run = run_entry(e, seeds, n_envs=n_envs, seed=seed, on_step=tick, on_batch=bar.update)
+            results.append(_entry_summary(e, run, min(n_envs, episodes)))
+            log.info("%s: return %.1f ± %.1f over %d episodes (%.0f s)", e.label, results[-1]["stats"]["mean"],
+                     results[-1]["stats"]["std"], episodes, run.seconds)
+    summary: dict[str, Any] = {
+        "env_id": entries[0].env_id, "episodes": episodes, "seed": seed, "episode_seeds": [seeds[0], seeds[-1]],
+        "n_envs": min(n_envs, episodes), "device": str(device),
+        "bootstrap": {"method": "percentile", "level": 0.95, "resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED},
+        "command": command, "wall_time_s": time.perf_counter() - t0, "entries": results, "videos": videos,
+        "files": {k: str(p) for k, p in report_paths(out).items()} | {f"video {v['label']}": v["path"] for v in videos},
+    }
+    write_report(summary, out)
+    return summary

@@ -1,0 +1,264 @@
+"""The entries of a controller comparison: a checkpoint and one of its controllers, ready to run on environments.
+
+An entry is written ``PATH[:CONTROLLER][@LABEL]`` (:func:`parse_entry`). :func:`load_entry` reads everything from the
+file — environment id, action repeat, model sizes, planner settings — and returns an :class:`Entry`: the world model
+whose filter gives the beliefs, and a :class:`~dcem_agents.planning.mpc.Controller` that acts on them, so every
+entry runs in the same batched loop (:func:`dcem_agents.training.rollout.run_episodes`).
+
+======================  ===============  ===================================================================
+file                    controllers      what runs
+======================  ===============  ===================================================================
+``planet`` checkpoint   ``cem``          phase 1: full-space CEM on the phase-1 world model
+``dcem`` checkpoint     ``dcem``, cem    phase 2: latent DCEM (eq. 8); ``cem``: full-space CEM, same model
+``ppo`` checkpoint      ``ppo``, dcem    phase 3: the PPO-fine-tuned policy's mean action; ``dcem``: the same
+                                         policy with the phase-2 weights it started from
+SB3 model zip           ``ppo``          a policy on belief observations (``EmbeddedDCEMPolicy``) saved by SB3
+======================  ===============  ===================================================================
+
+The first controller listed is the default. SB3 policies act through :class:`PolicyController`, which builds their
+observation ``[belief, planner-noise seed]`` (:mod:`dcem_agents.sb3.belief_env`) from the same beliefs.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dcem_agents.config import build
+from dcem_agents.models.rssm import RSSM
+from dcem_agents.planning.mpc import CEMController, Controller
+from dcem_agents.training import CheckpointError, load_checkpoint
+
+__all__ = ["CONTROLLERS", "Entry", "EntryError", "EntrySpec", "PolicyController", "load_entry", "parse_entry"]
+
+#: file kind -> controllers it provides (the first is the default)
+CONTROLLERS: dict[str, tuple[str, ...]] = {"planet": ("cem",), "dcem": ("dcem", "cem"), "ppo": ("ppo", "dcem"),
+                                           "sb3": ("ppo",)}
+
+_LABELS = {("planet", "cem"): "full-space CEM", ("dcem", "dcem"): "latent DCEM",
+           ("dcem", "cem"): "full-space CEM (phase-2 model)", ("ppo", "ppo"): "latent DCEM + PPO",
+           ("ppo", "dcem"): "latent DCEM (before PPO)", ("sb3", "ppo"): "latent DCEM + PPO (SB3 zip)"}
+
+
+class EntryError(ValueError):
+    """An entry cannot be compared: missing file, foreign format, unknown controller, mismatched environments."""
+
+
+@dataclass(frozen=True)
+class EntrySpec:
+    """An entry as written on the command line: ``path``, ``controller`` and ``label`` (None: the defaults)."""
+
+    path: Path
+    controller: str | None = None
+    label: str | None = None
+
+
+def parse_entry(text: str) -> EntrySpec:
+    """Parse ``PATH[:CONTROLLER][@LABEL]`` (the label is after the last ``@``, the controller after the last ``:``)."""
+    label = None
+    if "@" in text:
+        text, label = text.rsplit("@", 1)
+        if not label.strip():
+            raise EntryError(f"empty label in entry {text + '@'!r}")
+        label = label.strip()
+    controller = None
+    head, sep, tail = text.rpartition(":")
+    if sep and re.fullmatch(r"[A-Za-z0-9_]+", tail):
+        text, controller = head, tail
+    if not text:
+        raise EntryError("an entry needs a path: PATH[:CONTROLLER][@LABEL]")
+    return EntrySpec(Path(text), controller, label)
+
+
+@dataclass
+class Entry:
+    """A loaded entry.
+
+    :param label: name in the tables and figure.
+    :param path: the file it came from.
+    :param kind: ``planet``, ``dcem``, ``ppo`` or ``sb3``.
+    :param controller_name: which of the file's controllers.
+    :param env_id: Gymnasium id the file was trained on.
+    :param action_repeat: environment steps per agent step.
+    :param model: the world model whose filter gives the beliefs (n_envs, D) (eval mode, on the device).
+    :param controller: acts on those beliefs.
+    :param samples_per_action: action sequences evaluated per planning call and environment (samples × iterations).
+    :param train_env_steps: environment steps behind the file (all phases), when known.
+    """
+
+    label: str
+    path: Path
+    kind: str
+    controller_name: str
+    env_id: str
+    action_repeat: int
+    model: RSSM
+    controller: Controller
+    samples_per_action: int
+    train_env_steps: int | None
+
+
+class PolicyController:
+    """An SB3 policy on belief observations as a :class:`~dcem_agents.planning.mpc.Controller` (mean actions).
+
+    Each call draws one planner-noise seed per environment from ``generator`` and hands the policy
+    ``[belief, seed]`` (B, D + 1), the observation of :class:`~dcem_agents.sb3.belief_env.BeliefVecEnv`.
+    """
+
+    def __init__(self, policy: Any) -> None:
+        from dcem_agents.sb3 import SEED_RANGE
+
+        self.policy = policy
+        self.seed_range = SEED_RANGE
+
+    def reset(self, n_envs: int) -> None:
+        """Nothing to forget: the policy is a function of the observation."""
+
+    @torch.no_grad()
+    def act(self, belief: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Mean actions (n_envs, A) of the policy for the beliefs (n_envs, D)."""
+        device = generator.device if generator is not None else belief.device
+        seeds = torch.randint(0, self.seed_range, (belief.shape[0], 1), generator=generator, device=device)
+        obs = torch.cat([belief, seeds.to(belief.device, belief.dtype)], 1)
+        return self.policy._predict(obs, deterministic=True)
+
+
+def _label(kind: str, controller: str) -> str:
+    return _LABELS[(kind, controller)]
+
+
+def _controller_name(kind: str, spec: EntrySpec) -> str:
+    name = spec.controller or CONTROLLERS[kind][0]
+    if name not in CONTROLLERS[kind]:
+        what = "an SB3 model zip" if kind == "sb3" else f"a {kind!r} checkpoint"
+        raise EntryError(f"{spec.path}: unknown controller {name!r} for {what}; "
+                         f"available: {', '.join(CONTROLLERS[kind])}")
+    return name
+
+
+def _is_sb3_zip(path: Path) -> bool:
+    """SB3 saves ``data`` (JSON) and ``policy.pth`` in a plain zip; ``torch.save`` zips hold ``<name>/data.pkl``."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        names = set(z.namelist())
+    return "data" in names and "policy.pth" in names
+
+
+def _phase2(path: str, where: str) -> Any:
+    """The components of the phase-2 checkpoint that ``where`` names."""
+    from dcem_agents.sb3 import load_components
+
+    try:
+        return load_components(path)
+    except CheckpointError as e:
+        raise EntryError(f"{where} names the phase-2 checkpoint {path!r}, which cannot be loaded ({e}); run from the "
+                         "folder it was trained in or keep that checkpoint next to it") from None
+
+
+def _belief_policy(policy_class: Any, kwargs: dict[str, Any], state: dict[str, Any] | None, comps: Any,
+                   device: torch.device, obs_space: Any = None, act_space: Any = None) -> Any:
+    """An SB3 policy on beliefs of ``comps``' model, with ``state`` loaded (None: the phase-2 weights)."""
+    import gymnasium as gym
+
+    from dcem_agents.envs import make_env
+
+    if obs_space is None:
+        obs_space = gym.spaces.Box(-np.inf, np.inf, (comps.model.belief_dim + 1,), np.float32)
+    if act_space is None:
+        probe = make_env(comps.env_id, action_repeat=comps.action_repeat)
+        act_space = probe.action_space
+        probe.close()
+    policy = policy_class(obs_space, act_space, lambda _: 0.0, **kwargs)
+    if state is not None:
+        policy.load_state_dict(state)
+    return policy.to(device).eval()
+
+
+def _policy_entry(path: Path, kind: str, name: str, policy: Any, comps: Any, steps: int) -> dict[str, Any]:
+    model = getattr(policy, "world_model", None)  # the filter PPO's rollouts used (synced when PPO trains it)
+    model = comps.model if model is None else model
+    settings = getattr(policy, "planner_settings", comps.settings)
+    return dict(path=path, kind=kind, controller_name=name, env_id=comps.env_id, action_repeat=comps.action_repeat,
+                model=model, controller=PolicyController(policy),
+                samples_per_action=settings.n_samples * settings.n_iters,
+                train_env_steps=comps.env_steps + steps * comps.action_repeat)
+
+
+def _load_sb3_zip(spec: EntrySpec, device: torch.device) -> dict[str, Any]:
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    name = _controller_name("sb3", spec)
+    data, params, _ = load_from_zip_file(spec.path, device=device)
+    kwargs = dict(data.get("policy_kwargs") or {})
+    if "checkpoint" not in kwargs:
+        raise EntryError(f"{spec.path}: this SB3 model's policy ({data['policy_class'].__name__}) does not plan on the "
+                         "beliefs of a phase-2 checkpoint (no policy_kwargs['checkpoint']); only EmbeddedDCEMPolicy "
+                         "models can be compared")
+    comps = _phase2(kwargs["checkpoint"], f"the SB3 model {spec.path}")
+    policy = _belief_policy(data["policy_class"], kwargs, params["policy"], comps, device, data["observation_space"],
+                            data["action_space"])
+    return _policy_entry(spec.path, "sb3", name, policy, comps, int(data.get("num_timesteps", 0)))
+
+
+def _load_ppo(ckpt: dict[str, Any], spec: EntrySpec, name: str, device: torch.device) -> dict[str, Any]:
+    from dcem_agents.sb3 import EmbeddedDCEMPolicy
+
+    comps = _phase2(ckpt["config"]["phase2_checkpoint"], f"the ppo checkpoint {spec.path}")
+    state = ckpt["policy_state"] if name == "ppo" else None  # dcem: the architecture with the phase-2 weights
+    policy = _belief_policy(EmbeddedDCEMPolicy, ckpt["policy_kwargs"], state, comps, device)
+    steps = int(ckpt.get("num_timesteps") or 0) if name == "ppo" else 0
+    return _policy_entry(spec.path, "ppo", name, policy, comps, steps)
+
+
+def _load_planner(ckpt: dict[str, Any], spec: EntrySpec, name: str, device: torch.device) -> dict[str, Any]:
+    from dcem_agents.experiments import dcem, planet
+
+    kind = ckpt["experiment"]
+    if kind == "planet":
+        p1 = build(planet.Config, ckpt["config"])
+        _, model, controller = planet.build_agent(p1, device)
+        model.load_state_dict(ckpt["trainer"]["model"])
+        model.eval()
+    else:
+        _, p1, _, model, controller = dcem.load_latent_agent(ckpt, device)
+        if name == "cem":  # the phase-1 full-space planner on the phase-2 model
+            _, _, controller = planet.build_agent(p1, device)
+            controller.model = model
+    if isinstance(controller, CEMController):
+        samples = controller.n_samples * controller.n_iters
+    else:
+        samples = controller.samples_per_step
+    return dict(path=spec.path, kind=kind, controller_name=name, env_id=p1.env_id, action_repeat=p1.action_repeat,
+                model=model, controller=controller, samples_per_action=samples,
+                train_env_steps=int(ckpt["trainer"]["counters"]["env_steps"]))
+
+
+def load_entry(spec: EntrySpec, device: torch.device | str = "cpu") -> Entry:
+    """Load an entry's file and controller on ``device``.
+
+    :raises EntryError: the file is missing, of another format or experiment, or lacks the controller (all
+        :class:`ValueError`; :class:`~dcem_agents.training.CheckpointError` is one too).
+    """
+    device = torch.device(device)
+    if not spec.path.is_file():
+        raise EntryError(f"checkpoint not found: {spec.path}")
+    if _is_sb3_zip(spec.path):
+        fields = _load_sb3_zip(spec, device)
+    else:
+        ckpt = load_checkpoint(spec.path, map_location=device)
+        kind = ckpt["experiment"]
+        if kind not in CONTROLLERS:
+            raise EntryError(f"{spec.path} is a {kind!r} checkpoint, which has no controller to compare: entries are "
+                             f"planet, dcem or ppo checkpoints or SB3 model zips (evaluate.py --checkpoint runs the "
+                             f"{kind!r} experiment's own evaluation)")
+        name = _controller_name(kind, spec)
+        fields = _load_ppo(ckpt, spec, name, device) if kind == "ppo" else _load_planner(ckpt, spec, name, device)
+    return Entry(label=spec.label or _label(fields["kind"], fields["controller_name"]), **fields)

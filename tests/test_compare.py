@@ -1,0 +1,175 @@
+"""The comparison report of ``evaluate.py --entry ...``: statistics on known inputs, entry parsing, the report files
+from the debug checkpoints of all three phases, videos, and the error messages."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _scripts import run_script
+
+from dcem_agents.experiments import compare as compare_mod
+from dcem_agents.experiments.compare_entries import Entry, EntryError, EntrySpec, load_entry, parse_entry
+from dcem_agents.experiments.compare_report import bootstrap_ci, interquartile_mean, summarize
+from dcem_agents.training import save_checkpoint
+
+
+# ---------------------------------------------------------------- statistics
+def test_interquartile_mean_known_values() -> None:
+    assert interquartile_mean([1, 2, 3, 4, 5, 6, 7, 8]) == pytest.approx(4.5)  # mean of 3, 4, 5, 6
+    assert interquartile_mean([100, -50, 1, 2, 3, 4, 5, 6]) == pytest.approx(3.5)  # outliers cut, order irrelevant
+    assert interquartile_mean([7.0]) == 7.0 and interquartile_mean([1, 3]) == 2.0
+    x = np.random.default_rng(0).normal(size=101)
+    from scipy.stats import trim_mean
+
+    assert interquartile_mean(x) == pytest.approx(trim_mean(x, 0.25))
+
+
+def test_bootstrap_ci_contains_mean_shrinks_and_is_seeded() -> None:
+    rng = np.random.default_rng(1)
+    small, large = rng.normal(10.0, 2.0, 25), rng.normal(10.0, 2.0, 400)
+    for x in (small, large):
+        lo, hi = bootstrap_ci(x)
+        assert lo < x.mean() < hi
+    width = lambda x: np.subtract(*bootstrap_ci(x)[::-1])  # noqa: E731
+    assert width(large) < 0.5 * width(small)  # ~ 1/sqrt(n): 4x smaller expected
+    assert width(small) == pytest.approx(2 * 1.96 * small.std() / 5, rel=0.2)  # near the normal interval
+    assert bootstrap_ci(small, seed=3) == bootstrap_ci(small, seed=3) != bootstrap_ci(small, seed=4)
+    assert bootstrap_ci([5.0]) == (5.0, 5.0)
+    with pytest.raises(ValueError):
+        bootstrap_ci([])
+
+
+def test_summarize() -> None:
+    s = summarize([1.0, 2.0, 3.0, 10.0])
+    assert s["mean"] == 4.0 and s["median"] == 2.5 and s["iqm"] == 2.5 and s["min"] == 1.0 and s["max"] == 10.0
+    assert s["std"] == pytest.approx(np.std([1, 2, 3, 10], ddof=1))
+    assert s["ci95"][0] <= s["mean"] <= s["ci95"][1]
+    assert summarize([3.0])["std"] == 0.0
+
+
+# ---------------------------------------------------------------- entries
+def test_parse_entry() -> None:
+    assert parse_entry("a/b.pt") == EntrySpec(Path("a/b.pt"))
+    assert parse_entry("a/b.pt:dcem") == EntrySpec(Path("a/b.pt"), "dcem")
+    assert parse_entry("a/b.pt:ppo@DCEM + PPO") == EntrySpec(Path("a/b.pt"), "ppo", "DCEM + PPO")
+    assert parse_entry("model.zip@mine") == EntrySpec(Path("model.zip"), None, "mine")
+    with pytest.raises(EntryError):
+        parse_entry("a.pt@")
+    with pytest.raises(EntryError):
+        parse_entry(":cem")
+
+
+def test_entries_must_share_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake(spec: EntrySpec, device: object) -> Entry:
+        env_id = "Pendulum-v1" if "pendulum" in str(spec.path) else "dm_control/cartpole-swingup-v0"
+        return Entry("latent DCEM", spec.path, "dcem", "dcem", env_id, 8, None, None, 1, None)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(compare_mod, "load_entry", fake)
+    same = compare_mod.load_entries([EntrySpec(Path("a.pt")), EntrySpec(Path("b.pt")), EntrySpec(Path("c/b.pt"))])
+    assert [e.label for e in same] == ["latent DCEM (a)", "latent DCEM (b)", "latent DCEM (b) #2"]
+    with pytest.raises(EntryError, match="same environment id"):
+        compare_mod.load_entries([EntrySpec(Path("a.pt")), EntrySpec(Path("pendulum.pt"))])
+
+
+def test_run_entry_is_seeded(phase1_checkpoint: Path) -> None:
+    entry = load_entry(EntrySpec(phase1_checkpoint))
+    assert (entry.kind, entry.controller_name, entry.label) == ("planet", "cem", "full-space CEM")
+    assert entry.samples_per_action == 16 * 2 and entry.train_env_steps == 3000  # the debug preset's planner
+    a = compare_mod.run_entry(entry, [7, 8], n_envs=2, seed=7)
+    b = compare_mod.run_entry(entry, [7, 8], n_envs=2, seed=7)
+    assert a.returns == b.returns and a.agent_steps == [125, 125] and a.plan_calls == 125
+
+
+# ---------------------------------------------------------------- evaluate.py
+def test_report_of_all_phases(phase1_checkpoint: Path, phase2_checkpoint: Path, phase3_checkpoint: Path,
+                              tmp_path: Path) -> None:
+    prefix = tmp_path / "report" / "cmp"
+    zip_path = phase3_checkpoint.parent / "model.zip"
+    p = run_script("evaluate.py", "--entry", f"{phase1_checkpoint}:cem", "--entry", f"{phase2_checkpoint}:dcem",
+                   "--entry", f"{phase3_checkpoint}:ppo", "--entry", f"{zip_path}@zip", "--episodes", "2",
+                   "--n-envs", "2", "--seed", "11", "--out", str(prefix), "--device", "cpu")
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads(prefix.with_suffix(".json").read_text())
+    entries = summary["entries"]
+    assert [e["label"] for e in entries] == ["full-space CEM", "latent DCEM", "latent DCEM + PPO", "zip"]
+    assert [(e["kind"], e["controller"]) for e in entries] == [("planet", "cem"), ("dcem", "dcem"), ("ppo", "ppo"),
+                                                               ("sb3", "ppo")]
+    assert summary["env_id"] == "dm_control/cartpole-swingup-v0" and summary["episode_seeds"] == [11, 12]
+    for e in entries:
+        s = e["stats"]
+        assert len(e["returns"]) == e["episodes"] == 2 and e["agent_steps"] == [125, 125]
+        assert s["mean"] == pytest.approx(np.mean(e["returns"]), abs=1e-3)
+        assert s["median"] == pytest.approx(np.median(e["returns"]), abs=1e-3)
+        assert s["ci95"][0] <= s["mean"] <= s["ci95"][1] and s["std"] >= 0
+        assert e["eval_env_steps"] == 250 * 8 and e["ms_per_action"] > 0 and e["samples_per_action"] > 0
+    assert entries[0]["samples_per_action"] == 32 and entries[1]["samples_per_action"] == 16  # debug presets
+    assert entries[2]["train_env_steps"] > entries[1]["train_env_steps"] > entries[0]["train_env_steps"]
+    assert entries[3]["returns"] == entries[2]["returns"]  # the SB3 zip is the same policy as the ppo checkpoint
+    rows = list(csv.DictReader(Path(f"{prefix}_episodes.csv").open()))
+    assert len(rows) == 8 and {r["env_seed"] for r in rows} == {"11", "12"}
+    assert float(rows[0]["return"]) == pytest.approx(entries[0]["returns"][0])
+    md = prefix.with_suffix(".md").read_text()
+    assert md.count("\n| ") == 1 + 4 and "IQM" in md and "latent DCEM + PPO" in md and md in p.stdout
+    assert prefix.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow  # ~15 s: renders 126 frames with MuJoCo (EGL)
+def test_video(phase1_checkpoint: Path, tmp_path: Path) -> None:
+    prefix = tmp_path / "v"
+    p = run_script("evaluate.py", "--entry", f"{phase1_checkpoint}@CEM", "--episodes", "1", "--out", str(prefix),
+                   "--video", "--device", "cpu")
+    if p.returncode == 2 and "cannot render" in p.stderr:
+        pytest.skip(f"no rendering on this machine: {p.stderr.strip().splitlines()[-1]}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    (video,) = json.loads(prefix.with_suffix(".json").read_text())["videos"]
+    assert video["frames"] == 126 and video["fps"] == pytest.approx(12.5)
+    assert Path(video["path"]).stat().st_size > 10_000
+    if video["format"] == "gif":
+        from PIL import Image
+
+        assert Image.open(video["path"]).n_frames == 126
+
+
+def _evaluate_main():
+    path = Path(__file__).resolve().parents[1] / "evaluate.py"
+    spec = importlib.util.spec_from_file_location("evaluate_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_errors_are_one_clear_message(phase1_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    main = _evaluate_main()
+
+    def run(*args: str) -> tuple[int, str]:
+        try:
+            code = main([*args, "--out", str(tmp_path / "x")])
+        except SystemExit as e:  # argparse
+            code = e.code
+        return code, capsys.readouterr().err
+
+    code, err = run("--entry", str(tmp_path / "missing.pt"))
+    assert code == 2 and "checkpoint not found" in err
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": 1}, foreign)
+    code, err = run("--entry", str(foreign))
+    assert code == 2 and "not a dcem-agents checkpoint" in err
+    other = save_checkpoint(tmp_path / "opt.pt", "optimize", {}, {})
+    code, err = run("--entry", str(other))
+    assert code == 2 and "no controller to compare" in err
+    code, err = run("--entry", f"{phase1_checkpoint}:dcem")
+    assert code == 2 and "unknown controller 'dcem'" in err and "available: cem" in err
+    code, err = run("--entry", str(phase1_checkpoint), "--checkpoint", str(phase1_checkpoint))
+    assert code == 2 and "not allowed with" in err
+    code, err = run("--checkpoint", str(phase1_checkpoint), "--video")
+    assert code == 2 and "go with --entry" in err
+    assert not list(tmp_path.glob("x*"))  # nothing was written
+    p = run_script("evaluate.py", "--entry", f"{phase1_checkpoint}:ppo")  # as a user sees it
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        f"evaluate.py: {phase1_checkpoint}: unknown controller 'ppo' for a 'planet' checkpoint; available: cem"]
