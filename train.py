@@ -16,7 +16,7 @@ from dcem_agents.config import ConfigError, apply_overrides, build, describe, lo
 from dcem_agents.experiments import EXPERIMENTS, get_experiment
 from dcem_agents.training import make_run_dir, save_resolved_config
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "demo_rastrigin.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "planet" / "cartpole_swingup_cpu.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO = "configs/demo_rastrigin.yaml"
 
 
 def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -19,7 +20,7 @@ def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 def test_train_default_demo_small(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    p = _run("train.py", "--run-dir", str(run_dir), "--set", "n_problems=4", "--set", "n_iters=20",
+    p = _run("train.py", "--config", DEMO, "--run-dir", str(run_dir), "--set", "n_problems=4", "--set", "n_iters=20",
              "--set", "n_samples=200", "--set", "n_elites=20")
     assert p.returncode == 0, p.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -32,9 +33,9 @@ def test_train_default_demo_small(tmp_path: Path) -> None:
 
 
 def test_train_rejects_bad_config(tmp_path: Path) -> None:
-    p = _run("train.py", "--run-dir", str(tmp_path / "r"), "--set", "n_iter=3")
+    p = _run("train.py", "--config", DEMO, "--run-dir", str(tmp_path / "r"), "--set", "n_iter=3")
     assert p.returncode == 2 and "unknown config key 'n_iter'" in p.stderr and "n_iters" in p.stderr
-    p = _run("train.py", "--run-dir", str(tmp_path / "r"), "--set", "function=sphere")
+    p = _run("train.py", "--config", DEMO, "--run-dir", str(tmp_path / "r"), "--set", "function=sphere")
     assert p.returncode == 2 and "must be one of ['rastrigin', 'ackley']" in p.stderr
     p = _run("train.py", "--config", str(tmp_path / "missing.yaml"))
     assert p.returncode == 2 and "config file not found" in p.stderr
@@ -46,8 +47,16 @@ def test_train_rejects_bad_config(tmp_path: Path) -> None:
 
 
 def test_help_config_lists_keys() -> None:
-    p = _run("train.py", "--help-config")
+    p = _run("train.py", "--config", DEMO, "--help-config")
     assert p.returncode == 0 and "n_elites" in p.stdout and "temperature" in p.stdout
+
+
+def test_default_config_is_the_cpu_agent() -> None:
+    """``python train.py`` with no arguments trains phase 1 on cartpole-swingup (the README's first command)."""
+    p = _run("train.py", "--help-config")
+    assert p.returncode == 0, p.stderr
+    assert "default 'planet'" in p.stdout
+    assert "overshooting" in p.stdout and "action_repeat" in p.stdout
 
 
 def test_evaluate_reports_bad_checkpoints(tmp_path: Path) -> None:
