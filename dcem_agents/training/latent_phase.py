@@ -83,6 +83,8 @@ class LatentPhaseTrainer(PlanetTrainer):
     :param save_fn: resume-checkpoint writer, or None.
     """
 
+    progress_label = "phase 2 (latent dcem)"
+
     def __init__(
         self,
         env_fn: Callable[[int | None], gym.Env],

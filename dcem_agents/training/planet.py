@@ -89,6 +89,8 @@ class PlanetTrainer:
     :param save_fn: called with :meth:`state_dict` to write the resume checkpoint, or None.
     """
 
+    progress_label = "phase 1 (planet)"  #: name of the progress bar
+
     def __init__(
         self,
         env_fn: Callable[[int | None], gym.Env],
@@ -142,7 +144,7 @@ class PlanetTrainer:
     def train(self, max_iterations: int | None = None) -> dict[str, Any]:
         """Run until ``total_env_steps`` (or ``max_iterations`` more collected episodes, or ``stop_return``)."""
         s, c = self.settings, self.counters
-        bar = tqdm(total=s.total_env_steps, initial=c["env_steps"], desc="planet", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=s.total_env_steps, initial=c["env_steps"], desc=self.progress_label, unit="step", dynamic_ncols=True)
         iterations = 0
         while (c["env_steps"] < s.total_env_steps and (max_iterations is None or iterations < max_iterations)
                and not self._reached_stop_return()):
