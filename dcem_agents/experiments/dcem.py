@@ -186,8 +186,8 @@ def _summary(cfg: Config, p1: planet.Config, trainer: LatentPhaseTrainer, ckpt_p
     }
     if cfg.final_eval_episodes > 0:
         seeds = [cfg.final_eval_seed + i for i in range(cfg.final_eval_episodes)]
-        returns, ms = planet._evaluate_controller(trainer.env_fn, trainer.model, trainer.controller, seeds,
-                                                  cfg.final_eval_seed, 10)
+        returns, ms = planet.evaluate_controller(trainer.env_fn, trainer.model, trainer.controller, seeds,
+                                                 cfg.final_eval_seed, 10, label="final evaluation")
         summary.update({"eval_episodes": len(returns), "eval_return_mean": round(float(np.mean(returns)), 1),
                         "eval_return_std": round(float(np.std(returns)), 1), "eval_ms_per_batched_plan": round(ms, 1)})
     return summary
@@ -224,8 +224,8 @@ def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
                               "seed": options.seed, "env_steps": checkpoint["trainer"]["counters"]["env_steps"],
                               "controllers": {}}
     for name in names:
-        returns, ms = planet._evaluate_controller(env_fn, model, controllers[name], seeds, options.seed,
-                                                  min(10, len(seeds)))
+        returns, ms = planet.evaluate_controller(env_fn, model, controllers[name], seeds, options.seed,
+                                                 min(10, len(seeds)), label=f"evaluate {name}")
         samples = (cfg.planner.n_samples * cfg.planner.n_iters if name == "dcem"
                    else p1.planner.n_samples * p1.planner.n_iters)
         result["controllers"][name] = {

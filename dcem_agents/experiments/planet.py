@@ -25,24 +25,27 @@ import csv
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import gymnasium as gym
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from dcem_agents.config import build, field, to_dict
 from dcem_agents.envs import make_env
 from dcem_agents.experiments import EvalOptions
 from dcem_agents.models.rssm import RSSM
-from dcem_agents.planning.mpc import CEMController
+from dcem_agents.planning.mpc import CEMController, Controller
 from dcem_agents.training import MetricsLogger, load_checkpoint, save_checkpoint
 from dcem_agents.training.device import resolve_device
 from dcem_agents.training.planet import PlanetTrainer, TrainSettings
 from dcem_agents.training.rollout import run_episodes
 
-__all__ = ["CHECKPOINT_NAME", "Config", "ModelConfig", "PlannerConfig", "build_agent", "evaluate", "train"]
+__all__ = ["CHECKPOINT_NAME", "Config", "ModelConfig", "PlannerConfig", "build_agent", "evaluate", "evaluate_controller", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +179,7 @@ def _final_summary(cfg: Config, trainer: PlanetTrainer, ckpt_path: Path) -> dict
     }
     if cfg.final_eval_episodes > 0:
         seeds = [cfg.final_eval_seed + i for i in range(cfg.final_eval_episodes)]
-        returns, ms = _evaluate_controller(trainer.env_fn, trainer.model, trainer.controller, seeds, cfg.final_eval_seed, 10)
+        returns, ms = evaluate_controller(trainer.env_fn, trainer.model, trainer.controller, seeds, cfg.final_eval_seed, 10)
         summary.update({"eval_episodes": len(returns), "eval_seed": cfg.final_eval_seed,
                         "eval_return_mean": round(float(np.mean(returns)), 1), "eval_return_std": round(float(np.std(returns)), 1),
                         "eval_returns": [round(r, 1) for r in returns], "eval_ms_per_batched_plan": round(ms, 1)})
@@ -207,19 +210,25 @@ def _truncate_progress(path: Path, env_steps: int) -> None:
         writer.writerows(rows)
 
 
-def _evaluate_controller(env_fn, model: RSSM, controller: CEMController, seeds: list[int], gen_seed: int,
-                         batch: int) -> tuple[list[float], float]:
-    """Returns of episodes with ``seeds``, ``batch`` parallel environments at a time; and ms per batched plan."""
+def evaluate_controller(env_fn: Callable[[int | None], gym.Env], model: RSSM, controller: Controller, seeds: list[int],
+                        gen_seed: int, batch: int, label: str = "evaluate") -> tuple[list[float], float]:
+    """Returns of episodes with ``seeds``, ``batch`` parallel environments at a time; and ms per batched plan.
+
+    The planner's generator is seeded with ``gen_seed``; a progress bar named ``label`` counts finished episodes.
+    """
     returns: list[float] = []
     ms: list[float] = []
     envs = [env_fn(None) for _ in range(min(batch, len(seeds)))]
     param = next(model.parameters())
     gen = torch.Generator(device=param.device).manual_seed(gen_seed)
-    for i in range(0, len(seeds), batch):
-        part = seeds[i : i + batch]
-        _, stats = run_episodes(envs[: len(part)], model, controller, part, generator=gen)
-        returns.extend(stats.returns)
-        ms.append(stats.ms_per_plan)
+    with tqdm(total=len(seeds), desc=label, unit="episode", dynamic_ncols=True, leave=False) as bar:
+        for i in range(0, len(seeds), batch):
+            part = seeds[i : i + batch]
+            _, stats = run_episodes(envs[: len(part)], model, controller, part, generator=gen)
+            returns.extend(stats.returns)
+            ms.append(stats.ms_per_plan)
+            bar.update(len(part))
+            bar.set_postfix(ret=f"{np.mean(returns):.0f}")
     for env in envs:
         env.close()
     return returns, float(np.mean(ms))
@@ -238,7 +247,7 @@ def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
     state = checkpoint["trainer"] if "trainer" in checkpoint else checkpoint
     model.load_state_dict(state["model"])
     seeds = [options.seed + i for i in range(options.episodes)]
-    returns, ms = _evaluate_controller(env_fn, model, controller, seeds, options.seed, min(10, options.episodes))
+    returns, ms = evaluate_controller(env_fn, model, controller, seeds, options.seed, min(10, options.episodes))
     counters = state.get("counters", {})
     result = {
         "experiment": "planet",

@@ -147,7 +147,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
                     policy_kwargs=_policy_kwargs(cfg), seed=cfg.seed, device=device)
     model.set_logger(_sb3_logger(run_dir))
     if cfg.eval_episodes and "before" not in summary:
-        summary["before"] = evaluate_on_beliefs(model, cfg.phase2_checkpoint, cfg.eval_episodes, cfg.eval_seed)
+        summary["before"] = evaluate_on_beliefs(model, cfg.phase2_checkpoint, cfg.eval_episodes, cfg.eval_seed,
+                                                label="evaluate before PPO")
         summary_path.write_text(json.dumps(summary, indent=2))
         log.info("before PPO: %.1f (95%% CI %.1f-%.1f)", summary["before"]["return_mean"], *summary["before"]["ci95"])
     callbacks = [CheckpointCallback(max(cfg.checkpoint_every // cfg.n_envs, 1), str(sb3_dir), name_prefix="ppo",
@@ -164,7 +165,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
                                 {"policy_kwargs": _policy_kwargs(cfg), "policy_state": model.policy.state_dict(),
                                  "num_timesteps": model.num_timesteps})
     if cfg.eval_episodes:
-        summary["after"] = evaluate_on_beliefs(model, cfg.phase2_checkpoint, cfg.eval_episodes, cfg.eval_seed)
+        summary["after"] = evaluate_on_beliefs(model, cfg.phase2_checkpoint, cfg.eval_episodes, cfg.eval_seed,
+                                               label="evaluate after PPO")
         log.info("after PPO: %.1f (95%% CI %.1f-%.1f)", summary["after"]["return_mean"], *summary["after"]["ci95"])
     summary.update({"checkpoint": cfg.export_checkpoint or str(ckpt_path), "phase2_checkpoint": cfg.phase2_checkpoint,
                     "ppo_timesteps": model.num_timesteps, "n_envs": cfg.n_envs,
@@ -210,7 +212,8 @@ def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
             policy = EmbeddedDCEMPolicy(env.observation_space, env.action_space, lambda _: 0.0,
                                         **checkpoint["policy_kwargs"]).to(device).eval()
             env.close()
-        result["controllers"][name] = evaluate_on_beliefs(policy, cfg.phase2_checkpoint, options.episodes, options.seed)
+        result["controllers"][name] = evaluate_on_beliefs(policy, cfg.phase2_checkpoint, options.episodes, options.seed,
+                                                            label=f"evaluate {name}")
     out = options.out or Path("results") / f"ppo_{cfg.name}_eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from stable_baselines3.common.evaluation import evaluate_policy
+from tqdm import tqdm
 
 from dcem_agents.sb3.belief_env import make_belief_vec_env
 
@@ -27,16 +28,24 @@ def mean_ci95(returns: list[float]) -> tuple[float, float, float]:
     return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
 
 
-def evaluate_on_beliefs(model: Any, checkpoint: str | Path, episodes: int, seed: int, n_envs: int = 10) -> dict[str, Any]:
+def evaluate_on_beliefs(model: Any, checkpoint: str | Path, episodes: int, seed: int, n_envs: int = 10,
+                        label: str = "evaluate") -> dict[str, Any]:
     """Run ``episodes`` episodes of ``model`` (an SB3 algorithm or policy) with deterministic (mean) actions.
 
     :param checkpoint: the phase-2 checkpoint whose task and filter the environments use.
+    :param label: name of the progress bar (finished episodes).
     :return: per-episode ``returns``, ``return_mean``, ``return_std``, ``ci95`` and ``seconds``.
     """
     env = make_belief_vec_env(checkpoint, n_envs=min(n_envs, episodes), seed=seed)
     t0 = time.perf_counter()
-    returns, lengths = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=True,
-                                       return_episode_rewards=True)
+    with tqdm(total=episodes, desc=label, unit="episode", dynamic_ncols=True, leave=False) as bar:
+
+        def count_finished(locals_: dict[str, Any], _globals: dict[str, Any]) -> None:
+            if locals_["done"]:  # called only for sub-environments with episodes still to run
+                bar.update(1)
+
+        returns, lengths = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=True,
+                                           return_episode_rewards=True, callback=count_finished)
     seconds = time.perf_counter() - t0
     env.close()
     mean, lo, hi = mean_ci95(list(returns))

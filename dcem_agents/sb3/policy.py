@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -113,8 +115,6 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         self.decoder = comps.decoder
         settings = comps.settings
         if self.n_samples_override or self.n_iters_override:
-            from dataclasses import replace
-
             settings = replace(settings, n_samples=self.n_samples_override or settings.n_samples,
                                n_iters=self.n_iters_override or settings.n_iters)
         self.planner_settings = settings
@@ -126,8 +126,6 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         action_dim = int(np.prod(self.action_space.shape))
         self.log_std = nn.Parameter(torch.full((action_dim,), float(self.log_std_init)), requires_grad=self.learn_log_std)
         if self.ortho_init:  # only the new networks: the pretrained components keep their weights
-            from functools import partial
-
             self.mlp_extractor.apply(partial(self.init_weights, gain=np.sqrt(2)))
             self.value_net.apply(partial(self.init_weights, gain=1.0))
         trained = {id(p) for name in self.train_components for p in self._component_parameters(name)}
