@@ -10,7 +10,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper, VecNormalize
 
 from dcem_agents import EmbeddedDCEMPolicy
 from dcem_agents.envs.make import make_env
@@ -111,6 +111,51 @@ def test_evaluate_policy_on_two_envs_with_vecnormalize(phase2_checkpoint: Path) 
                 policy_kwargs=dict(checkpoint=str(phase2_checkpoint)))
     mean, std = evaluate_policy(model, make_belief_vec_env(phase2_checkpoint, n_envs=2, seed=7), n_eval_episodes=2)
     assert np.isfinite(mean) and mean > 0  # cartpole-swingup rewards are in [0, 1] per step
+
+
+class _RawInfos(VecEnvWrapper):
+    """Keeps a copy of the wrapped env's infos before the belief wrapper rewrites them."""
+
+    def reset(self) -> np.ndarray:
+        return self.venv.reset()
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        self.raw = [dict(info) for info in infos]
+        return obs, rewards, dones, infos
+
+
+def test_terminal_observation_is_the_filtered_belief(phase2_checkpoint: Path) -> None:
+    """SB3 bootstraps truncated episodes with V(info["terminal_observation"]): it must be a belief, not a raw obs."""
+    comps = load_components(phase2_checkpoint)
+    raw = _RawInfos(DummyVecEnv([lambda: make_env(comps.env_id, action_repeat=comps.action_repeat, seed=0)]))
+    env = BeliefVecEnv(raw, comps.model, seed=0)
+    obs = env.reset()
+    action = np.full((1, 1), 0.3, np.float32)
+    for step in range(1000):
+        prev = obs
+        obs, _, dones, infos = env.step(action)
+        if dones[0]:
+            break
+    assert dones[0] and step == 124  # 1000 env steps at action repeat 8
+    terminal = infos[0]["terminal_observation"]
+    assert terminal.shape == env.observation_space.shape
+    with torch.no_grad():
+        expected = comps.model.observe_step(torch.as_tensor(prev[:, :-1]), torch.as_tensor(action),
+                                            torch.as_tensor(raw.raw[0]["terminal_observation"][None], dtype=torch.float32))
+    np.testing.assert_allclose(terminal[:-1], expected[0].numpy(), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the returned observation already belongs to the next episode
+        fresh = comps.model.initial(torch.as_tensor(raw.venv.buf_obs[None], dtype=torch.float32))
+    np.testing.assert_allclose(obs[:, :-1], fresh.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_ppo_rollout_across_an_episode_end(phase2_checkpoint: Path) -> None:
+    """A rollout longer than an episode (125 agent steps) collects and updates (truncation bootstrap included)."""
+    env = make_belief_vec_env(phase2_checkpoint, n_envs=1, seed=0)
+    model = PPO(EmbeddedDCEMPolicy, env, n_steps=130, batch_size=65, n_epochs=1, seed=0, device="cpu",
+                policy_kwargs=dict(checkpoint=str(phase2_checkpoint)))
+    model.learn(130)
+    assert model.num_timesteps == 130 and model._n_updates == 1
 
 
 def test_ppo_updates_change_only_trained_components(phase2_checkpoint: Path) -> None:

@@ -92,11 +92,30 @@ class BeliefVecEnv(VecEnvWrapper):
         actions = torch.as_tensor(self._actions, device=p.device, dtype=p.dtype)
         belief = self.model.observe_step(self._belief, actions, obs_t)
         if dones.any():  # finished envs were auto-reset: `obs` is the first observation of the next episode
+            self._terminal_beliefs(dones, infos, actions)
             fresh = self.model.initial(obs_t)
             done = torch.as_tensor(dones, device=p.device).unsqueeze(-1)
             belief = torch.where(done, fresh, belief)
         self._belief = belief
         return self._observation(), rewards, dones, infos
+
+    def _terminal_beliefs(self, dones: np.ndarray, infos: list[dict], actions: torch.Tensor) -> None:
+        """Replace each ``info["terminal_observation"]`` (raw, obs_dim) by ``[belief, seed]`` of that last step.
+
+        SB3 bootstraps truncated episodes with ``V(terminal_observation)``, so it must be in the policy's observation
+        space: the belief filtered up to and including the final observation.
+        """
+        idx = [i for i in np.flatnonzero(dones) if "terminal_observation" in infos[i]]
+        if not idx:
+            return
+        p = self._param()
+        last = torch.as_tensor(np.stack([np.asarray(infos[i]["terminal_observation"], np.float32) for i in idx]),
+                               device=p.device, dtype=p.dtype)
+        rows = torch.as_tensor(idx, device=p.device)
+        final = self.model.observe_step(self._belief[rows], actions[rows], last).cpu().numpy().astype(np.float32)
+        seeds = self.rng.integers(0, SEED_RANGE, size=(len(idx), 1)).astype(np.float32)
+        for j, i in enumerate(idx):
+            infos[i]["terminal_observation"] = np.concatenate([final[j], seeds[j]])
 
 
 class BeliefSyncCallback(BaseCallback):
