@@ -27,14 +27,6 @@ from dcem_agents.training.embed import EmbeddingTrainer
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These small, overhead-bound ops run fastest on one thread (and do not fight other jobs for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # --------------------------------------------------------------------------------------------- dynamics
 
