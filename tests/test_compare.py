@@ -15,7 +15,7 @@ from _scripts import run_script
 
 from dcem_agents.experiments import compare as compare_mod
 from dcem_agents.experiments.compare_entries import Entry, EntryError, EntrySpec, load_entry, parse_entry
-from dcem_agents.experiments.compare_report import bootstrap_ci, interquartile_mean, summarize
+from dcem_agents.experiments.compare_report import bootstrap_ci, interquartile_mean, paired_differences, summarize
 from dcem_agents.training import save_checkpoint
 
 
@@ -51,6 +51,19 @@ def test_summarize() -> None:
     assert s["std"] == pytest.approx(np.std([1, 2, 3, 10], ddof=1))
     assert s["ci95"][0] <= s["mean"] <= s["ci95"][1]
     assert summarize([3.0])["std"] == 0.0
+
+
+def test_paired_differences_known_values() -> None:
+    a, b, c = [10.0, 20.0, 30.0, 40.0], [12.0, 22.0, 32.0, 42.0], [9.0, 25.0, 30.0, 35.0]
+    ab, ac, bc = paired_differences(["a", "b", "c"], [a, b, c])
+    assert (ab["a"], ab["b"], ac["b"], bc["a"]) == ("a", "b", "c", "b")
+    # a constant shift: the paired interval is that shift exactly, although the unpaired spread of a and b is large
+    assert ab["mean"] == 2.0 and ab["ci95"] == [2.0, 2.0] and ab["b_higher"] == 1.0
+    assert ac["mean"] == pytest.approx(np.mean([-1, 5, 0, -5])) and ac["b_higher"] == 0.25  # ties do not count
+    assert ac["ci95"][0] < ac["mean"] < ac["ci95"][1]
+    assert bc["mean"] == pytest.approx(np.mean([-3, 3, -2, -7]))
+    with pytest.raises(ValueError, match="same episodes"):
+        paired_differences(["a", "b"], [a, b[:3]])
 
 
 # ---------------------------------------------------------------- entries
@@ -114,8 +127,13 @@ def test_report_of_all_phases(phase1_checkpoint: Path, phase2_checkpoint: Path, 
     rows = list(csv.DictReader(Path(f"{prefix}_episodes.csv").open()))
     assert len(rows) == 8 and {r["env_seed"] for r in rows} == {"11", "12"}
     assert float(rows[0]["return"]) == pytest.approx(entries[0]["returns"][0])
+    pairs = summary["paired_differences"]
+    assert [(d["a"], d["b"]) for d in pairs][:3] == [("full-space CEM", "latent DCEM"),
+                                                     ("full-space CEM", "latent DCEM + PPO"), ("full-space CEM", "zip")]
+    assert len(pairs) == 6 and pairs[-1]["mean"] == 0.0 and pairs[-1]["ci95"] == [0.0, 0.0]  # ppo vs its own zip
+    assert pairs[0]["mean"] == pytest.approx(np.mean(entries[1]["returns"]) - np.mean(entries[0]["returns"]), abs=1e-3)
     md = prefix.with_suffix(".md").read_text()
-    assert md.count("\n| ") == 1 + 4 and "IQM" in md and "latent DCEM + PPO" in md and md in p.stdout
+    assert md.count("\n| ") == 2 * (1 + 4) + 2 and "IQM" in md and "B − A" in md and "latent DCEM + PPO" in md and md in p.stdout
     assert prefix.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from dcem_agents.envs import make_env
 from dcem_agents.experiments.compare_entries import Entry, EntryError, EntrySpec, load_entry
-from dcem_agents.experiments.compare_report import report_paths, summarize, write_report
+from dcem_agents.experiments.compare_report import paired_differences, report_paths, summarize, write_report
 from dcem_agents.planning.mpc import Controller
 from dcem_agents.training.rollout import run_episodes
 
@@ -188,7 +188,10 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
         "env_id": entries[0].env_id, "episodes": episodes, "seed": seed, "episode_seeds": [seeds[0], seeds[-1]],
         "n_envs": min(n_envs, episodes), "device": str(device),
         "bootstrap": {"method": "percentile", "level": 0.95, "resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED},
-        "command": command, "wall_time_s": time.perf_counter() - t0, "entries": results, "videos": videos,
+        "command": command, "wall_time_s": time.perf_counter() - t0, "entries": results,
+        "paired_differences": paired_differences([r["label"] for r in results], [r["returns"] for r in results],
+                                                 n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED),
+        "videos": videos,
         "files": {k: str(p) for k, p in report_paths(out).items()} | {f"video {v['label']}": v["path"] for v in videos},
     }
     write_report(summary, out)

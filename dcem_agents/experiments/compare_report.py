@@ -2,7 +2,8 @@
 
 Statistics of one entry's per-episode returns (:func:`summarize`): mean, sample std, median, interquartile mean
 (:func:`interquartile_mean`, the 25 %-trimmed mean of rliable) and a percentile-bootstrap 95 % confidence interval of
-the mean (:func:`bootstrap_ci`, a fixed-seed numpy generator, 10,000 resamples by default).
+the mean (:func:`bootstrap_ci`, a fixed-seed numpy generator, 10,000 resamples by default). Entries run on the same
+environment seeds, so :func:`paired_differences` compares every pair episode by episode (a paired bootstrap).
 
 :func:`write_report` writes ``PREFIX.json`` (the summary dict as given), ``PREFIX.md`` (:func:`markdown_table`),
 ``PREFIX.png`` (:func:`box_plot`, the entries side by side) and ``PREFIX_episodes.csv`` (one row per episode).
@@ -19,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "box_plot", "interquartile_mean", "markdown_table", "report_paths", "summarize",
-           "write_report"]
+__all__ = ["bootstrap_ci", "box_plot", "interquartile_mean", "markdown_table", "paired_differences", "report_paths",
+           "summarize", "write_report"]
 
 
 def interquartile_mean(x: Sequence[float]) -> float:
@@ -68,6 +69,32 @@ def summarize(returns: Sequence[float], *, n_resamples: int = 10_000, seed: int 
             "min": float(v.min()), "max": float(v.max())}
 
 
+def paired_differences(labels: Sequence[str], returns: Sequence[Sequence[float]], *, n_resamples: int = 10_000,
+                       seed: int = 0) -> list[dict[str, Any]]:
+    """Episode-by-episode differences ``B − A`` for every pair of entries ``A`` before ``B``.
+
+    Episode ``i`` of every entry starts from the same environment seed, so the difference of two entries is estimated
+    from the per-episode differences ``d_i = R_B,i − R_A,i``: their mean, a percentile-bootstrap 95 % interval of that
+    mean (:func:`bootstrap_ci` on ``d``) and the fraction of episodes in which ``B`` scored higher.
+
+    :param labels: the entries' labels (E,).
+    :param returns: the entries' per-episode returns (E, n), episode ``i`` on the same seed in every entry.
+    :return: one dict per pair ``(a, b, mean, ci95, b_higher)``, in the order (0, 1), (0, 2), ..., (1, 2), ...
+    """
+    r = [np.asarray(x, dtype=np.float64) for x in returns]
+    if len(labels) != len(r) or len({x.size for x in r}) > 1:
+        raise ValueError(f"paired_differences needs one label per entry and the same episodes in every entry, got "
+                         f"{len(labels)} labels and episode counts {[x.size for x in r]}")
+    out = []
+    for i in range(len(r)):
+        for j in range(i + 1, len(r)):
+            d = r[j] - r[i]
+            out.append({"a": labels[i], "b": labels[j], "mean": float(d.mean()),
+                        "ci95": list(bootstrap_ci(d, n_resamples=n_resamples, seed=seed)),
+                        "b_higher": float((d > 0).mean())})
+    return out
+
+
 def report_paths(prefix: Path) -> dict[str, Path]:
     """The report files of ``prefix``: ``json``, ``md``, ``png`` and ``csv`` (``PREFIX_episodes.csv``)."""
     return {"json": Path(f"{prefix}.json"), "md": Path(f"{prefix}.md"), "png": Path(f"{prefix}.png"),
@@ -110,6 +137,13 @@ def markdown_table(summary: dict[str, Any]) -> str:
         "per planning call and environment (samples × iterations). ms / action: planning wall time per action, a "
         "batched call's time divided by the environments it plans for.",
     ]
+    if summary.get("paired_differences"):
+        lines += ["", "Paired differences (episode by episode on the same seeds; 95 % CI: percentile bootstrap of the mean "
+                  "difference):", "", "| B − A | mean difference | 95 % CI | episodes where B is higher |",
+                  "|---|---|---|---|"]
+        for d in summary["paired_differences"]:
+            lines.append(f"| {d['b']} − {d['a']} | {d['mean']:+.1f} | {d['ci95'][0]:+.1f} to {d['ci95'][1]:+.1f} "
+                         f"| {100 * d['b_higher']:.0f} % |")
     for v in summary.get("videos", []):
         lines.append(f"\nVideo of **{v['label']}** (seed {v['seed']}, return {v['return']:.1f}): `{v['path']}`")
     return "\n".join(lines) + "\n"
