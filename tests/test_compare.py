@@ -133,7 +133,8 @@ def test_report_of_all_phases(phase1_checkpoint: Path, phase2_checkpoint: Path, 
     assert len(pairs) == 6 and pairs[-1]["mean"] == 0.0 and pairs[-1]["ci95"] == [0.0, 0.0]  # ppo vs its own zip
     assert pairs[0]["mean"] == pytest.approx(np.mean(entries[1]["returns"]) - np.mean(entries[0]["returns"]), abs=1e-3)
     md = prefix.with_suffix(".md").read_text()
-    assert md.count("\n| ") == 2 * (1 + 4) + 2 and "IQM" in md and "B − A" in md and "latent DCEM + PPO" in md and md in p.stdout
+    assert md.count("\n| ") == 2 * (1 + 4) + 2  # header + 4 entries, header + 6 pairs
+    assert "IQM" in md and "B − A" in md and "latent DCEM + PPO" in md and md in p.stdout
     assert prefix.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
