@@ -138,6 +138,79 @@ def test_report_of_all_phases(phase1_checkpoint: Path, phase2_checkpoint: Path, 
     assert prefix.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+# ---------------------------------------------------------------- model-free SB3 baselines
+@pytest.fixture(scope="module")
+def model_free_zips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """SB3 PPO and SAC zips on the flat cartpole-swingup observations (action repeat 8), and a Pendulum PPO zip."""
+    from stable_baselines3 import PPO, SAC
+
+    from dcem_agents.envs import make_env
+
+    d = tmp_path_factory.mktemp("sb3_model_free")
+    env = make_env("dm_control/cartpole-swingup-v0", action_repeat=8, seed=0)
+    PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu").learn(64).save(d / "ppo")
+    SAC("MlpPolicy", env, learning_starts=8, seed=0, device="cpu").learn(16).save(d / "sac")
+    PPO("MlpPolicy", make_env("Pendulum-v1"), n_steps=32, batch_size=32, n_epochs=1, seed=0,
+        device="cpu").learn(32).save(d / "pendulum")
+    return {k: d / f"{k}.zip" for k in ("ppo", "sac", "pendulum")}
+
+
+def _sb3_returns(zip_path: Path, algo: type, seeds: list[int]) -> list[float]:
+    """Returns of SB3's own loaded model (deterministic ``predict``) on the comparison's environments: the reference."""
+    from dcem_agents.envs import make_env
+
+    model, returns = algo.load(zip_path, device="cpu"), []
+    for seed in seeds:
+        env = make_env("dm_control/cartpole-swingup-v0", action_repeat=8)
+        obs, _ = env.reset(seed=seed)
+        total, done = 0.0, False
+        while not done:
+            obs, reward, term, trunc, _ = env.step(model.predict(obs, deterministic=True)[0])
+            total, done = total + reward, term or trunc
+        returns.append(total)
+    return returns
+
+
+def test_model_free_zips_run_on_the_checkpoints_environment(phase1_checkpoint: Path, model_free_zips: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    from stable_baselines3 import PPO, SAC
+
+    specs = [EntrySpec(phase1_checkpoint), EntrySpec(model_free_zips["ppo"]), EntrySpec(model_free_zips["sac"], "policy",
+                                                                                       "SAC baseline")]
+    summary = compare_mod.compare(specs, tmp_path / "mf", episodes=3, seed=21, n_envs=2, progress=False)
+    cem, ppo, sac = summary["entries"]
+    assert [(e["label"], e["kind"], e["controller"]) for e in (ppo, sac)] == [("ppo", "sb3-obs", "policy"),
+                                                                              ("SAC baseline", "sb3-obs", "policy")]
+    for e in (ppo, sac):  # the environment and action repeat of the checkpoint entry; no planning
+        assert (e["env_id"], e["action_repeat"], e["samples_per_action"]) == (cem["env_id"], 8, 0)
+        assert e["agent_steps"] == [125] * 3 and e["ms_per_action"] > 0
+    assert (ppo["train_env_steps"], sac["train_env_steps"]) == (64 * 8, 16 * 8)  # SB3's num_timesteps × repeat
+    # batched, in lockstep with 2 environments: the same returns as SB3's own model, one environment at a time
+    assert ppo["returns"] == pytest.approx(_sb3_returns(model_free_zips["ppo"], PPO, [21, 22, 23]), abs=1e-3)
+    assert sac["returns"] == pytest.approx(_sb3_returns(model_free_zips["sac"], SAC, [21, 22, 23]), abs=1e-3)
+    assert len(summary["paired_differences"]) == 3
+    assert "sb3-obs:policy" in (tmp_path / "mf.md").read_text()
+
+
+def test_model_free_zip_errors(phase1_checkpoint: Path, model_free_zips: dict[str, Path]) -> None:
+    with pytest.raises(EntryError, match="do not record their environment"):
+        compare_mod.load_entries([EntrySpec(model_free_zips["ppo"])])
+    with pytest.raises(EntryError, match=r"does not fit dm_control/cartpole-swingup-v0.*shape \(3,\).*\(5,\)"):
+        compare_mod.load_entries([EntrySpec(phase1_checkpoint), EntrySpec(model_free_zips["pendulum"])])
+    with pytest.raises(EntryError, match="unknown controller 'ppo' for an SB3 model zip of a model-free policy"):
+        load_entry(EntrySpec(model_free_zips["sac"], "ppo"))
+    broken = model_free_zips["ppo"].with_name("broken.zip")
+    import zipfile
+
+    with zipfile.ZipFile(model_free_zips["ppo"]) as src, zipfile.ZipFile(broken, "w") as dst:
+        for item in src.namelist():
+            if item != "policy.pth":
+                dst.writestr(item, src.read(item))
+        dst.writestr("policy.pth", b"not a state dict")
+    with pytest.raises(EntryError, match="cannot load this SB3 model zip"):
+        load_entry(EntrySpec(broken))
+
+
 @pytest.mark.slow  # ~15 s: renders 126 frames with MuJoCo (EGL)
 def test_video(phase1_checkpoint: Path, tmp_path: Path) -> None:
     prefix = tmp_path / "v"

@@ -32,7 +32,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from dcem_agents.envs import make_env
-from dcem_agents.experiments.compare_entries import Entry, EntryError, EntrySpec, load_entry
+from dcem_agents.experiments.compare_entries import Entry, EntryError, EntrySpec, bind_environment, load_entry
 from dcem_agents.experiments.compare_report import paired_differences, report_paths, summarize, write_report
 from dcem_agents.planning.mpc import Controller
 from dcem_agents.training.rollout import run_episodes
@@ -76,15 +76,26 @@ class _Ticking:
 def load_entries(specs: Sequence[EntrySpec], device: torch.device | str = "cpu") -> list[Entry]:
     """Load every entry; labels made unique (file stem, then a number); all must be on the same environment id.
 
-    :raises EntryError: see :func:`~dcem_agents.experiments.compare_entries.load_entry`, or mismatched env ids.
+    Model-free SB3 zips, which do not record their environment, run on the environment and action repeat of the first
+    checkpoint entry (:func:`~dcem_agents.experiments.compare_entries.bind_environment`).
+
+    :raises EntryError: see :func:`~dcem_agents.experiments.compare_entries.load_entry`, mismatched env ids, or only
+        model-free SB3 zips (no environment to run them on).
     """
     if not specs:
         raise EntryError("no entries to compare")
     entries = [load_entry(s, device) for s in specs]
-    ids = {e.env_id for e in entries}
+    known = [e for e in entries if e.env_id is not None]
+    if not known:
+        raise EntryError("model-free SB3 model zips do not record their environment: compare them with at least one "
+                         "planet, dcem or ppo checkpoint entry, whose environment and action repeat they run on")
+    ids = {e.env_id for e in known}
     if len(ids) > 1:
-        listing = "; ".join(f"{e.path} ({e.label}): {e.env_id}" for e in entries)
+        listing = "; ".join(f"{e.path} ({e.label}): {e.env_id}" for e in known)
         raise EntryError(f"entries must be on the same environment id to be compared, got {listing}")
+    for e in entries:
+        if e.env_id is None:
+            bind_environment(e, known[0].env_id, known[0].action_repeat)
     counts = {label: [e.label for e in entries].count(label) for label in {e.label for e in entries}}
     for spec, e in zip(specs, entries):
         if spec.label is None and counts[e.label] > 1:
@@ -106,8 +117,7 @@ def run_entry(entry: Entry, seeds: Sequence[int], *, n_envs: int, seed: int,
     """
     envs = [make_env(entry.env_id, action_repeat=entry.action_repeat) for _ in range(min(n_envs, len(seeds)))]
     controller = entry.controller if on_step is None else _Ticking(entry.controller, on_step)
-    param = next(entry.model.parameters())
-    gen = torch.Generator(device=param.device).manual_seed(seed)
+    gen = entry.generator(seed)
     run = EntryRun([], [], 0.0, 0, 0.0)
     t0 = time.perf_counter()
     try:

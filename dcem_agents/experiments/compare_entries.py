@@ -13,10 +13,19 @@ file                    controllers      what runs
 ``ppo`` checkpoint      ``ppo``, dcem    phase 3: the PPO-fine-tuned policy's mean action; ``dcem``: the same
                                          policy with the phase-2 weights it started from
 SB3 model zip           ``ppo``          a policy on belief observations (``EmbeddedDCEMPolicy``) saved by SB3
+SB3 model zip           ``policy``       any other SB3 policy (PPO, A2C, SAC, TD3, ...): a model-free baseline on
+                                         the environment's own observations, deterministic actions
 ======================  ===============  ===================================================================
 
-The first controller listed is the default. SB3 policies act through :class:`PolicyController`, which builds their
-observation ``[belief, planner-noise seed]`` (:mod:`dcem_agents.sb3.belief_env`) from the same beliefs.
+The first controller listed is the default. SB3 policies on beliefs act through :class:`PolicyController`, which builds
+their observation ``[belief, planner-noise seed]`` (:mod:`dcem_agents.sb3.belief_env`) from the same beliefs; other SB3
+policies act through :class:`ObservationPolicyController` with no world model (:attr:`Entry.model` is None).
+
+A model-free SB3 zip does not record the environment it was trained on: it runs on the environment and action repeat
+of the comparison's checkpoint entries (:func:`bind_environment`, which checks that the policy's observation and
+action spaces are that environment's: the flat ``float32`` observations of :func:`dcem_agents.envs.make_env`). Train
+such a baseline on ``make_env(env_id, action_repeat=...)`` with the same repeat. Observation normalization that SB3
+keeps outside the zip (``VecNormalize`` statistics) is not applied.
 """
 
 from __future__ import annotations
@@ -36,11 +45,12 @@ from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.mpc import CEMController, Controller
 from dcem_agents.training import CheckpointError, load_checkpoint
 
-__all__ = ["CONTROLLERS", "Entry", "EntryError", "EntrySpec", "PolicyController", "load_entry", "parse_entry"]
+__all__ = ["CONTROLLERS", "Entry", "EntryError", "EntrySpec", "ObservationPolicyController", "PolicyController",
+           "bind_environment", "load_entry", "parse_entry"]
 
 #: file kind -> controllers it provides (the first is the default)
 CONTROLLERS: dict[str, tuple[str, ...]] = {"planet": ("cem",), "dcem": ("dcem", "cem"), "ppo": ("ppo", "dcem"),
-                                           "sb3": ("ppo",)}
+                                           "sb3": ("ppo",), "sb3-obs": ("policy",)}
 
 _LABELS = {("planet", "cem"): "full-space CEM", ("dcem", "dcem"): "latent DCEM",
            ("dcem", "cem"): "full-space CEM (phase-2 model)", ("ppo", "ppo"): "latent DCEM + PPO",
@@ -83,13 +93,15 @@ class Entry:
 
     :param label: name in the tables and figure.
     :param path: the file it came from.
-    :param kind: ``planet``, ``dcem``, ``ppo`` or ``sb3``.
+    :param kind: ``planet``, ``dcem``, ``ppo``, ``sb3`` (a policy on beliefs) or ``sb3-obs`` (a model-free policy).
     :param controller_name: which of the file's controllers.
-    :param env_id: Gymnasium id the file was trained on.
+    :param env_id: Gymnasium id the file was trained on (None for ``sb3-obs`` until :func:`bind_environment`).
     :param action_repeat: environment steps per agent step.
-    :param model: the world model whose filter gives the beliefs (n_envs, D) (eval mode, on the device).
-    :param controller: acts on those beliefs.
-    :param samples_per_action: action sequences evaluated per planning call and environment (samples × iterations).
+    :param model: the world model whose filter gives the beliefs (n_envs, D) (eval mode, on the device); None: the
+        controller acts on the observations themselves.
+    :param controller: acts on those beliefs (or observations).
+    :param samples_per_action: action sequences evaluated per planning call and environment (samples × iterations;
+        0 for a policy that does not plan).
     :param train_env_steps: environment steps behind the file (all phases), when known.
     """
 
@@ -97,12 +109,17 @@ class Entry:
     path: Path
     kind: str
     controller_name: str
-    env_id: str
+    env_id: str | None
     action_repeat: int
-    model: RSSM
+    model: RSSM | None
     controller: Controller
     samples_per_action: int
     train_env_steps: int | None
+
+    def generator(self, seed: int) -> torch.Generator:
+        """A torch generator seeded with ``seed`` on the world model's device (CPU without a model)."""
+        device = torch.device("cpu") if self.model is None else next(self.model.parameters()).device
+        return torch.Generator(device=device).manual_seed(seed)
 
 
 class PolicyController:
@@ -130,6 +147,26 @@ class PolicyController:
         return self.policy._predict(obs, deterministic=True)
 
 
+class ObservationPolicyController:
+    """A model-free SB3 policy on the environment's observations as a :class:`~dcem_agents.planning.mpc.Controller`.
+
+    Deterministic actions through ``policy.predict``, which maps a squashed policy's ``[-1, 1]`` outputs (SAC, TD3)
+    to the action box and clips the others' (PPO, A2C).
+    """
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+
+    def reset(self, n_envs: int) -> None:
+        """Nothing to forget: the policy is a function of the observation."""
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Actions (n_envs, A) for the observations (n_envs, O); ``generator`` is unused (deterministic)."""
+        actions, _ = self.policy.predict(obs.detach().cpu().numpy(), deterministic=True)
+        return torch.as_tensor(np.asarray(actions, np.float32).reshape(obs.shape[0], -1), device=obs.device)
+
+
 def _label(kind: str, controller: str) -> str:
     return _LABELS[(kind, controller)]
 
@@ -137,7 +174,8 @@ def _label(kind: str, controller: str) -> str:
 def _controller_name(kind: str, spec: EntrySpec) -> str:
     name = spec.controller or CONTROLLERS[kind][0]
     if name not in CONTROLLERS[kind]:
-        what = "an SB3 model zip" if kind == "sb3" else f"a {kind!r} checkpoint"
+        what = {"sb3": "an SB3 model zip", "sb3-obs": "an SB3 model zip of a model-free policy"}.get(
+            kind, f"a {kind!r} checkpoint")
         raise EntryError(f"{spec.path}: unknown controller {name!r} for {what}; "
                          f"available: {', '.join(CONTROLLERS[kind])}")
     return name
@@ -195,17 +233,74 @@ def _policy_entry(path: Path, kind: str, name: str, policy: Any, comps: Any, ste
 def _load_sb3_zip(spec: EntrySpec, device: torch.device) -> dict[str, Any]:
     from stable_baselines3.common.save_util import load_from_zip_file
 
-    name = _controller_name("sb3", spec)
-    data, params, _ = load_from_zip_file(spec.path, device=device)
+    try:
+        data, params, _ = load_from_zip_file(spec.path, device=device)
+    except Exception as e:  # noqa: BLE001 - a foreign zip can fail to unpickle in many ways; say which, once
+        raise EntryError(f"{spec.path}: cannot load this SB3 model zip ({type(e).__name__}: {e})") from None
+    if not isinstance(data.get("policy_class"), type) or params is None or "policy" not in params:
+        raise EntryError(f"{spec.path}: this SB3 model zip has no loadable policy class or weights (a custom policy "
+                         "class must be importable where evaluate.py runs)")
     kwargs = dict(data.get("policy_kwargs") or {})
     if "checkpoint" not in kwargs:
-        raise EntryError(f"{spec.path}: this SB3 model's policy ({data['policy_class'].__name__}) does not plan on the "
-                         "beliefs of a phase-2 checkpoint (no policy_kwargs['checkpoint']); only EmbeddedDCEMPolicy "
-                         "models can be compared")
+        return _load_model_free_zip(spec, data, kwargs, params["policy"], device)
+    name = _controller_name("sb3", spec)
     comps = _phase2(kwargs["checkpoint"], f"the SB3 model {spec.path}")
     policy = _belief_policy(data["policy_class"], kwargs, params["policy"], comps, device, data["observation_space"],
                             data["action_space"])
     return _policy_entry(spec.path, "sb3", name, policy, comps, int(data.get("num_timesteps", 0)))
+
+
+def _load_model_free_zip(spec: EntrySpec, data: dict[str, Any], kwargs: dict[str, Any], state: dict[str, Any],
+                         device: torch.device) -> dict[str, Any]:
+    """An SB3 policy on the environment's observations; its environment is bound later (:func:`bind_environment`)."""
+    import gymnasium as gym
+
+    name = _controller_name("sb3-obs", spec)
+    obs_space, act_space = data.get("observation_space"), data.get("action_space")
+    if not isinstance(act_space, gym.spaces.Box):
+        raise EntryError(f"{spec.path}: the policy's action space is {act_space!r}; the comparison's environments have "
+                         "continuous (Box) actions")
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        raise EntryError(f"{spec.path}: the policy observes {obs_space!r}; entries run on flat float32 observation "
+                         "vectors (dcem_agents.envs.make_env): train the baseline on make_env(env_id, action_repeat)")
+    policy = data["policy_class"](obs_space, act_space, lambda _: 0.0, **kwargs)
+    try:
+        policy.load_state_dict(state)
+    except RuntimeError as e:
+        raise EntryError(f"{spec.path}: the policy weights do not fit {data['policy_class'].__name__} ({e})") from None
+    policy = policy.to(device).eval()
+    return dict(path=spec.path, kind="sb3-obs", controller_name=name, env_id=None, action_repeat=1, model=None,
+                controller=ObservationPolicyController(policy), samples_per_action=0,
+                train_env_steps=int(data.get("num_timesteps", 0)))
+
+
+def bind_environment(entry: Entry, env_id: str, action_repeat: int) -> None:
+    """Run a model-free SB3 entry on ``env_id`` with ``action_repeat`` (its zip does not say which it was trained on).
+
+    Sets ``entry.env_id`` and ``entry.action_repeat`` and turns ``train_env_steps`` from the zip's agent steps into
+    environment steps (agent steps × ``action_repeat``).
+
+    :raises EntryError: the policy's observation or action space is not the environment's.
+    """
+    from dcem_agents.envs import make_env
+
+    probe = make_env(env_id, action_repeat=action_repeat)
+    obs_space, act_space = probe.observation_space, probe.action_space
+    probe.close()
+    policy = entry.controller.policy  # type: ignore[attr-defined]
+    problems = []
+    if policy.observation_space.shape != obs_space.shape:
+        problems.append(f"observations of shape {policy.observation_space.shape}, the environment's are "
+                        f"{obs_space.shape}")
+    if policy.action_space.shape != act_space.shape or not (
+            np.allclose(policy.action_space.low, act_space.low) and np.allclose(policy.action_space.high, act_space.high)):
+        problems.append(f"actions {policy.action_space}, the environment's are {act_space}")
+    if problems:
+        raise EntryError(f"{entry.path}: the SB3 policy does not fit {env_id} (the environment of the other entries): "
+                         f"it has {'; '.join(problems)}")
+    entry.env_id, entry.action_repeat = env_id, action_repeat
+    if entry.train_env_steps is not None:
+        entry.train_env_steps *= action_repeat
 
 
 def _load_ppo(ckpt: dict[str, Any], spec: EntrySpec, name: str, device: torch.device) -> dict[str, Any]:
@@ -261,4 +356,5 @@ def load_entry(spec: EntrySpec, device: torch.device | str = "cpu") -> Entry:
                              f"{kind!r} experiment's own evaluation)")
         name = _controller_name(kind, spec)
         fields = _load_ppo(ckpt, spec, name, device) if kind == "ppo" else _load_planner(ckpt, spec, name, device)
-    return Entry(label=spec.label or _label(fields["kind"], fields["controller_name"]), **fields)
+    default = spec.path.stem if fields["kind"] == "sb3-obs" else _label(fields["kind"], fields["controller_name"])
+    return Entry(label=spec.label or default, **fields)

@@ -134,8 +134,9 @@ def markdown_table(summary: dict[str, Any]) -> str:
         f"Returns are sums of environment rewards per episode (action repeat {e0['action_repeat']}). IQM: "
         f"interquartile mean. 95 % CI: percentile bootstrap of the mean ({summary['bootstrap']['resamples']} "
         f"resamples, seed {summary['bootstrap']['seed']}). Samples / action: action sequences the planner evaluates "
-        "per planning call and environment (samples × iterations). ms / action: planning wall time per action, a "
-        "batched call's time divided by the environments it plans for.",
+        "per planning call and environment (samples × iterations; 0: a policy that does not plan). ms / action: the "
+        "controller's wall time per action (planning, or a policy's forward pass), a batched call's time divided by "
+        "the environments it acts for.",
     ]
     if summary.get("paired_differences"):
         lines += ["", "Paired differences (episode by episode on the same seeds; 95 % CI: percentile bootstrap of the mean "

@@ -15,7 +15,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from dcem_agents.envs import make_env
 from dcem_agents.experiments.compare_entries import Entry
@@ -119,8 +118,7 @@ def record_episode(entry: Entry, seed: int, stem: Path) -> dict[str, Any]:
     :return: ``label``, ``path``, ``format``, ``seed``, ``return``, ``frames``, ``fps``.
     """
     env = _make_render_env(entry.env_id, entry.action_repeat)
-    param = next(entry.model.parameters())
-    gen = torch.Generator(device=param.device).manual_seed(seed)
+    gen = entry.generator(seed)
     try:
         episodes, _ = run_episodes([env], entry.model, entry.controller, [seed], generator=gen)
         fps = _agent_fps(env, entry.action_repeat)

@@ -74,7 +74,7 @@ class RandomController:
 @torch.no_grad()
 def run_episodes(
     envs: Sequence[gym.Env],
-    model: RSSM,
+    model: RSSM | None,
     controller: Controller,
     seeds: Sequence[int],
     *,
@@ -86,7 +86,9 @@ def run_episodes(
     """Run one episode in each of ``envs`` (reset with ``seeds``) with batched control; return them and timings.
 
     :param envs: environments with flat float observations and a ``Box`` action space (see :mod:`dcem_agents.envs`).
-    :param model: world model whose beliefs the controller plans from (filtered with the real observations).
+    :param model: world model whose beliefs the controller plans from (filtered with the real observations); None:
+        the controller acts on the observations (n_envs, O) themselves, as ``float32`` CPU tensors (a model-free
+        policy).
     :param controller: the controller; ``reset(len(envs))`` is called first.
     :param seeds: reset seed of each environment.
     :param generator: torch generator of the controller's sampling (CPU generator for :class:`RandomController`).
@@ -96,7 +98,11 @@ def run_episodes(
     """
     if noise_std > 0 and rng is None:
         raise ValueError("run_episodes: exploration noise needs a numpy Generator `rng`")
-    param = next(model.parameters())
+    if model is None:
+        dtype, device = torch.float32, torch.device("cpu")
+    else:
+        param = next(model.parameters())
+        dtype, device = param.dtype, param.device
     low = np.asarray(envs[0].action_space.low, np.float32)
     high = np.asarray(envs[0].action_space.high, np.float32)
     start = time.perf_counter()
@@ -107,7 +113,8 @@ def run_episodes(
     rew_lists: list[list[float]] = [[] for _ in envs]
     terminated = [False] * len(envs)
     running = np.ones(len(envs), dtype=bool)
-    belief = model.initial(torch.as_tensor(np.stack(first), dtype=param.dtype, device=param.device))
+    first_obs = torch.as_tensor(np.stack(first), dtype=dtype, device=device)
+    belief = first_obs if model is None else model.initial(first_obs)
     controller.reset(len(envs))
     steps = 0
     while running.any() and (max_steps is None or steps < max_steps):
@@ -128,11 +135,11 @@ def run_episodes(
             stats.steps += 1
             if term or trunc:
                 running[i], terminated[i] = False, bool(term)
-        belief = model.observe_step(
-            belief,
-            torch.as_tensor(actions, dtype=param.dtype, device=param.device),
-            torch.as_tensor(next_obs, dtype=param.dtype, device=param.device),
-        )
+        observed = torch.as_tensor(next_obs, dtype=dtype, device=device)
+        if model is None:
+            belief = observed
+        else:
+            belief = model.observe_step(belief, torch.as_tensor(actions, dtype=dtype, device=device), observed)
         steps += 1
     episodes = [
         Episode(np.stack(o), np.stack(a).reshape(len(a), -1), np.asarray(r, np.float32), t)
