@@ -79,3 +79,14 @@ def test_describe_lists_every_key() -> None:
     for key in ("lr", "steps", "model.hidden", "model.sizes"):
         assert key in text
     assert "learning rate" in text
+
+
+PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_preset_validates(preset: Path) -> None:
+    from dcem_agents.experiments import get_experiment
+
+    raw = load_yaml(preset)
+    build(get_experiment(raw["experiment"]).Config, raw)

@@ -27,6 +27,7 @@ EXPERIMENTS: dict[str, str] = {
     "planet": "dcem_agents.experiments.planet",
     "dcem": "dcem_agents.experiments.dcem",
     "ppo": "dcem_agents.experiments.ppo",
+    "baseline": "dcem_agents.experiments.baseline",
 }
 
 

@@ -76,8 +76,8 @@ class _Ticking:
 def load_entries(specs: Sequence[EntrySpec], device: torch.device | str = "cpu") -> list[Entry]:
     """Load every entry; labels made unique (file stem, then a number); all must be on the same environment id.
 
-    Model-free SB3 zips, which do not record their environment, run on the environment and action repeat of the first
-    checkpoint entry (:func:`~dcem_agents.experiments.compare_entries.bind_environment`).
+    Model-free SB3 zips that do not record their environment run on the environment and action repeat of the first
+    entry that does (:func:`~dcem_agents.experiments.compare_entries.bind_environment`).
 
     :raises EntryError: see :func:`~dcem_agents.experiments.compare_entries.load_entry`, mismatched env ids, or only
         model-free SB3 zips (no environment to run them on).
@@ -87,8 +87,9 @@ def load_entries(specs: Sequence[EntrySpec], device: torch.device | str = "cpu")
     entries = [load_entry(s, device) for s in specs]
     known = [e for e in entries if e.env_id is not None]
     if not known:
-        raise EntryError("model-free SB3 model zips do not record their environment: compare them with at least one "
-                         "planet, dcem or ppo checkpoint entry, whose environment and action repeat they run on")
+        raise EntryError("these SB3 model zips do not record their environment: compare them with at least one "
+                         "planet, dcem or ppo checkpoint (or a zip of train.py's baseline experiment), whose "
+                         "environment and action repeat they then run on")
     ids = {e.env_id for e in known}
     if len(ids) > 1:
         listing = "; ".join(f"{e.path} ({e.label}): {e.env_id}" for e in known)

@@ -21,11 +21,12 @@ The first controller listed is the default. SB3 policies on beliefs act through 
 their observation ``[belief, planner-noise seed]`` (:mod:`dcem_agents.sb3.belief_env`) from the same beliefs; other SB3
 policies act through :class:`ObservationPolicyController` with no world model (:attr:`Entry.model` is None).
 
-A model-free SB3 zip does not record the environment it was trained on: it runs on the environment and action repeat
-of the comparison's checkpoint entries (:func:`bind_environment`, which checks that the policy's observation and
-action spaces are that environment's: the flat ``float32`` observations of :func:`dcem_agents.envs.make_env`). Train
-such a baseline on ``make_env(env_id, action_repeat=...)`` with the same repeat. Observation normalization that SB3
-keeps outside the zip (``VecNormalize`` statistics) is not applied.
+A model-free SB3 zip trained by this package's ``baseline`` experiment records its environment id and action repeat
+(:data:`dcem_agents.experiments.baseline.ENV_ATTRIBUTE`). Any other SB3 zip does not: it runs on the environment and
+action repeat of the comparison's checkpoint entries. Either way :func:`bind_environment` checks that the policy's
+observation and action spaces are that environment's (the flat ``float32`` observations of
+:func:`dcem_agents.envs.make_env`): train such a baseline on ``make_env(env_id, action_repeat=...)``. Observation
+normalization that SB3 keeps outside the zip (``VecNormalize`` statistics) is not applied.
 """
 
 from __future__ import annotations
@@ -269,17 +270,25 @@ def _load_model_free_zip(spec: EntrySpec, data: dict[str, Any], kwargs: dict[str
     except RuntimeError as e:
         raise EntryError(f"{spec.path}: the policy weights do not fit {data['policy_class'].__name__} ({e})") from None
     policy = policy.to(device).eval()
+    from dcem_agents.experiments.baseline import ENV_ATTRIBUTE
+
+    recorded = data.get(ENV_ATTRIBUTE)
+    if not (isinstance(recorded, dict) and isinstance(recorded.get("env_id"), str)
+            and isinstance(recorded.get("action_repeat"), int)):
+        recorded = None
     return dict(path=spec.path, kind="sb3-obs", controller_name=name, env_id=None, action_repeat=1, model=None,
                 controller=ObservationPolicyController(policy), samples_per_action=0,
-                train_env_steps=int(data.get("num_timesteps", 0)))
+                train_env_steps=int(data.get("num_timesteps", 0)), recorded_env=recorded)
 
 
-def bind_environment(entry: Entry, env_id: str, action_repeat: int) -> None:
+def bind_environment(entry: Entry, env_id: str, action_repeat: int,
+                     source: str = "the environment of the other entries") -> None:
     """Run a model-free SB3 entry on ``env_id`` with ``action_repeat`` (its zip does not say which it was trained on).
 
     Sets ``entry.env_id`` and ``entry.action_repeat`` and turns ``train_env_steps`` from the zip's agent steps into
     environment steps (agent steps × ``action_repeat``).
 
+    :param source: where ``env_id`` comes from, for the error message.
     :raises EntryError: the policy's observation or action space is not the environment's.
     """
     from dcem_agents.envs import make_env
@@ -296,7 +305,7 @@ def bind_environment(entry: Entry, env_id: str, action_repeat: int) -> None:
             np.allclose(policy.action_space.low, act_space.low) and np.allclose(policy.action_space.high, act_space.high)):
         problems.append(f"actions {policy.action_space}, the environment's are {act_space}")
     if problems:
-        raise EntryError(f"{entry.path}: the SB3 policy does not fit {env_id} (the environment of the other entries): "
+        raise EntryError(f"{entry.path}: the SB3 policy does not fit {env_id} ({source}): "
                          f"it has {'; '.join(problems)}")
     entry.env_id, entry.action_repeat = env_id, action_repeat
     if entry.train_env_steps is not None:
@@ -356,5 +365,12 @@ def load_entry(spec: EntrySpec, device: torch.device | str = "cpu") -> Entry:
                              f"{kind!r} experiment's own evaluation)")
         name = _controller_name(kind, spec)
         fields = _load_ppo(ckpt, spec, name, device) if kind == "ppo" else _load_planner(ckpt, spec, name, device)
-    default = spec.path.stem if fields["kind"] == "sb3-obs" else _label(fields["kind"], fields["controller_name"])
-    return Entry(label=spec.label or default, **fields)
+    recorded = fields.pop("recorded_env", None)
+    if fields["kind"] != "sb3-obs":
+        default = _label(fields["kind"], fields["controller_name"])
+    else:  # a baseline zip of this package names its algorithm
+        default = f"{recorded['algorithm']} (model-free)" if recorded and recorded.get("algorithm") else spec.path.stem
+    entry = Entry(label=spec.label or default, **fields)
+    if recorded is not None:  # a baseline zip of this package: it says where it was trained
+        bind_environment(entry, recorded["env_id"], recorded["action_repeat"], "the environment its zip records")
+    return entry

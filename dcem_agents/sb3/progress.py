@@ -12,15 +12,17 @@ class TqdmCallback(BaseCallback):
     """Progress over ``total`` agent steps, starting at the model's current timestep count (resumed runs).
 
     :param total: the run's total timesteps.
+    :param desc: the bar's label.
     """
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, desc: str = "ppo") -> None:
         super().__init__()
-        self.total = total
+        self.total, self.desc = total, desc
         self.bar: tqdm | None = None
 
     def _on_training_start(self) -> None:
-        self.bar = tqdm(total=self.total, initial=self.model.num_timesteps, desc="ppo", unit="step", dynamic_ncols=True)
+        self.bar = tqdm(total=self.total, initial=self.model.num_timesteps, desc=self.desc, unit="step",
+                        dynamic_ncols=True)
 
     def _on_rollout_end(self) -> None:
         buf = self.model.ep_info_buffer

@@ -1,0 +1,70 @@
+"""The model-free SB3 baseline experiment: training on the debug preset, resuming, its zip as a comparison entry, and
+configuration errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _scripts import run_script
+
+from dcem_agents.config import ConfigError, build
+from dcem_agents.experiments import baseline
+from dcem_agents.experiments.compare import compare, load_entries
+from dcem_agents.experiments.compare_entries import EntrySpec
+
+
+@pytest.fixture(scope="module")
+def baseline_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("baseline_debug")
+    p = run_script("train.py", "--config", "configs/baselines/debug.yaml", "--run-dir", str(run_dir))
+    assert p.returncode == 0, p.stderr[-3000:]
+    return run_dir
+
+
+def test_trains_evaluates_and_checkpoints(baseline_run: Path) -> None:
+    summary = json.loads((baseline_run / "summary.json").read_text())
+    assert (summary["algorithm"], summary["agent_steps"], summary["env_steps"]) == ("SAC", 50, 400)
+    assert summary["final_eval"]["episodes"] == 1 and len(summary["final_eval"]["returns"]) == 1
+    assert 0.0 <= summary["final_eval"]["return_mean"] <= 1000.0  # dm_control rewards are in [0, 1] per env step
+    saved = sorted(p.name for p in (baseline_run / "sb3_checkpoints").iterdir())
+    assert saved == ["sac_25_steps.zip", "sac_50_steps.zip", "sac_replay_buffer_25_steps.pkl",
+                     "sac_replay_buffer_50_steps.pkl"]  # every 200 env steps = 25 agent steps
+    assert "eval/mean_reward" in (baseline_run / "progress.csv").read_text().splitlines()[0]
+
+
+def test_resumes_from_its_last_checkpoint(baseline_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run_dir = tmp_path / "resumed"
+    shutil.copytree(baseline_run, run_dir)
+    p = run_script("train.py", "--config", "configs/baselines/debug.yaml", "--run-dir", str(run_dir),
+                   "--set", "env_steps=600")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "resumed sac from" in p.stderr and "at 50 agent steps" in p.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["agent_steps"] == 75
+    assert (run_dir / "sb3_checkpoints" / "sac_75_steps.zip").exists()
+
+
+def test_its_zip_is_a_self_describing_entry(baseline_run: Path, tmp_path: Path) -> None:
+    (entry,) = load_entries([EntrySpec(baseline_run / "model.zip")])  # no checkpoint entry needed
+    assert (entry.label, entry.kind, entry.env_id, entry.action_repeat) == (
+        "SAC (model-free)", "sb3-obs", "dm_control/cartpole-swingup-v0", 8)
+    assert entry.train_env_steps == 400 and entry.samples_per_action == 0 and entry.model is None
+    summary = compare([EntrySpec(baseline_run / "model.zip")], tmp_path / "r", episodes=2, seed=5, progress=False)
+    assert summary["entries"][0]["agent_steps"] == [125, 125]
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ConfigError, match="'clip_range' is not an argument of SAC.*allowed: .*learning_starts"):
+        build(baseline.Config, {"algo_kwargs": {"clip_range": 0.2}})
+    with pytest.raises(ConfigError, match="set by the experiment"):
+        build(baseline.Config, {"algo_kwargs": {"seed": 5}})
+    with pytest.raises(ConfigError, match="must be one of"):
+        build(baseline.Config, {"algorithm": "dqn"})
+    with pytest.raises(ConfigError, match="at least one agent step"):
+        build(baseline.Config, {"env_steps": 4, "action_repeat": 8})
+    assert build(baseline.Config, {"algorithm": "ppo", "algo_kwargs": {"n_steps": 64}}).agent_steps == 30_000 // 8
+    p = run_script("train.py", "--config", "configs/baselines/debug.yaml", "--set", "algo_kwargs.gradient_step=2")
+    assert p.returncode == 2 and "gradient_step" in p.stderr and "gradient_steps" in p.stderr
