@@ -7,7 +7,9 @@ Compare controllers on the same test episodes (paper fig. 4), one ``--entry`` pe
 
 writes PREFIX.json (statistics per entry), PREFIX.md (table), PREFIX.png (box plot), PREFIX_episodes.csv and with
 --video one PREFIX_video_<label>.gif (.mp4 with imageio-ffmpeg) per entry. PATH is a planet (controller cem), dcem
-(dcem, cem), ppo (ppo, dcem) checkpoint or an SB3 model zip of EmbeddedDCEMPolicy (ppo); the first is the default.
+(dcem, cem), ppo (ppo, dcem) checkpoint, an SB3 model zip of EmbeddedDCEMPolicy (ppo), or any other SB3 model zip
+(policy: a model-free baseline on the environment's observations, e.g. from configs/baselines/); the first controller
+is the default. A zip that does not record its environment runs on that of the checkpoint entries.
 
 One checkpoint with its experiment's own evaluation (JSON)::
 
@@ -53,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _single(args: argparse.Namespace) -> int:
     """The experiment's own evaluation of one checkpoint."""
+    from dcem_agents.experiments.compare_entries import is_sb3_zip
+
+    if args.checkpoint.is_file() and is_sb3_zip(args.checkpoint):
+        print(f"evaluate.py: {args.checkpoint} is an SB3 model zip, not a checkpoint: evaluate it with "
+              f"--entry {args.checkpoint}", file=sys.stderr)
+        return 2
     try:
         checkpoint = load_checkpoint(args.checkpoint)
         module = get_experiment(checkpoint["experiment"])

@@ -68,3 +68,8 @@ def test_config_errors() -> None:
     assert build(baseline.Config, {"algorithm": "ppo", "algo_kwargs": {"n_steps": 64}}).agent_steps == 30_000 // 8
     p = run_script("train.py", "--config", "configs/baselines/debug.yaml", "--set", "algo_kwargs.gradient_step=2")
     assert p.returncode == 2 and "gradient_step" in p.stderr and "gradient_steps" in p.stderr
+
+
+def test_evaluate_checkpoint_points_a_zip_to_entry(baseline_run: Path) -> None:
+    p = run_script("evaluate.py", "--checkpoint", str(baseline_run / "model.zip"))
+    assert p.returncode == 2 and "is an SB3 model zip, not a checkpoint: evaluate it with --entry" in p.stderr

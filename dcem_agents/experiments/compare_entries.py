@@ -47,7 +47,7 @@ from dcem_agents.planning.mpc import CEMController, Controller
 from dcem_agents.training import CheckpointError, load_checkpoint
 
 __all__ = ["CONTROLLERS", "Entry", "EntryError", "EntrySpec", "ObservationPolicyController", "PolicyController",
-           "bind_environment", "load_entry", "parse_entry"]
+           "bind_environment", "is_sb3_zip", "load_entry", "parse_entry"]
 
 #: file kind -> controllers it provides (the first is the default)
 CONTROLLERS: dict[str, tuple[str, ...]] = {"planet": ("cem",), "dcem": ("dcem", "cem"), "ppo": ("ppo", "dcem"),
@@ -182,7 +182,7 @@ def _controller_name(kind: str, spec: EntrySpec) -> str:
     return name
 
 
-def _is_sb3_zip(path: Path) -> bool:
+def is_sb3_zip(path: Path) -> bool:
     """SB3 saves ``data`` (JSON) and ``policy.pth`` in a plain zip; ``torch.save`` zips hold ``<name>/data.pkl``."""
     if not zipfile.is_zipfile(path):
         return False
@@ -354,7 +354,7 @@ def load_entry(spec: EntrySpec, device: torch.device | str = "cpu") -> Entry:
     device = torch.device(device)
     if not spec.path.is_file():
         raise EntryError(f"checkpoint not found: {spec.path}")
-    if _is_sb3_zip(spec.path):
+    if is_sb3_zip(spec.path):
         fields = _load_sb3_zip(spec, device)
     else:
         ckpt = load_checkpoint(spec.path, map_location=device)
