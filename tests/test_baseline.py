@@ -32,6 +32,7 @@ def test_trains_evaluates_and_checkpoints(baseline_run: Path) -> None:
     assert saved == ["sac_25_steps.zip", "sac_50_steps.zip", "sac_replay_buffer_25_steps.pkl",
                      "sac_replay_buffer_50_steps.pkl"]  # every 200 env steps = 25 agent steps
     assert "eval/mean_reward" in (baseline_run / "progress.csv").read_text().splitlines()[0]
+    assert [e[0] for e in summary["evaluations"]] == [200, 400]  # every eval_every env steps, in env steps
 
 
 def test_resumes_from_its_last_checkpoint(baseline_run: Path, tmp_path: Path) -> None:
@@ -43,8 +44,11 @@ def test_resumes_from_its_last_checkpoint(baseline_run: Path, tmp_path: Path) ->
                    "--set", "env_steps=600")
     assert p.returncode == 0, p.stderr[-3000:]
     assert "resumed sac from" in p.stderr and "at 50 agent steps" in p.stderr
-    assert json.loads((run_dir / "summary.json").read_text())["agent_steps"] == 75
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["agent_steps"] == 75 and [e[0] for e in summary["evaluations"]] == [200, 400, 600]
     assert (run_dir / "sb3_checkpoints" / "sac_75_steps.zip").exists()
+    first = (run_dir / "progress_1.csv").read_text()  # the first part's log is kept, not truncated
+    assert first == (baseline_run / "progress.csv").read_text() and (run_dir / "progress.csv").exists()
 
 
 def test_its_zip_is_a_self_describing_entry(baseline_run: Path, tmp_path: Path) -> None:

@@ -3,8 +3,8 @@
 ``python train.py --config configs/baselines/sac_cartpole_swingup.yaml`` trains an SB3 algorithm on
 ``make_env(env_id, action_repeat)`` (flat ``float32`` observations, the same environment and action repeat the
 planning agents use) for ``env_steps`` environment steps, evaluates it every ``eval_every`` environment steps
-(deterministic actions, ``eval_episodes`` episodes, logged to ``progress.csv`` and TensorBoard as ``eval/mean_reward``)
-and saves ``model.zip``. The zip records its environment id and action repeat (the attribute
+(deterministic actions, ``eval_episodes`` episodes: ``eval/mean_reward`` in ``progress.csv`` and TensorBoard, and
+``evaluations`` ``[env_steps, mean return]`` in ``summary.json``), evaluates the final model and saves ``model.zip``. The zip records its environment id and action repeat (the attribute
 :data:`ENV_ATTRIBUTE`), so ``evaluate.py --entry model.zip`` compares it with the planners with nothing to repeat.
 
 Interrupted runs resume from the last SB3 checkpoint in ``sb3_checkpoints/`` (with the replay buffer of off-policy
@@ -99,10 +99,19 @@ def _latest_checkpoint(folder: Path, prefix: str) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _callbacks(cfg: Config, run_dir: Path, eval_env: Any) -> list[Any]:
-    from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+def _callbacks(cfg: Config, run_dir: Path, eval_env: Any, summary: dict[str, Any]) -> list[Any]:
+    from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
 
     from dcem_agents.sb3.progress import TqdmCallback
+
+    class RecordEvaluation(BaseCallback):
+        """After each evaluation: append ``[env_steps, mean return]`` to ``summary["evaluations"]``, save it."""
+
+        def _on_step(self) -> bool:
+            summary.setdefault("evaluations", []).append(
+                [self.num_timesteps * cfg.action_repeat, float(self.parent.last_mean_reward)])
+            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            return True
 
     callbacks: list[Any] = [
         CheckpointCallback(max(cfg.checkpoint_every // cfg.action_repeat, 1), str(run_dir / "sb3_checkpoints"),
@@ -112,15 +121,16 @@ def _callbacks(cfg: Config, run_dir: Path, eval_env: Any) -> list[Any]:
     if cfg.eval_every > 0:
         callbacks.append(EvalCallback(eval_env, n_eval_episodes=cfg.eval_episodes,
                                       eval_freq=max(cfg.eval_every // cfg.action_repeat, 1), deterministic=True,
-                                      log_path=str(run_dir), verbose=0))
+                                      callback_after_eval=RecordEvaluation(), verbose=0))
     return callbacks
 
 
 def train(cfg: Config, run_dir: Path) -> dict:
     """Train (or resume) the baseline, evaluate it, save ``model.zip``; see the module docstring."""
     from stable_baselines3.common.evaluation import evaluate_policy
-    from stable_baselines3.common.logger import CSVOutputFormat, Logger, TensorBoardOutputFormat
     from stable_baselines3.common.monitor import Monitor
+
+    from dcem_agents.sb3.progress import make_sb3_logger
 
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
@@ -143,12 +153,11 @@ def train(cfg: Config, run_dir: Path) -> dict:
                      policy_kwargs={"net_arch": list(cfg.net_arch)}, **cfg.algo_kwargs)
     setattr(model, ENV_ATTRIBUTE, {"env_id": cfg.env_id, "action_repeat": cfg.action_repeat,
                                    "algorithm": ALGORITHMS[cfg.algorithm]})
-    model.set_logger(Logger(str(run_dir), [CSVOutputFormat(str(run_dir / "progress.csv")),
-                                           TensorBoardOutputFormat(str(run_dir / "tb"))]))
+    model.set_logger(make_sb3_logger(run_dir))
     remaining = cfg.agent_steps - model.num_timesteps
     t0 = time.perf_counter()
     if remaining > 0:
-        model.learn(remaining, callback=_callbacks(cfg, run_dir, eval_env), reset_num_timesteps=False)
+        model.learn(remaining, callback=_callbacks(cfg, run_dir, eval_env, summary), reset_num_timesteps=False)
     summary["train_seconds"] = summary.get("train_seconds", 0.0) + time.perf_counter() - t0
     model.save(run_dir / "model.zip")
     returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=cfg.eval_episodes, deterministic=True,

@@ -27,14 +27,13 @@ from typing import Any, Literal
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import CheckpointCallback
-from stable_baselines3.common.logger import CSVOutputFormat, Logger, TensorBoardOutputFormat
 from stable_baselines3.common.vec_env import VecNormalize
 
 from dcem_agents.config import build, field, to_dict
 from dcem_agents.experiments import EvalOptions
 from dcem_agents.sb3 import BeliefSyncCallback, EmbeddedDCEMPolicy, make_belief_vec_env
 from dcem_agents.sb3.evaluation import evaluate_on_beliefs
-from dcem_agents.sb3.progress import TqdmCallback
+from dcem_agents.sb3.progress import TqdmCallback, make_sb3_logger
 from dcem_agents.training import save_checkpoint
 from dcem_agents.training.device import resolve_device
 
@@ -112,10 +111,6 @@ def _policy_kwargs(cfg: Config) -> dict[str, Any]:
                 learn_log_std=p.learn_log_std, log_std_init=math.log(p.std_init), value_arch=list(p.value_arch))
 
 
-def _sb3_logger(run_dir: Path) -> Logger:
-    return Logger(str(run_dir), [CSVOutputFormat(str(run_dir / "progress.csv")), TensorBoardOutputFormat(str(run_dir / "tb"))])
-
-
 def _latest_sb3_checkpoint(folder: Path) -> Path | None:
     found = [(int(m.group(1)), p) for p in folder.glob("ppo_*_steps.zip") if (m := re.match(r"ppo_(\d+)_steps", p.stem))]
     return max(found)[1] if found else None
@@ -145,7 +140,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
                     learning_rate=p.learning_rate, gamma=p.gamma, gae_lambda=p.gae_lambda, clip_range=p.clip_range,
                     ent_coef=p.ent_coef, vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm, target_kl=p.target_kl,
                     policy_kwargs=_policy_kwargs(cfg), seed=cfg.seed, device=device)
-    model.set_logger(_sb3_logger(run_dir))
+    model.set_logger(make_sb3_logger(run_dir))
     if cfg.eval_episodes and "before" not in summary:
         summary["before"] = evaluate_on_beliefs(model, cfg.phase2_checkpoint, cfg.eval_episodes, cfg.eval_seed,
                                                 label="evaluate before PPO")
