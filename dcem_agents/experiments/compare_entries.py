@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from dcem_agents.config import build
+from dcem_agents.experiments.baseline import ENV_ATTRIBUTE
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.mpc import CEMController, Controller
 from dcem_agents.training import CheckpointError, load_checkpoint
@@ -270,8 +271,6 @@ def _load_model_free_zip(spec: EntrySpec, data: dict[str, Any], kwargs: dict[str
     except RuntimeError as e:
         raise EntryError(f"{spec.path}: the policy weights do not fit {data['policy_class'].__name__} ({e})") from None
     policy = policy.to(device).eval()
-    from dcem_agents.experiments.baseline import ENV_ATTRIBUTE
-
     recorded = data.get(ENV_ATTRIBUTE)
     if not (isinstance(recorded, dict) and isinstance(recorded.get("env_id"), str)
             and isinstance(recorded.get("action_repeat"), int)):
@@ -283,7 +282,7 @@ def _load_model_free_zip(spec: EntrySpec, data: dict[str, Any], kwargs: dict[str
 
 def bind_environment(entry: Entry, env_id: str, action_repeat: int,
                      source: str = "the environment of the other entries") -> None:
-    """Run a model-free SB3 entry on ``env_id`` with ``action_repeat`` (its zip does not say which it was trained on).
+    """Run a model-free SB3 entry on ``env_id`` with ``action_repeat``, after checking that its policy fits them.
 
     Sets ``entry.env_id`` and ``entry.action_repeat`` and turns ``train_env_steps`` from the zip's agent steps into
     environment steps (agent steps × ``action_repeat``).

@@ -107,6 +107,11 @@ def _fmt_steps(n: int | None) -> str:
     return f"{n / 1e6:.2f} M" if n >= 1_000_000 else f"{n / 1e3:.0f} k" if n >= 10_000 else str(n)
 
 
+def _fmt_ms(ms: float) -> str:
+    """One decimal from 1 ms on, two significant digits below (a policy's forward pass takes a few hundredths)."""
+    return f"{ms:.1f}" if ms >= 1.0 else f"{ms:.2g}"
+
+
 def markdown_table(summary: dict[str, Any]) -> str:
     """The entries of a comparison summary as a markdown table, with a header line and the column meanings."""
     e0 = summary["entries"][0]
@@ -127,7 +132,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
         lines.append(
             f"| {e['label']} | `{e['checkpoint']}` | {e['kind']}:{e['controller']} | {s['mean']:.1f} ± {s['std']:.1f} "
             f"| {s['median']:.1f} | {s['iqm']:.1f} | {s['ci95'][0]:.1f} – {s['ci95'][1]:.1f} | {e['episodes']} "
-            f"| {_fmt_steps(e['train_env_steps'])} | {e['samples_per_action']} | {e['ms_per_action']:.1f} |"
+            f"| {_fmt_steps(e['train_env_steps'])} | {e['samples_per_action']} | {_fmt_ms(e['ms_per_action'])} |"
         )
     lines += [
         "",
