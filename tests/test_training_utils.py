@@ -60,3 +60,14 @@ def test_run_dirs_are_unique(tmp_path: Path) -> None:
     a = make_run_dir(tmp_path, "optimize", "demo", 3)
     b = make_run_dir(tmp_path, "optimize", "demo", 3)
     assert a != b and a.is_dir() and b.is_dir() and "seed3" in a.name
+
+
+def test_latest_step_checkpoint_orders_by_steps(tmp_path: Path) -> None:
+    from dcem_agents.training.checkpoint import latest_step_checkpoint
+
+    assert latest_step_checkpoint(tmp_path, "sac") is None
+    for name in ("sac_75_steps.zip", "sac_100_steps.zip", "sac_replay_buffer_900_steps.pkl", "ppo_500_steps.zip",
+                 "sac_x_steps.zip", "sac_replay_buffer_800_steps.zip"):
+        (tmp_path / name).touch()
+    assert latest_step_checkpoint(tmp_path, "sac") == tmp_path / "sac_100_steps.zip"  # numeric, not lexicographic
+    assert latest_step_checkpoint(tmp_path, "ppo") == tmp_path / "ppo_500_steps.zip"

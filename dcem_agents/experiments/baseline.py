@@ -16,7 +16,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import torch
 
 from dcem_agents.config import field, to_dict
 from dcem_agents.envs import make_env
+from dcem_agents.training.checkpoint import latest_step_checkpoint
 from dcem_agents.training.device import resolve_device
 
 __all__ = ["ALGORITHMS", "Config", "ENV_ATTRIBUTE", "train"]
@@ -93,12 +93,6 @@ class Config:
         return self.env_steps // self.action_repeat
 
 
-def _latest_checkpoint(folder: Path, prefix: str) -> Path | None:
-    found = [(int(m.group(1)), p) for p in folder.glob(f"{prefix}_*_steps.zip")
-             if (m := re.fullmatch(rf"{prefix}_(\d+)_steps", p.stem))]
-    return max(found)[1] if found else None
-
-
 def _callbacks(cfg: Config, run_dir: Path, eval_env: Any, summary: dict[str, Any]) -> list[Any]:
     from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
 
@@ -140,7 +134,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     eval_env = Monitor(make_env(cfg.env_id, action_repeat=cfg.action_repeat, seed=cfg.eval_seed))
     summary_path = run_dir / "summary.json"
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    resume = _latest_checkpoint(run_dir / "sb3_checkpoints", cfg.algorithm)
+    resume = latest_step_checkpoint(run_dir / "sb3_checkpoints", cfg.algorithm)
     if resume is not None:
         model = algo.load(resume, env=env, device=device)
         buffer = resume.with_name(resume.name.replace(f"{cfg.algorithm}_", f"{cfg.algorithm}_replay_buffer_")

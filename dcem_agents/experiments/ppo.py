@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from dcem_agents.sb3 import BeliefSyncCallback, EmbeddedDCEMPolicy, make_belief_
 from dcem_agents.sb3.evaluation import evaluate_on_beliefs
 from dcem_agents.sb3.progress import TqdmCallback, make_sb3_logger
 from dcem_agents.training import save_checkpoint
+from dcem_agents.training.checkpoint import latest_step_checkpoint
 from dcem_agents.training.device import resolve_device
 
 __all__ = ["Config", "PPOSettings", "PolicySettings", "evaluate", "train"]
@@ -111,11 +111,6 @@ def _policy_kwargs(cfg: Config) -> dict[str, Any]:
                 learn_log_std=p.learn_log_std, log_std_init=math.log(p.std_init), value_arch=list(p.value_arch))
 
 
-def _latest_sb3_checkpoint(folder: Path) -> Path | None:
-    found = [(int(m.group(1)), p) for p in folder.glob("ppo_*_steps.zip") if (m := re.match(r"ppo_(\d+)_steps", p.stem))]
-    return max(found)[1] if found else None
-
-
 def train(cfg: Config, run_dir: Path) -> dict:
     """Evaluate, fine-tune with PPO (or resume), evaluate again; see the module docstring."""
     if cfg.num_threads > 0:
@@ -127,7 +122,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     sb3_dir = run_dir / "sb3_checkpoints"
     summary_path = run_dir / "summary.json"
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    resume = _latest_sb3_checkpoint(sb3_dir)
+    resume = latest_step_checkpoint(sb3_dir, "ppo")
     if resume is not None:
         model = PPO.load(resume, env=env, device=device)
         vecnorm = resume.with_name(resume.name.replace("ppo_", "ppo_vecnormalize_").replace(".zip", ".pkl"))

@@ -6,12 +6,13 @@ Writes are atomic (temporary file, then rename), so an interrupted save never le
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "latest_step_checkpoint", "load_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_FORMAT = "dcem-agents/1"
 
@@ -50,3 +51,10 @@ def load_checkpoint(path: str | Path, experiment: str | None = None, map_locatio
     if experiment is not None and data.get("experiment") != experiment:
         raise CheckpointError(f"{path} is a {data.get('experiment')!r} checkpoint, expected {experiment!r}")
     return data
+
+
+def latest_step_checkpoint(folder: Path, prefix: str) -> Path | None:
+    """The ``PREFIX_<steps>_steps.zip`` in ``folder`` with the most steps (SB3's ``CheckpointCallback`` names), or None."""
+    found = [(int(m.group(1)), p) for p in folder.glob(f"{prefix}_*_steps.zip")
+             if (m := re.fullmatch(rf"{re.escape(prefix)}_(\d+)_steps", p.stem))]
+    return max(found)[1] if found else None
