@@ -7,9 +7,10 @@ Compare controllers on the same test episodes (paper fig. 4), one ``--entry`` pe
 
 writes PREFIX.json (statistics per entry), PREFIX.md (table), PREFIX.png (box plot), PREFIX_episodes.csv and with
 --video one PREFIX_video_<label>.gif (.mp4 with imageio-ffmpeg) per entry. PATH is a planet (controller cem), dcem
-(dcem, cem), ppo (ppo, dcem) checkpoint, an SB3 model zip of EmbeddedDCEMPolicy (ppo), or any other SB3 model zip
-(policy: a model-free baseline on the environment's observations, e.g. from configs/baselines/); the first controller
-is the default. A zip that does not record its environment runs on that of the checkpoint entries.
+(dcem, latent-cem: hard elites in the latent space, cem), ppo (ppo, dcem) checkpoint, an SB3 model zip of
+EmbeddedDCEMPolicy (ppo), or any other SB3 model zip (policy: a model-free baseline on the environment's observations,
+e.g. from configs/baselines/); the first controller is the default. A zip that does not record its environment runs on
+that of the checkpoint entries.
 
 One checkpoint with its experiment's own evaluation (JSON)::
 

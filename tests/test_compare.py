@@ -99,6 +99,18 @@ def test_run_entry_is_seeded(phase1_checkpoint: Path) -> None:
     assert a.returns == b.returns and a.agent_steps == [125, 125] and a.plan_calls == 125
 
 
+def test_latent_hard_cem_is_the_same_planner_with_hard_elites(phase2_checkpoint: Path) -> None:
+    soft = load_entry(EntrySpec(phase2_checkpoint, "dcem"))
+    hard = load_entry(EntrySpec(phase2_checkpoint, "latent-cem"))
+    assert (hard.label, hard.kind, hard.controller_name) == ("latent hard CEM", "dcem", "latent-cem")
+    assert hard.controller.settings.temperature is None and soft.controller.settings.temperature is not None
+    assert hard.controller.settings.n_samples == soft.controller.settings.n_samples
+    assert hard.samples_per_action == soft.samples_per_action
+    a = compare_mod.run_entry(soft, [3, 4], n_envs=2, seed=3)
+    b = compare_mod.run_entry(hard, [3, 4], n_envs=2, seed=3)
+    assert a.agent_steps == b.agent_steps == [125, 125] and a.returns != b.returns
+
+
 # ---------------------------------------------------------------- evaluate.py
 def test_report_of_all_phases(phase1_checkpoint: Path, phase2_checkpoint: Path, phase3_checkpoint: Path,
                               tmp_path: Path) -> None:

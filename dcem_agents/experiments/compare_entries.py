@@ -9,7 +9,8 @@ entry runs in the same batched loop (:func:`dcem_agents.training.rollout.run_epi
 file                    controllers      what runs
 ======================  ===============  ===================================================================
 ``planet`` checkpoint   ``cem``          phase 1: full-space CEM on the phase-1 world model
-``dcem`` checkpoint     ``dcem``, cem    phase 2: latent DCEM (eq. 8); ``cem``: full-space CEM, same model
+``dcem`` checkpoint     ``dcem``,        phase 2: latent DCEM (eq. 8); ``latent-cem``: the same latent planner with
+                        latent-cem, cem  hard elites (τ → 0); ``cem``: full-space CEM, same model
 ``ppo`` checkpoint      ``ppo``, dcem    phase 3: the PPO-fine-tuned policy's mean action; ``dcem``: the same
                                          policy with the phase-2 weights it started from
 SB3 model zip           ``ppo``          a policy on belief observations (``EmbeddedDCEMPolicy``) saved by SB3
@@ -31,6 +32,7 @@ normalization that SB3 keeps outside the zip (``VecNormalize`` statistics) is no
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import zipfile
 from dataclasses import dataclass
@@ -51,10 +53,12 @@ __all__ = ["CONTROLLERS", "Entry", "EntryError", "EntrySpec", "ObservationPolicy
            "bind_environment", "is_sb3_zip", "load_entry", "parse_entry"]
 
 #: file kind -> controllers it provides (the first is the default)
-CONTROLLERS: dict[str, tuple[str, ...]] = {"planet": ("cem",), "dcem": ("dcem", "cem"), "ppo": ("ppo", "dcem"),
+CONTROLLERS: dict[str, tuple[str, ...]] = {"planet": ("cem",), "dcem": ("dcem", "latent-cem", "cem"),
+                                           "ppo": ("ppo", "dcem"),
                                            "sb3": ("ppo",), "sb3-obs": ("policy",)}
 
 _LABELS = {("planet", "cem"): "full-space CEM", ("dcem", "dcem"): "latent DCEM",
+           ("dcem", "latent-cem"): "latent hard CEM",
            ("dcem", "cem"): "full-space CEM (phase-2 model)", ("ppo", "ppo"): "latent DCEM + PPO",
            ("ppo", "dcem"): "latent DCEM (before PPO)", ("sb3", "ppo"): "latent DCEM + PPO (SB3 zip)"}
 
@@ -335,6 +339,8 @@ def _load_planner(ckpt: dict[str, Any], spec: EntrySpec, name: str, device: torc
         if name == "cem":  # the phase-1 full-space planner on the phase-2 model
             _, _, controller = planet.build_agent(p1, device)
             controller.model = model
+        elif name == "latent-cem":  # the learned latent space searched with hard top-k elites
+            controller.settings = dataclasses.replace(controller.settings, temperature=None)
     if isinstance(controller, CEMController):
         samples = controller.n_samples * controller.n_iters
     else:
