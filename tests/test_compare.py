@@ -70,6 +70,7 @@ def test_paired_differences_known_values() -> None:
 def test_parse_entry() -> None:
     assert parse_entry("a/b.pt") == EntrySpec(Path("a/b.pt"))
     assert parse_entry("a/b.pt:dcem") == EntrySpec(Path("a/b.pt"), "dcem")
+    assert parse_entry("a/b.pt:latent-cem@hard") == EntrySpec(Path("a/b.pt"), "latent-cem", "hard")
     assert parse_entry("a/b.pt:ppo@DCEM + PPO") == EntrySpec(Path("a/b.pt"), "ppo", "DCEM + PPO")
     assert parse_entry("model.zip@mine") == EntrySpec(Path("model.zip"), None, "mine")
     with pytest.raises(EntryError):

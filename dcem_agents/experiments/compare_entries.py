@@ -86,7 +86,7 @@ def parse_entry(text: str) -> EntrySpec:
         label = label.strip()
     controller = None
     head, sep, tail = text.rpartition(":")
-    if sep and re.fullmatch(r"[A-Za-z0-9_]+", tail):
+    if sep and re.fullmatch(r"[A-Za-z0-9_-]+", tail):
         text, controller = head, tail
     if not text:
         raise EntryError("an entry needs a path: PATH[:CONTROLLER][@LABEL]")
