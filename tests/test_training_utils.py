@@ -71,3 +71,19 @@ def test_latest_step_checkpoint_orders_by_steps(tmp_path: Path) -> None:
         (tmp_path / name).touch()
     assert latest_step_checkpoint(tmp_path, "sac") == tmp_path / "sac_100_steps.zip"  # numeric, not lexicographic
     assert latest_step_checkpoint(tmp_path, "ppo") == tmp_path / "ppo_500_steps.zip"
+
+
+def test_publish_copies_and_writes_results(tmp_path: Path) -> None:
+    import json
+
+    from dcem_agents.training.run_dir import publish
+
+    src = tmp_path / "run" / "checkpoint.pt"
+    src.parent.mkdir()
+    src.write_bytes(b"weights")
+    publish({"return": 1.5}, tmp_path / "results" / "r.json",
+            [(src, tmp_path / "ship" / "c.pt"), (tmp_path / "run" / "absent.csv", None)])  # no destination: skipped
+    assert (tmp_path / "ship" / "c.pt").read_bytes() == b"weights"
+    assert json.loads((tmp_path / "results" / "r.json").read_text()) == {"return": 1.5}
+    publish({}, None, [(src, tmp_path / "only" / "c.pt")])  # copies without a results file
+    assert (tmp_path / "only" / "c.pt").exists() and not (tmp_path / "only" / "r.json").exists()

@@ -4,8 +4,8 @@
 ``make_env(env_id, action_repeat)`` (flat ``float32`` observations, the same environment and action repeat the
 planning agents use) for ``env_steps`` environment steps, evaluates it every ``eval_every`` environment steps
 (deterministic actions, ``eval_episodes`` episodes: ``eval/mean_reward`` in ``progress.csv`` and TensorBoard, and
-``evaluations`` ``[env_steps, mean return]`` in ``summary.json``), evaluates the final model and saves ``model.zip``. The zip records its environment id and action repeat (the attribute
-:data:`ENV_ATTRIBUTE`), so ``evaluate.py --entry model.zip`` compares it with the planners with nothing to repeat.
+``evaluations`` ``[env_steps, mean return]`` in ``summary.json``), evaluates the final model and saves ``model.zip``.
+The zip records its environment id and action repeat (the attribute :data:`ENV_ATTRIBUTE`), so ``evaluate.py --entry model.zip`` compares it with the planners with nothing to repeat.
 
 Interrupted runs resume from the last SB3 checkpoint in ``sb3_checkpoints/`` (with the replay buffer of off-policy
 algorithms) when re-run with ``--run-dir``.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from dcem_agents.config import field, to_dict
 from dcem_agents.envs import make_env
 from dcem_agents.training.checkpoint import latest_step_checkpoint
 from dcem_agents.training.device import resolve_device
+from dcem_agents.training.run_dir import publish
 
 __all__ = ["ALGORITHMS", "Config", "ENV_ATTRIBUTE", "train"]
 
@@ -137,8 +137,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     resume = latest_step_checkpoint(run_dir / "sb3_checkpoints", cfg.algorithm)
     if resume is not None:
         model = algo.load(resume, env=env, device=device)
-        buffer = resume.with_name(resume.name.replace(f"{cfg.algorithm}_", f"{cfg.algorithm}_replay_buffer_")
-                                  .replace(".zip", ".pkl"))
+        buffer = resume.with_name(f"{cfg.algorithm}_replay_buffer_{model.num_timesteps}_steps.pkl")
         if buffer.exists():
             model.load_replay_buffer(buffer)
         log.info("resumed %s from %s at %d agent steps", cfg.algorithm, resume, model.num_timesteps)
@@ -168,10 +167,5 @@ def train(cfg: Config, run_dir: Path) -> dict:
     log.info("%s after %d env steps: %.1f over %d episodes", ALGORITHMS[cfg.algorithm], summary["env_steps"],
              summary["final_eval"]["return_mean"], len(returns))
     summary_path.write_text(json.dumps(summary, indent=2))
-    if cfg.export_zip:
-        Path(cfg.export_zip).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run_dir / "model.zip", cfg.export_zip)
-    if cfg.results_json:
-        Path(cfg.results_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.results_json).write_text(json.dumps(summary, indent=2))
+    publish(summary, cfg.results_json, [(run_dir / "model.zip", cfg.export_zip)])
     return {k: v for k, v in summary.items() if k != "config"}

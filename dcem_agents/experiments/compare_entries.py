@@ -207,6 +207,15 @@ def _phase2(path: str, where: str) -> Any:
                          "folder it was trained in or keep that checkpoint next to it") from None
 
 
+def _sb3_policy(policy_class: Any, obs_space: Any, act_space: Any, kwargs: dict[str, Any],
+                state: dict[str, Any] | None, device: torch.device) -> Any:
+    """An SB3 policy for evaluation (no learning-rate schedule), with ``state`` loaded unless None, in eval mode."""
+    policy = policy_class(obs_space, act_space, lambda _: 0.0, **kwargs)
+    if state is not None:
+        policy.load_state_dict(state)
+    return policy.to(device).eval()
+
+
 def _belief_policy(policy_class: Any, kwargs: dict[str, Any], state: dict[str, Any] | None, comps: Any,
                    device: torch.device, obs_space: Any = None, act_space: Any = None) -> Any:
     """An SB3 policy on beliefs of ``comps``' model, with ``state`` loaded (None: the phase-2 weights)."""
@@ -220,10 +229,7 @@ def _belief_policy(policy_class: Any, kwargs: dict[str, Any], state: dict[str, A
         probe = make_env(comps.env_id, action_repeat=comps.action_repeat)
         act_space = probe.action_space
         probe.close()
-    policy = policy_class(obs_space, act_space, lambda _: 0.0, **kwargs)
-    if state is not None:
-        policy.load_state_dict(state)
-    return policy.to(device).eval()
+    return _sb3_policy(policy_class, obs_space, act_space, kwargs, state, device)
 
 
 def _policy_entry(path: Path, kind: str, name: str, policy: Any, comps: Any, steps: int) -> dict[str, Any]:
@@ -269,12 +275,10 @@ def _load_model_free_zip(spec: EntrySpec, data: dict[str, Any], kwargs: dict[str
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
         raise EntryError(f"{spec.path}: the policy observes {obs_space!r}; entries run on flat float32 observation "
                          "vectors (dcem_agents.envs.make_env): train the baseline on make_env(env_id, action_repeat)")
-    policy = data["policy_class"](obs_space, act_space, lambda _: 0.0, **kwargs)
     try:
-        policy.load_state_dict(state)
+        policy = _sb3_policy(data["policy_class"], obs_space, act_space, kwargs, state, device)
     except RuntimeError as e:
         raise EntryError(f"{spec.path}: the policy weights do not fit {data['policy_class'].__name__} ({e})") from None
-    policy = policy.to(device).eval()
     recorded = data.get(ENV_ATTRIBUTE)
     if not (isinstance(recorded, dict) and isinstance(recorded.get("env_id"), str)
             and isinstance(recorded.get("action_repeat"), int)):

@@ -14,10 +14,8 @@ controller's per-episode returns, mean, std and ms per planning call.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +32,7 @@ from dcem_agents.planning.latent import LatentCEMSettings
 from dcem_agents.planning.latent_mpc import LatentDCEMController
 from dcem_agents.training import MetricsLogger, load_checkpoint, save_checkpoint
 from dcem_agents.training.device import resolve_device
+from dcem_agents.training.run_dir import publish
 from dcem_agents.training.latent_phase import DecoderSettings, LatentPhaseTrainer
 from dcem_agents.training.planet import TrainSettings
 
@@ -164,11 +163,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
         trainer.logger.close()
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if cfg.results_json:
-        if cfg.export_checkpoint:
-            Path(cfg.export_checkpoint).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(ckpt_path, cfg.export_checkpoint)
-        Path(cfg.results_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.results_json).write_text(json.dumps(summary, indent=2))
+        publish(summary, cfg.results_json, [(ckpt_path, cfg.export_checkpoint)])
     return summary
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.mpc import CEMController, Controller
 from dcem_agents.training import MetricsLogger, load_checkpoint, save_checkpoint
 from dcem_agents.training.device import resolve_device
+from dcem_agents.training.run_dir import publish
 from dcem_agents.training.planet import PlanetTrainer, TrainSettings
 from dcem_agents.training.rollout import run_episodes
 
@@ -187,14 +187,8 @@ def _final_summary(cfg: Config, trainer: PlanetTrainer, ckpt_path: Path) -> dict
 
 
 def _export(cfg: Config, summary: dict[str, Any], run_dir: Path) -> None:
-    if cfg.export_checkpoint:
-        Path(cfg.export_checkpoint).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run_dir / CHECKPOINT_NAME, cfg.export_checkpoint)
-    if cfg.export_progress:
-        Path(cfg.export_progress).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run_dir / "progress.csv", cfg.export_progress)
-    Path(cfg.results_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(cfg.results_json).write_text(json.dumps(summary, indent=2))
+    publish(summary, cfg.results_json, [(run_dir / CHECKPOINT_NAME, cfg.export_checkpoint),
+                                        (run_dir / "progress.csv", cfg.export_progress)])
 
 
 def _truncate_progress(path: Path, env_steps: int) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from dcem_agents.sb3.progress import TqdmCallback, make_sb3_logger
 from dcem_agents.training import save_checkpoint
 from dcem_agents.training.checkpoint import latest_step_checkpoint
 from dcem_agents.training.device import resolve_device
+from dcem_agents.training.run_dir import publish
 
 __all__ = ["Config", "PPOSettings", "PolicySettings", "evaluate", "train"]
 
@@ -163,11 +163,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
                     "train_components": list(cfg.policy.train_components)})
     summary_path.write_text(json.dumps(summary, indent=2))
     if cfg.results_json:
-        if cfg.export_checkpoint:
-            Path(cfg.export_checkpoint).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(ckpt_path, cfg.export_checkpoint)
-        Path(cfg.results_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.results_json).write_text(json.dumps(summary, indent=2))
+        publish(summary, cfg.results_json, [(ckpt_path, cfg.export_checkpoint)])
     return {k: v for k, v in summary.items() if k not in ("before", "after")} | {
         f"{k}_return_mean": summary[k]["return_mean"] for k in ("before", "after") if k in summary}
 

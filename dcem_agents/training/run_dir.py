@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["make_run_dir", "save_resolved_config"]
+__all__ = ["make_run_dir", "publish", "save_resolved_config"]
 
 
 def make_run_dir(root: str | Path, experiment: str, name: str, seed: int) -> Path:
@@ -28,3 +31,16 @@ def save_resolved_config(run_dir: str | Path, config: dict[str, Any]) -> Path:
     with path.open("w") as f:
         yaml.safe_dump(config, f, sort_keys=False)
     return path
+
+
+def publish(summary: dict[str, Any], results_json: str | Path | None,
+            copies: Iterable[tuple[str | Path, str | Path | None]] = ()) -> None:
+    """Ship a run's outputs into the repository: copy each ``(source, destination)`` that has a destination, then
+    write ``summary`` as JSON to ``results_json`` when given (parent folders created)."""
+    for source, destination in copies:
+        if destination:
+            Path(destination).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, destination)
+    if results_json:
+        Path(results_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(results_json).write_text(json.dumps(summary, indent=2))
