@@ -2,14 +2,16 @@
 
 Compare controllers on the same test episodes (paper fig. 4), one ``--entry`` per controller::
 
-    python evaluate.py --entry PATH[:CONTROLLER][@LABEL] [--entry ...] [--episodes 100] [--seed S] [--n-envs 10]
-                       [--out PREFIX] [--video] [--device D]
+    python evaluate.py --entry PATH[:CONTROLLER[+RUNTIME]][@LABEL] [--entry ...] [--episodes 100] [--seed S]
+                       [--n-envs 10] [--out PREFIX] [--video] [--device D] [--planner-runtime NAME] [--threads N]
 
 writes PREFIX.json (statistics per entry), PREFIX.md (table), PREFIX.png (box plot), PREFIX_episodes.csv and with
 --video one PREFIX_video_<label>.gif (.mp4 with imageio-ffmpeg) per entry. PATH is a planet (controller cem), dcem
 (dcem, latent-cem: hard elites in the latent space, cem), ppo (ppo, dcem) checkpoint, an SB3 model zip of
 EmbeddedDCEMPolicy (ppo), or any other SB3 model zip (policy: a model-free baseline on the environment's observations,
-e.g. from configs/baselines/); the first controller is the default. A zip that does not record its environment runs on
+e.g. from configs/baselines/); the first controller is the default. RUNTIME (or --planner-runtime for every entry)
+sets how a planner computes: reference (eager fp32, the path of every result before the lean rollout), fp32, bf16,
+fp32-compile, bf16-compile; the same checkpoint under two runtimes on the same seeds is the fidelity check. A zip that does not record its environment runs on
 that of the checkpoint entries.
 
 One checkpoint with its experiment's own evaluation (JSON)::
@@ -31,6 +33,7 @@ import sys
 from pathlib import Path
 
 from dcem_agents.experiments import EvalOptions, get_experiment
+from dcem_agents.planning.runtime import RUNTIME_PRESETS
 from dcem_agents.training import CheckpointError, load_checkpoint
 
 
@@ -51,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n-envs", type=int, default=None, help="with --entry: parallel environments (default: 10)")
     p.add_argument("--video", action="store_true", help="with --entry: record one episode per entry (GIF or MP4)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--planner-runtime", default=None, choices=sorted(RUNTIME_PRESETS),
+                   help="with --entry: how every planner computes, unless an entry names its own (default: each "
+                        "checkpoint's)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     return p
 
 
@@ -98,7 +105,7 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
         specs = [parse_entry(e) for e in args.entry]
         summary = compare(specs, out, episodes=args.episodes, seed=DEFAULT_SEED if args.seed is None else args.seed,
                           n_envs=args.n_envs or 10, device=resolve_device(args.device), video=args.video,
-                          command=shlex.join(["python", "evaluate.py", *argv]))
+                          command=shlex.join(["python", "evaluate.py", *argv]), runtime=args.planner_runtime)
     except (ValueError, RenderError) as e:  # EntryError and CheckpointError are ValueErrors
         print(f"evaluate.py: {e}", file=sys.stderr)
         return 2
@@ -116,6 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--episodes must be >= 1")
     if args.n_envs is not None and args.n_envs < 1:
         parser.error("--n-envs must be >= 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be >= 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.checkpoint is not None and args.planner_runtime is not None:
+        parser.error("--planner-runtime goes with --entry (the comparison report)")
     if args.checkpoint is not None:
         if args.n_envs is not None or args.video:
             parser.error("--n-envs and --video go with --entry (the comparison report), not --checkpoint")

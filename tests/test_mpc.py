@@ -70,7 +70,7 @@ def test_warm_start_shifts_the_previous_plan(monkeypatch: pytest.MonkeyPatch) ->
     ctrl.act(belief, torch.Generator().manual_seed(1))
     torch.testing.assert_close(seen[0][:, :-1], previous[:, 1:])
     torch.testing.assert_close(seen[0][:, -1], torch.zeros(1, 2))  # the new last step starts at the box centre
-    assert seen[1] is None  # after reset: no warm start
+    torch.testing.assert_close(seen[1], torch.zeros(1, 4, 2))  # after reset: no warm start, the box centre
 
 
 def test_imagined_return_cost_matches_the_model_rollout() -> None:

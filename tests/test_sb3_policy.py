@@ -50,6 +50,22 @@ def test_ratio_is_one_at_start_of_each_update(phase2_checkpoint: Path) -> None:
     assert max(probe.max_deviation) < 1e-5
 
 
+@pytest.mark.parametrize("precision", [None, "fp32"])
+def test_mean_action_does_not_depend_on_the_batch(phase2_checkpoint: Path, precision: str | None) -> None:
+    """PPO collects with n_envs rows and updates with shuffled minibatches: a row's action must be the same in both.
+
+    The shipped preset collects 4 at a time and updates 128 at a time."""
+    model = _ppo(phase2_checkpoint, precision=precision)
+    policy = model.policy
+    g = torch.Generator().manual_seed(0)
+    obs = torch.cat([torch.randn(128, policy.world_model.belief_dim, generator=g) * 0.5,
+                     torch.randint(0, 2**24, (128, 1), generator=g).float()], 1)
+    with torch.no_grad():
+        whole = policy.mean_action(obs)
+        parts = torch.cat([policy.mean_action(obs[i : i + 4]) for i in range(0, 128, 4)])
+    torch.testing.assert_close(whole, parts, atol=1e-6, rtol=0)
+
+
 def test_ratio_would_differ_with_fresh_planner_noise(phase2_checkpoint: Path) -> None:
     """The property above is not automatic: re-planning with other seeds moves the mean action."""
     model = _ppo(phase2_checkpoint)

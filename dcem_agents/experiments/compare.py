@@ -73,7 +73,7 @@ class _Ticking:
         return actions
 
 
-def load_entries(specs: Sequence[EntrySpec], device: torch.device | str = "cpu") -> list[Entry]:
+def load_entries(specs: Sequence[EntrySpec], device: torch.device | str = "cpu", runtime: str | None = None) -> list[Entry]:
     """Load every entry; labels made unique (file stem, then a number); all must be on the same environment id.
 
     Model-free SB3 zips that do not record their environment run on the environment and action repeat of the first
@@ -84,7 +84,7 @@ def load_entries(specs: Sequence[EntrySpec], device: torch.device | str = "cpu")
     """
     if not specs:
         raise EntryError("no entries to compare")
-    entries = [load_entry(s, device) for s in specs]
+    entries = [load_entry(s, device, runtime) for s in specs]
     known = [e for e in entries if e.env_id is not None]
     if not known:
         raise EntryError("these SB3 model zips do not record their environment: compare them with at least one "
@@ -160,19 +160,20 @@ def _slug(label: str) -> str:
 
 def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed: int = DEFAULT_SEED, n_envs: int = 10,
             device: torch.device | str = "cpu", video: bool = False, command: str | None = None,
-            progress: bool = True) -> dict[str, Any]:
+            progress: bool = True, runtime: str | None = None) -> dict[str, Any]:
     """Evaluate every entry on the same ``episodes`` seeds and write the report files under the prefix ``out``.
 
     :param video: first record one episode per entry (seed ``seed``); raises
         :class:`~dcem_agents.experiments.compare_video.RenderError` before any evaluation when rendering is impossible.
     :param command: the command line, stored in the JSON.
+    :param runtime: planner runtime preset of the entries that name none (None: each checkpoint's own).
     :return: the summary written to ``PREFIX.json`` (``files`` lists the written paths).
     :raises EntryError: an entry cannot be loaded, or the entries are on different environments.
     """
     if episodes < 1 or n_envs < 1:
         raise ValueError(f"episodes and n_envs must be >= 1, got {episodes} and {n_envs}")
     t0 = time.perf_counter()
-    entries = load_entries(specs, device)
+    entries = load_entries(specs, device, runtime)
     videos: list[dict[str, Any]] = []
     if video:
         from dcem_agents.experiments.compare_video import check_rendering, record_episode

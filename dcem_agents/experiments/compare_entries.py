@@ -1,6 +1,9 @@
 """The entries of a controller comparison: a checkpoint and one of its controllers, ready to run on environments.
 
-An entry is written ``PATH[:CONTROLLER][@LABEL]`` (:func:`parse_entry`). :func:`load_entry` reads everything from the
+An entry is written ``PATH[:CONTROLLER[+RUNTIME]][@LABEL]`` (:func:`parse_entry`); ``RUNTIME`` names one of
+:data:`~dcem_agents.planning.runtime.RUNTIME_PRESETS` (``reference``, ``fp32``, ``bf16``, ...) and sets how the
+entry's planner computes (the same checkpoint under two runtimes, compared on the same seeds, is the fidelity check of
+a faster rollout). :func:`load_entry` reads everything from the
 file — environment id, action repeat, model sizes, planner settings — and returns an :class:`Entry`: the world model
 whose filter gives the beliefs, and a :class:`~dcem_agents.planning.mpc.Controller` that acts on them, so every
 entry runs in the same batched loop (:func:`dcem_agents.training.rollout.run_episodes`).
@@ -47,10 +50,11 @@ from dcem_agents.config import build
 from dcem_agents.experiments.baseline import ENV_ATTRIBUTE
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.mpc import CEMController, Controller
+from dcem_agents.planning.runtime import RUNTIME_PRESETS, PlannerRuntime
 from dcem_agents.training import CheckpointError, load_checkpoint
 
 __all__ = ["CONTROLLERS", "Entry", "EntryError", "EntrySpec", "ObservationPolicyController", "PolicyController",
-           "bind_environment", "is_sb3_zip", "load_entry", "parse_entry"]
+           "bind_environment", "is_sb3_zip", "load_entry", "parse_entry", "set_runtime"]
 
 #: file kind -> controllers it provides (the first is the default)
 CONTROLLERS: dict[str, tuple[str, ...]] = {"planet": ("cem",), "dcem": ("dcem", "latent-cem", "cem"),
@@ -74,23 +78,41 @@ class EntrySpec:
     path: Path
     controller: str | None = None
     label: str | None = None
+    runtime: str | None = None
 
 
 def parse_entry(text: str) -> EntrySpec:
-    """Parse ``PATH[:CONTROLLER][@LABEL]`` (the label is after the last ``@``, the controller after the last ``:``)."""
+    """Parse ``PATH[:CONTROLLER[+RUNTIME]][@LABEL]`` (the label is after the last ``@``, the controller after the last
+    ``:``, the runtime after the controller's ``+``)."""
     label = None
     if "@" in text:
         text, label = text.rsplit("@", 1)
         if not label.strip():
             raise EntryError(f"empty label in entry {text + '@'!r}")
         label = label.strip()
-    controller = None
+    controller = runtime = None
     head, sep, tail = text.rpartition(":")
-    if sep and re.fullmatch(r"[A-Za-z0-9_-]+", tail):
-        text, controller = head, tail
+    match = re.fullmatch(r"([A-Za-z0-9_-]+)(?:\+([A-Za-z0-9_-]+))?", tail) if sep else None
+    if match:
+        text, controller, runtime = head, match.group(1), match.group(2)
+        if runtime is not None and runtime not in RUNTIME_PRESETS:
+            raise EntryError(f"unknown planner runtime {runtime!r} in entry {tail!r}; available: "
+                             f"{', '.join(RUNTIME_PRESETS)}")
     if not text:
-        raise EntryError("an entry needs a path: PATH[:CONTROLLER][@LABEL]")
-    return EntrySpec(Path(text), controller, label)
+        raise EntryError("an entry needs a path: PATH[:CONTROLLER[+RUNTIME]][@LABEL]")
+    return EntrySpec(Path(text), controller, label, runtime)
+
+
+def set_runtime(controller: Controller, runtime: PlannerRuntime) -> bool:
+    """Make ``controller`` plan with ``runtime`` (planners and SB3 policies on beliefs); False if it does not plan."""
+    target = getattr(controller, "policy", controller)
+    if not hasattr(target, "runtime"):
+        return False
+    target.runtime = runtime
+    graphs = getattr(target, "graphs", None)
+    if graphs is not None:
+        graphs.clear()
+    return True
 
 
 @dataclass
@@ -354,8 +376,10 @@ def _load_planner(ckpt: dict[str, Any], spec: EntrySpec, name: str, device: torc
                 train_env_steps=int(ckpt["trainer"]["counters"]["env_steps"]))
 
 
-def load_entry(spec: EntrySpec, device: torch.device | str = "cpu") -> Entry:
+def load_entry(spec: EntrySpec, device: torch.device | str = "cpu", runtime: str | None = None) -> Entry:
     """Load an entry's file and controller on ``device``.
+
+    :param runtime: planner runtime preset for entries that do not name their own (None: the checkpoint's).
 
     :raises EntryError: the file is missing, of another format or experiment, or lacks the controller (all
         :class:`ValueError`; :class:`~dcem_agents.training.CheckpointError` is one too).
@@ -380,6 +404,12 @@ def load_entry(spec: EntrySpec, device: torch.device | str = "cpu") -> Entry:
     else:  # a baseline zip of this package names its algorithm
         default = f"{recorded['algorithm']} (model-free)" if recorded and recorded.get("algorithm") else spec.path.stem
     entry = Entry(label=spec.label or default, **fields)
+    name = spec.runtime or runtime
+    if name is not None:
+        if name not in RUNTIME_PRESETS:
+            raise EntryError(f"unknown planner runtime {name!r}; available: {', '.join(RUNTIME_PRESETS)}")
+        if not set_runtime(entry.controller, RUNTIME_PRESETS[name]) and spec.runtime is not None:
+            raise EntryError(f"{spec.path}: the {entry.controller_name!r} controller does not plan; it has no runtime")
     if recorded is not None:  # a baseline zip of this package: it says where it was trained
         bind_environment(entry, recorded["env_id"], recorded["action_repeat"], "the environment its zip records")
     return entry

@@ -30,6 +30,7 @@ from dcem_agents.models.decoder import LatentActionDecoder
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.latent import LatentCEMSettings
 from dcem_agents.planning.latent_mpc import LatentDCEMController
+from dcem_agents.planning.runtime import DEFAULT_RUNTIME, PlannerRuntime
 from dcem_agents.training import MetricsLogger, load_checkpoint, save_checkpoint
 from dcem_agents.training.device import resolve_device
 from dcem_agents.training.run_dir import publish
@@ -67,6 +68,12 @@ class LatentPlannerConfig:
     temperature: float | None = field(1.0, help="soft top-k temperature (null: hard CEM in the latent space)")
     latent_bound: float = field(1.0, help="half-width b of the latent box")
     init_std: float = field(0.5, help="initial sampling std in the latent space")
+    precision: Literal["fp32", "bf16"] = field(DEFAULT_RUNTIME.precision, help="rollout arithmetic: fp32 or bf16")
+    compile: bool = field(False, help="torch.compile the rollout (first call of each shape compiles, 10-60 s)")
+
+    def runtime(self) -> PlannerRuntime:
+        """How the planning calls run (:class:`~dcem_agents.planning.runtime.PlannerRuntime`)."""
+        return PlannerRuntime(precision=self.precision, compile=self.compile)
 
     def settings(self) -> LatentCEMSettings:
         """As :class:`~dcem_agents.planning.latent.LatentCEMSettings` (validated there)."""
@@ -116,7 +123,7 @@ def build_latent_agent(p1: planet.Config, cfg: Config, device: torch.device) -> 
     torch.manual_seed(cfg.seed)
     d = cfg.decoder
     decoder = LatentActionDecoder(d.latent_dim, d.horizon, model.action_dim, low, high, d.hidden_sizes, d.init_scale)
-    return env_fn, model, LatentDCEMController(model, decoder.to(device), cfg.planner.settings())
+    return env_fn, model, LatentDCEMController(model, decoder.to(device), cfg.planner.settings(), cfg.planner.runtime())
 
 
 def train(cfg: Config, run_dir: Path) -> dict:

@@ -39,6 +39,7 @@ from dcem_agents.envs import make_env
 from dcem_agents.experiments import EvalOptions
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.mpc import CEMController, Controller
+from dcem_agents.planning.runtime import DEFAULT_RUNTIME, PlannerRuntime
 from dcem_agents.training import MetricsLogger, load_checkpoint, save_checkpoint
 from dcem_agents.training.device import resolve_device
 from dcem_agents.training.run_dir import publish
@@ -75,6 +76,12 @@ class PlannerConfig:
     n_elites: int = field(100, help="elites per CEM iteration")
     n_iters: int = field(10, help="CEM iterations per step")
     warm_start: bool = field(True, help="start from the previous plan shifted by one step")
+    precision: Literal["fp32", "bf16"] = field(DEFAULT_RUNTIME.precision, help="rollout arithmetic: fp32 or bf16")
+    compile: bool = field(False, help="torch.compile the rollout (first call of each shape compiles, 10-60 s)")
+
+    def runtime(self) -> PlannerRuntime:
+        """How the planning calls run (:class:`~dcem_agents.planning.runtime.PlannerRuntime`)."""
+        return PlannerRuntime(precision=self.precision, compile=self.compile)
 
     def __post_init__(self) -> None:
         if self.horizon < 1 or self.n_iters < 1 or not 1 <= self.n_elites <= self.n_samples:
@@ -128,7 +135,8 @@ def build_agent(cfg: Config, device: torch.device) -> tuple[Any, RSSM, CEMContro
     model = RSSM(obs_dim, act_dim, cfg.model.hidden_size, cfg.model.layer_size, cfg.model.min_std).to(device)
     model.eval()
     p = cfg.planner
-    controller = CEMController(model, low, high, p.horizon, p.n_samples, p.n_elites, p.n_iters, p.warm_start)
+    controller = CEMController(model, low, high, p.horizon, p.n_samples, p.n_elites, p.n_iters, p.warm_start,
+                               p.runtime())
     return env_fn, model, controller
 
 

@@ -70,6 +70,8 @@ class PolicySettings:
     learn_log_std: bool = field(False, help="learn the state-independent log std (False: fixed, as the paper's 0.1)")
     std_init: float = field(0.1, help="initial (or fixed) std of the Gaussian policy")
     value_arch: list[int] = field(default_factory=lambda: [64, 64], help="value network widths")
+    precision: Literal["fp32", "bf16"] | None = field(None, help="planner rollout arithmetic (null: fp32, which keeps PPO's ratio at 1)")
+    compile: bool = field(False, help="torch.compile the planner's rollout")
 
     def __post_init__(self) -> None:
         if self.std_init <= 0:
@@ -108,7 +110,8 @@ class Config:
 def _policy_kwargs(cfg: Config) -> dict[str, Any]:
     p = cfg.policy
     return dict(checkpoint=cfg.phase2_checkpoint, train_components=list(p.train_components),
-                learn_log_std=p.learn_log_std, log_std_init=math.log(p.std_init), value_arch=list(p.value_arch))
+                learn_log_std=p.learn_log_std, log_std_init=math.log(p.std_init), value_arch=list(p.value_arch),
+                precision=p.precision, compile=p.compile)
 
 
 def train(cfg: Config, run_dir: Path) -> dict:

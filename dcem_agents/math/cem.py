@@ -59,7 +59,9 @@ def _as_tensor(value: Tensor | float | None, dim: int, device: torch.device, dty
     """A scalar becomes ``(dim,)``; a ``(dim,)`` or ``(B, dim)`` tensor is moved to ``device``/``dtype``."""
     if value is None:
         return None
-    t = torch.as_tensor(value, device=device, dtype=dtype)
+    if not torch.is_tensor(value):  # torch.full: no host-to-device copy (CUDA graph capture allows none)
+        return torch.full((dim,), float(value), device=device, dtype=dtype)
+    t = value.to(device=device, dtype=dtype)
     return t.expand(dim) if t.dim() == 0 else t
 
 
@@ -153,7 +155,7 @@ def dcem(
     hard = temperature is None or temperature == 0
     for t in range(n_iters):
         eps = (
-            noise[t].to(dtype)
+            noise[t].to(device=device, dtype=dtype)
             if noise is not None
             else torch.randn(n_batch, n_samples, dim, generator=generator, device=device, dtype=dtype)
         )

@@ -18,6 +18,15 @@ from dcem_agents.math import CEMIterate, dcem
 __all__ = ["action_space_plan"]
 
 
+def _bound(value: float | Sequence[float] | Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A bound as a flat tensor on ``device``; tensors already there are not copied (CUDA graph capture)."""
+    if torch.is_tensor(value):
+        return value.to(device=device, dtype=dtype).reshape(-1)
+    if isinstance(value, (int, float)):
+        return torch.full((1,), float(value), device=device, dtype=dtype)
+    return torch.as_tensor(value, device=device, dtype=dtype).reshape(-1)
+
+
 def action_space_plan(
     cost: Callable[[Tensor], Tensor],
     horizon: int,
@@ -34,6 +43,7 @@ def action_space_plan(
     init_std: float | Tensor | None = None,
     normalize: bool = True,
     generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
     callback: Callable[[CEMIterate], None] | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
@@ -56,6 +66,8 @@ def action_space_plan(
     :param init_std: initial std, scalar or shaped like ``init_mean``; default: half the box width.
     :param normalize: standardize the costs per problem before the top-k.
     :param generator: generator for the sampling noise.
+    :param noise: optional pre-drawn standard normal noise ``(n_iters, n_batch, n_samples, H·A)`` used instead of
+        the generator (a plan replayed exactly, or captured in a CUDA graph).
     :param callback: receives every :class:`~dcem_agents.math.CEMIterate` (samples flattened to ``H·A``).
     :param device: device of the computation (default: that of ``init_mean`` or the bounds, else CPU).
     :param dtype: dtype of the computation (default float32, or that of tensor arguments).
@@ -64,8 +76,7 @@ def action_space_plan(
     ref = init_mean if init_mean is not None else (lower if torch.is_tensor(lower) else None)
     device = torch.device(device) if device is not None else (ref.device if ref is not None else torch.device("cpu"))
     dtype = dtype if dtype is not None else (ref.dtype if ref is not None else torch.get_default_dtype())
-    lo = torch.as_tensor(lower, device=device, dtype=dtype).reshape(-1)
-    hi = torch.as_tensor(upper, device=device, dtype=dtype).reshape(-1)
+    lo, hi = _bound(lower, device, dtype), _bound(upper, device, dtype)
     if action_dim is None:
         action_dim = max(lo.numel(), hi.numel())
     lo, hi = lo.expand(action_dim), hi.expand(action_dim)
@@ -94,6 +105,7 @@ def action_space_plan(
         init_std=flatten(init_std),
         normalize=normalize,
         generator=generator,
+        noise=noise,
         callback=callback,
         device=device,
         dtype=dtype,

@@ -24,7 +24,9 @@ from torch import Tensor
 from dcem_agents.models.decoder import LatentActionDecoder
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.latent import LatentCEMSettings, LatentPlan, latent_plan
-from dcem_agents.planning.mpc import imagined_return_cost
+from dcem_agents.planning.cuda_graph import GraphCache
+from dcem_agents.planning.mpc import imagined_return_cost, use_cuda_graphs
+from dcem_agents.planning.runtime import DEFAULT_RUNTIME, PlannerRuntime
 
 __all__ = ["LatentDCEMController"]
 
@@ -35,14 +37,18 @@ class LatentDCEMController:
     :param model: the world model; planning runs on its device and dtype.
     :param decoder: ``f_dec: Z -> U^H``; its horizon is the planning horizon and its bounds the action box.
     :param settings: latent (D)CEM hyper-parameters (``temperature=None`` gives hard CEM in the latent space).
+    :param runtime: how the planning call runs (rollout engine, precision, compilation, CUDA graphs).
     """
 
-    def __init__(self, model: RSSM, decoder: LatentActionDecoder, settings: LatentCEMSettings | None = None) -> None:
+    def __init__(self, model: RSSM, decoder: LatentActionDecoder, settings: LatentCEMSettings | None = None,
+                 runtime: PlannerRuntime = DEFAULT_RUNTIME) -> None:
         if decoder.action_dim != model.action_dim:
             raise ValueError(f"decoder action_dim {decoder.action_dim} != world model action_dim {model.action_dim}")
         self.model = model
         self.decoder = decoder
         self.settings = settings if settings is not None else LatentCEMSettings()
+        self.runtime = runtime
+        self.graphs = GraphCache()
 
     @property
     def horizon(self) -> int:
@@ -75,7 +81,7 @@ class LatentDCEMController:
         ref = next(self.model.parameters())
         belief = belief.to(device=ref.device, dtype=ref.dtype)
         return latent_plan(
-            imagined_return_cost(self.model, belief),
+            imagined_return_cost(self.model, belief, self.runtime),
             self.decoder,
             belief.shape[0],
             generator=generator,
@@ -88,5 +94,15 @@ class LatentDCEMController:
 
     @torch.no_grad()
     def act(self, belief: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """First actions (n_envs, A) of the latent plans from the beliefs (n_envs, D)."""
-        return self.plan(belief, generator).actions[:, 0]
+        """First actions (n_envs, A) of the latent plans from the beliefs (n_envs, D).
+
+        On CUDA (``runtime.cuda_graphs``) the call replays a graph captured once per number of environments; the
+        noise is drawn from ``generator`` outside it, as :meth:`draw_noise` does.
+        """
+        ref = next(self.model.parameters())
+        if not use_cuda_graphs(self.runtime, ref.device):
+            return self.plan(belief, generator).actions[:, 0]
+        belief = belief.to(device=ref.device, dtype=ref.dtype)
+        noise = self.draw_noise(belief.shape[0], generator)
+        key = (belief.shape[0], self.settings, self.runtime)
+        return self.graphs.run(key, lambda b, e: self.plan(b, noise=e).actions[:, 0], belief, noise)

@@ -6,6 +6,10 @@ latent controller of :mod:`dcem_agents.planning.latent`. :class:`CEMController` 
 with hard CEM (:func:`~dcem_agents.planning.action_space.action_space_plan`), warm-started from the previous plan
 shifted by one step, and executes only the first action (receding horizon).
 
+Both controllers carry a :class:`~dcem_agents.planning.runtime.PlannerRuntime` (``controller.runtime``): the rollout
+engine, its precision, compilation and, on CUDA, replay of captured graphs. It changes how the cost is computed, never
+the planning problem.
+
 Every controller of this package implements :class:`Controller`: ``reset(n_envs)`` at the start of a batch of
 episodes and ``act(belief, generator) -> (n_envs, A)`` once per step, for all environments in one batched call.
 """
@@ -18,10 +22,13 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from dcem_agents.models.lean_rollout import imagine_rewards
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.action_space import action_space_plan
+from dcem_agents.planning.cuda_graph import GraphCache
+from dcem_agents.planning.runtime import DEFAULT_RUNTIME, PlannerRuntime
 
-__all__ = ["CEMController", "Controller", "imagined_return_cost"]
+__all__ = ["CEMController", "Controller", "imagined_return_cost", "use_cuda_graphs"]
 
 #: candidate action sequences (B, N, H, A) -> costs (B, N), lower is better
 ActionCost = Callable[[Tensor], Tensor]
@@ -38,19 +45,31 @@ class Controller(Protocol):
         """Actions (n_envs, A) for the beliefs (n_envs, D) of the world model, inside the action box."""
 
 
-def imagined_return_cost(model: RSSM, belief: Tensor) -> ActionCost:
+def imagined_return_cost(model: RSSM, belief: Tensor, runtime: PlannerRuntime = DEFAULT_RUNTIME) -> ActionCost:
     """The cost ``(B, N, H, A) -> (B, N)``: minus the sum of rewards the model predicts from ``belief`` (B, D).
 
-    Each of the ``B·N`` candidate sequences is rolled out open-loop from its row's belief
-    (:meth:`~dcem_agents.models.rssm.RSSM.imagine`, mean observations fed back).
+    Each of the ``B·N`` candidate sequences is rolled out open-loop from its row's belief, mean observations fed
+    back: :func:`~dcem_agents.models.lean_rollout.imagine_rewards` (``runtime.rollout == "lean"``) or
+    :meth:`~dcem_agents.models.rssm.RSSM.imagine` (``"reference"``, and any model that is not an
+    :class:`~dcem_agents.models.rssm.RSSM` but has an ``imagine`` of the same contract).
     """
 
     def cost(actions: Tensor) -> Tensor:
         b, n, h, a = actions.shape
         start = belief.unsqueeze(1).expand(b, n, belief.shape[-1]).reshape(b * n, -1)
-        return -model.imagine(start, actions.reshape(b * n, h, a)).rewards.sum(-1).view(b, n)
+        flat = actions.reshape(b * n, h, a)
+        if runtime.rollout == "reference" or not isinstance(model, RSSM):  # other models: their own imagine
+            rewards = model.imagine(start, flat).rewards
+        else:
+            rewards = imagine_rewards(model, start, flat, runtime.precision, runtime.chunk, runtime.compile)
+        return -rewards.sum(-1).view(b, n)
 
     return cost
+
+
+def use_cuda_graphs(runtime: PlannerRuntime, device: torch.device) -> bool:
+    """Whether a gradient-free planning call on ``device`` replays a captured graph."""
+    return runtime.cuda_graphs and device.type == "cuda" and not torch.is_grad_enabled()
 
 
 class CEMController:
@@ -65,6 +84,7 @@ class CEMController:
     :param n_iters: CEM iterations per step.
     :param warm_start: start each step from the previous mean plan shifted by one step (new last step at the box
         centre); the std always restarts at half the box width.
+    :param runtime: how the planning call runs (rollout engine, precision, compilation, CUDA graphs).
     """
 
     def __init__(
@@ -77,6 +97,7 @@ class CEMController:
         n_elites: int = 100,
         n_iters: int = 10,
         warm_start: bool = True,
+        runtime: PlannerRuntime = DEFAULT_RUNTIME,
     ) -> None:
         if horizon < 1 or n_iters < 1 or not 1 <= n_elites <= n_samples:
             raise ValueError(
@@ -88,12 +109,45 @@ class CEMController:
         self.action_high = torch.as_tensor(action_high).reshape(-1)
         self.horizon, self.n_samples, self.n_elites, self.n_iters = horizon, n_samples, n_elites, n_iters
         self.warm_start = warm_start
+        self.runtime = runtime
+        self.graphs = GraphCache()
         self._plan: Tensor | None = None
+        self._bounds: tuple[Tensor, Tensor] | None = None
 
     def reset(self, n_envs: int) -> None:
         """Drop the previous plans (start of new episodes for ``n_envs`` environments)."""
         self._plan = None
         self._n_envs = n_envs
+
+    def _device_bounds(self, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """The action box on the planning device, copied there once."""
+        if self._bounds is None or self._bounds[0].device != device or self._bounds[0].dtype != dtype:
+            self._bounds = (self.action_low.to(device=device, dtype=dtype), self.action_high.to(device=device, dtype=dtype))
+        return self._bounds
+
+    def plan(self, belief: Tensor, init_mean: Tensor, noise: Tensor | None = None,
+             generator: torch.Generator | None = None) -> Tensor:
+        """Solve eq. (7) from ``belief`` (B, D) starting at ``init_mean`` (B, H, A); return the mean plan (B, H, A).
+
+        :param noise: pre-drawn standard normal noise ``(n_iters, B, n_samples, H·A)``; else drawn from ``generator``.
+        """
+        low, high = self._device_bounds(belief.device, belief.dtype)
+        return action_space_plan(
+            imagined_return_cost(self.model, belief, self.runtime),
+            self.horizon,
+            low,
+            high,
+            belief.shape[0],
+            n_samples=self.n_samples,
+            n_elites=self.n_elites,
+            n_iters=self.n_iters,
+            temperature=None,
+            init_mean=init_mean,
+            generator=generator,
+            noise=noise,
+            device=belief.device,
+            dtype=belief.dtype,
+        )
 
     @torch.no_grad()
     def act(self, belief: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -103,26 +157,19 @@ class CEMController:
         """
         param = next(self.model.parameters())
         belief = belief.to(device=param.device, dtype=param.dtype)
-        low = self.action_low.to(device=param.device, dtype=param.dtype)
-        high = self.action_high.to(device=param.device, dtype=param.dtype)
-        init = None
-        if self.warm_start and self._plan is not None and self._plan.shape[0] == belief.shape[0]:
-            centre = (0.5 * (low + high)).expand(belief.shape[0], 1, -1)
-            init = torch.cat([self._plan[:, 1:], centre], 1)
-        plan = action_space_plan(
-            imagined_return_cost(self.model, belief),
-            self.horizon,
-            low,
-            high,
-            belief.shape[0],
-            n_samples=self.n_samples,
-            n_elites=self.n_elites,
-            n_iters=self.n_iters,
-            temperature=None,
-            init_mean=init,
-            generator=generator,
-            device=param.device,
-            dtype=param.dtype,
-        )
+        low, high = self._device_bounds(param.device, param.dtype)
+        n_envs = belief.shape[0]
+        centre = (0.5 * (low + high)).expand(n_envs, self.horizon, -1)
+        init = centre
+        if self.warm_start and self._plan is not None and self._plan.shape[0] == n_envs:
+            init = torch.cat([self._plan[:, 1:], centre[:, :1]], 1)
+        if use_cuda_graphs(self.runtime, param.device):
+            dim = self.horizon * low.numel()
+            noise = torch.randn(self.n_iters, n_envs, self.n_samples, dim, generator=generator, device=param.device,
+                                dtype=param.dtype)
+            key = (n_envs, self.horizon, self.n_samples, self.n_elites, self.n_iters, self.runtime)
+            plan = self.graphs.run(key, lambda b, i, e: self.plan(b, i, noise=e), belief, init.contiguous(), noise)
+        else:
+            plan = self.plan(belief, init, generator=generator)
         self._plan = plan
         return plan[:, 0]

@@ -11,7 +11,9 @@ DCEM and the model rollout; which ones it trains is the ``train_components`` arg
 reward head, as the paper); the others are frozen — no gradient and not in the optimizer.
 
 Reproducible planner noise: the observation carries one integer seed per step, from which the planner's standard
-normal noise ``(n_iters, n_samples, d)`` is regenerated. The same (belief, seed) gives the same mean action at
+normal noise ``(n_iters, n_samples, d)`` is regenerated as a pure function of (seed, position)
+(:func:`~dcem_agents.math.counter_noise.counter_normal`: one batched computation for a whole minibatch, no host
+synchronization, the same numbers on CPU and CUDA). The same (belief, seed) gives the same mean action at
 collection and at update time, so PPO's ratio is 1 at the start of each update.
 
 Construction from a phase-2 checkpoint, with plain values only (SB3 pickles ``policy_kwargs`` into its zip)::
@@ -38,7 +40,9 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import Schedule
 from torch import Tensor, nn
 
+from dcem_agents.math.counter_noise import counter_normal
 from dcem_agents.planning.latent_mpc import LatentDCEMController
+from dcem_agents.planning.runtime import PlannerRuntime
 from dcem_agents.sb3.components import load_components
 
 __all__ = ["COMPONENTS", "EmbeddedDCEMPolicy"]
@@ -65,6 +69,11 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
     :param value_arch: hidden layer widths of the value network on the belief.
     :param n_samples: override the planner's samples per iteration (None: the checkpoint's).
     :param n_iters: override the planner's iterations (None: the checkpoint's).
+    :param precision: the planner's rollout precision, ``fp32`` (None, the default) or ``bf16``. PPO's ratio is 1 at
+        the start of an update only if a row's action does not depend on the batch it is computed in; fp32 keeps that
+        to rounding (1e-7), bf16 does not (its kernels depend on the batch size: 4e-4 measured between a 4-row and a
+        128-row call on the shipped cartpole policy).
+    :param compile: ``torch.compile`` the planner's rollout.
     :param kwargs: other :class:`~stable_baselines3.common.policies.ActorCriticPolicy` arguments (``net_arch`` is ignored).
     """
 
@@ -80,6 +89,8 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         value_arch: Sequence[int] = (64, 64),
         n_samples: int | None = None,
         n_iters: int | None = None,
+        precision: str | None = None,
+        compile: bool = False,
         **kwargs: Any,
     ) -> None:
         if checkpoint is None:
@@ -95,6 +106,8 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         self.learn_log_std = bool(learn_log_std)
         self.value_arch = tuple(int(v) for v in value_arch)
         self.n_samples_override, self.n_iters_override = n_samples, n_iters
+        self.precision, self.compile_planner = precision, bool(compile)  # nn.Module.compile is a method
+        self.runtime = PlannerRuntime(precision=precision or "fp32", compile=self.compile_planner)
         kwargs.pop("net_arch", None)
         kwargs.pop("use_sde", None)
         super().__init__(observation_space, action_space, lr_schedule, net_arch=dict(pi=[], vf=list(self.value_arch)),
@@ -146,13 +159,14 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         data.pop("net_arch", None)
         data.update(checkpoint=self.checkpoint, train_components=list(self.train_components),
                     learn_log_std=self.learn_log_std, value_arch=list(self.value_arch),
-                    n_samples=self.n_samples_override, n_iters=self.n_iters_override)
+                    n_samples=self.n_samples_override, n_iters=self.n_iters_override,
+                    precision=self.precision, compile=self.compile_planner)
         return data
 
     @property
     def controller(self) -> LatentDCEMController:
         """The latent DCEM controller over the policy's own world model and decoder."""
-        return LatentDCEMController(self.world_model, self.decoder, self.planner_settings)
+        return LatentDCEMController(self.world_model, self.decoder, self.planner_settings, self.runtime)
 
     # ---------------------------------------------------------------- the actor
     def split_observation(self, obs: Tensor) -> tuple[Tensor, Tensor]:
@@ -161,12 +175,8 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
 
     def planner_noise(self, seeds: Tensor) -> Tensor:
         """Standard normal planner noise ``(n_iters, B, n_samples, d)``, row ``i`` regenerated from ``seeds[i]``."""
-        ctrl = self.controller
-        t, _, n, d = ctrl.noise_shape(1)
-        device, dtype = seeds.device, self.log_std.dtype
-        rows = [torch.randn(t, n, d, generator=torch.Generator(device=device).manual_seed(int(s)), device=device, dtype=dtype)
-                for s in seeds.round().long().tolist()]  # one host sync per call, outside the planner
-        return torch.stack(rows, 1)
+        t, _, n, d = self.controller.noise_shape(1)
+        return counter_normal(seeds, (t, n, d), self.log_std.dtype).transpose(0, 1)
 
     def mean_action(self, obs: Tensor) -> Tensor:
         """``f_dec(ẑ(b))_1`` (B, A): the first action of the DCEM plan from each belief, differentiable."""
