@@ -121,12 +121,15 @@ def test_same_seed_same_result_and_different_seed_differs() -> None:
     assert not torch.equal(a, c)
 
 
-def test_nan_costs_count_as_worst() -> None:
-    def cost(x: torch.Tensor) -> torch.Tensor:  # NaN for x0 < 0: the optimum (1, 1) is in the valid half
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("temperature", [1.0, None])
+def test_non_finite_costs_count_as_worst(bad: float, temperature: float | None) -> None:
+    def cost(x: torch.Tensor) -> torch.Tensor:  # non-finite for x0 < 0: the optimum (1, 1) is in the valid half
         v = ((x - 1) ** 2).sum(-1)
-        return torch.where(x[..., 0] < 0, torch.full_like(v, float("nan")), v)
+        return torch.where(x[..., 0] < 0, torch.full_like(v, bad), v)
 
-    out = dcem(cost, 2, n_samples=100, n_elites=10, n_iters=20, init_std=3.0, generator=_gen(13))
+    out = dcem(cost, 2, n_samples=100, n_elites=10, n_iters=20, init_std=3.0, temperature=temperature,
+               generator=_gen(13))
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, torch.ones(1, 2), atol=5e-2, rtol=0)
 

@@ -31,6 +31,10 @@ action repeat of the comparison's checkpoint entries. Either way :func:`bind_env
 observation and action spaces are that environment's (the flat ``float32`` observations of
 :func:`dcem_agents.envs.make_env`): train such a baseline on ``make_env(env_id, action_repeat=...)``. Observation
 normalization that SB3 keeps outside the zip (``VecNormalize`` statistics) is not applied.
+
+Trust: checkpoints of this package are loaded without unpickling anything but tensors and plain values
+(:func:`~dcem_agents.training.load_checkpoint`). SB3 model zips are read with SB3's own loader, which unpickles parts of
+the file (the policy class, the spaces) as SB3 documents: compare only zips from a source you trust.
 """
 
 from __future__ import annotations

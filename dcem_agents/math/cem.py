@@ -169,11 +169,12 @@ def dcem(
                 f"got {tuple(values.shape)}"
             )
         scores = -values
-        # NaN costs count as the worst sample of their row.
-        nan = torch.isnan(scores)
-        worst = torch.where(nan, torch.full_like(scores, float("inf")), scores).amin(-1, keepdim=True)
-        worst = torch.where(torch.isinf(worst), torch.zeros_like(worst), worst)  # a row of only NaN: all equal
-        scores = torch.where(nan, worst, scores)
+        # NaN and ±inf costs count as the worst sample of their row (an infinite score would make the
+        # standardization NaN for the whole row).
+        bad = ~torch.isfinite(scores)
+        worst = torch.where(bad, torch.full_like(scores, float("inf")), scores).amin(-1, keepdim=True)
+        worst = torch.where(torch.isinf(worst), torch.zeros_like(worst), worst)  # a row of only bad costs: all equal
+        scores = torch.where(bad, worst, scores)
         if normalize:
             scores = (scores - scores.mean(-1, keepdim=True)) / (scores.std(-1, keepdim=True, correction=0) + 1e-6)
         if hard:

@@ -1,6 +1,12 @@
 """Checkpoint files of this package: a ``torch.save`` dict tagged with its format, experiment and config.
 
 Writes are atomic (temporary file, then rename), so an interrupted save never leaves a broken checkpoint.
+
+Loading never runs code from the file: :func:`load_checkpoint` uses ``torch.load(weights_only=True)``, which rebuilds
+tensors and plain containers only and refuses any other pickled object (a crafted file that would run a command is
+rejected before anything in it executes). Checkpoints written before the replay was stored as tensors hold numpy
+arrays; for those exactly numpy's array reconstruction (``ndarray``, ``dtype``, ``_reconstruct`` and the dtype
+classes) is allowed as well, nothing else.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "latest_step_checkpoint", "load_checkpoint", "save_checkpoint"]
@@ -31,21 +38,35 @@ def save_checkpoint(path: str | Path, experiment: str, config: dict[str, Any], p
     return path
 
 
+def _numpy_array_globals() -> list[Any]:
+    """The globals that unpickling a plain numpy array needs, and nothing more (older checkpoints' replay)."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+    dtype_classes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType") and n != "ObjectDType"]
+    return [_reconstruct, np.ndarray, np.dtype, *dtype_classes]
+
+
 def load_checkpoint(path: str | Path, experiment: str | None = None, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
     :param path: the checkpoint file.
     :param experiment: if given, the experiment the checkpoint must belong to.
     :param map_location: where tensors are loaded.
-    :raises CheckpointError: the file does not exist, is not a dcem-agents checkpoint, or belongs to another experiment.
+    :raises CheckpointError: the file does not exist, is not a dcem-agents checkpoint (or pickles anything but tensors,
+        numpy arrays and plain values), or belongs to another experiment.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means "not our format"
-        raise CheckpointError(f"{path} is not a dcem-agents checkpoint (torch.load failed: {e})") from e
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a dcem-agents checkpoint, or holds objects other than tensors and "
+                              f"plain values, which are never unpickled ({first})") from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a dcem-agents checkpoint (expected format {CHECKPOINT_FORMAT!r})")
     if experiment is not None and data.get("experiment") != experiment:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import numpy as np
+import torch
 
 __all__ = ["Chunks", "EpisodeReplay"]
 
@@ -114,11 +115,13 @@ class EpisodeReplay:
             "action_dim": self.action_dim,
             "capacity": self.capacity,
             "total_episodes": self.total_episodes,
-            "lengths": np.array([len(r) for r in self._rewards], dtype=np.int64),
-            "terminated": np.array(self._terminated, dtype=bool),
-            "obs": np.concatenate(self._obs) if self._obs else np.zeros((0, self.obs_dim), np.float32),
-            "actions": np.concatenate(self._actions) if self._actions else np.zeros((0, self.action_dim), np.float32),
-            "rewards": np.concatenate(self._rewards) if self._rewards else np.zeros((0,), np.float32),
+            # tensors, not numpy arrays: checkpoints load with torch.load(weights_only=True)
+            "lengths": torch.as_tensor(np.array([len(r) for r in self._rewards], dtype=np.int64)),
+            "terminated": torch.as_tensor(np.array(self._terminated, dtype=bool)),
+            "obs": torch.from_numpy(np.concatenate(self._obs) if self._obs else np.zeros((0, self.obs_dim), np.float32)),
+            "actions": torch.from_numpy(np.concatenate(self._actions) if self._actions
+                                        else np.zeros((0, self.action_dim), np.float32)),
+            "rewards": torch.from_numpy(np.concatenate(self._rewards) if self._rewards else np.zeros((0,), np.float32)),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -130,6 +133,7 @@ class EpisodeReplay:
             )
         self.capacity = int(state["capacity"])
         self.total_episodes = int(state["total_episodes"])
+        state = {k: v.numpy() if torch.is_tensor(v) else v for k, v in state.items()}  # tensors, or older numpy
         lengths = np.asarray(state["lengths"], dtype=np.int64)
         steps = np.concatenate([[0], np.cumsum(lengths)])
         self._obs = [np.asarray(state["obs"][steps[i] + i : steps[i + 1] + i + 1]) for i in range(len(lengths))]
