@@ -84,3 +84,39 @@ def test_shipped_checkpoints_load_safely() -> None:
     root = Path(__file__).parent.parent / "checkpoints"
     for name in ("planet_cartpole_swingup.pt", "dcem_cartpole_swingup.pt", "ppo_cartpole_swingup.pt"):
         assert load_checkpoint(root / name)["format"] == CHECKPOINT_FORMAT
+
+
+class _NaNAfter(__import__("gymnasium").Wrapper):
+    """Returns a NaN observation (or reward) at agent step ``at``."""
+
+    def __init__(self, env, at: int, where: str = "obs") -> None:  # noqa: ANN001
+        super().__init__(env)
+        self.at, self.where, self.t = at, where, 0
+
+    def reset(self, **kwargs):  # noqa: ANN003, ANN201
+        self.t = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):  # noqa: ANN001, ANN201
+        obs, reward, term, trunc, info = self.env.step(action)
+        self.t += 1
+        if self.t == self.at:
+            if self.where == "obs":
+                obs = np.full_like(obs, np.nan)
+            else:
+                reward = float("inf")
+        return obs, reward, term, trunc, info
+
+
+@pytest.mark.parametrize("where", ["obs", "reward"])
+def test_a_non_finite_environment_stops_the_rollout_with_a_clear_error(where: str) -> None:
+    from dcem_agents.envs import make_env
+    from dcem_agents.models.rssm import RSSM
+    from dcem_agents.training.rollout import NonFiniteEnvironmentError, RandomController, run_episodes
+
+    env = _NaNAfter(make_env("Pendulum-v1", action_repeat=1), at=3, where=where)
+    model = RSSM(3, 1, 8, 8)
+    with pytest.raises(NonFiniteEnvironmentError, match=r"Pendulum-v1.*non-finite.*seed 7, at agent step 3"):
+        run_episodes([env], model, RandomController(torch.tensor([-2.0]), torch.tensor([2.0])), [7],
+                     generator=torch.Generator().manual_seed(0))
+    assert all(torch.isfinite(p).all() for p in model.parameters())

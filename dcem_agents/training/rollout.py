@@ -21,7 +21,22 @@ from torch import Tensor
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.mpc import Controller
 
-__all__ = ["Episode", "RandomController", "RolloutStats", "run_episodes"]
+__all__ = ["Episode", "NonFiniteEnvironmentError", "RandomController", "RolloutStats", "run_episodes"]
+
+
+class NonFiniteEnvironmentError(ValueError):
+    """An environment returned a NaN or infinite observation or reward (nothing of that step was kept)."""
+
+
+def _check_finite(env: gym.Env, seed: int, step: int, obs: np.ndarray, reward: float = 0.0) -> None:
+    """Raise :class:`NonFiniteEnvironmentError` naming the environment, the episode's seed and the step."""
+    if np.isfinite(obs).all() and np.isfinite(reward):
+        return
+    env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+    what = "observation" if not np.isfinite(obs).all() else f"reward ({reward})"
+    raise NonFiniteEnvironmentError(
+        f"environment {env_id} returned a non-finite {what} in the episode with reset seed {seed}, at agent step "
+        f"{step} ({'after reset' if step == 0 else 'after an action'}); nothing of it entered the replay or the model")
 
 
 @dataclass
@@ -95,6 +110,7 @@ def run_episodes(
     :param rng: numpy generator of the exploration noise (needed when ``noise_std > 0``).
     :param noise_std: std of Gaussian exploration noise added to the actions (then clipped to the box).
     :param max_steps: stop every episode after this many agent steps (None: run until termination/truncation).
+    :raises NonFiniteEnvironmentError: an environment returned a NaN or infinite observation or reward.
     """
     if noise_std > 0 and rng is None:
         raise ValueError("run_episodes: exploration noise needs a numpy Generator `rng`")
@@ -108,6 +124,8 @@ def run_episodes(
     start = time.perf_counter()
     stats = RolloutStats()
     first = [env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)]
+    for env, s, o in zip(envs, seeds, first):
+        _check_finite(env, int(s), 0, np.asarray(o))
     obs_lists = [[np.asarray(o, np.float32)] for o in first]
     act_lists: list[list[np.ndarray]] = [[] for _ in envs]
     rew_lists: list[list[float]] = [[] for _ in envs]
@@ -128,6 +146,7 @@ def run_episodes(
         next_obs = np.stack([o[-1] for o in obs_lists])
         for i in np.flatnonzero(running):
             obs, reward, term, trunc, _ = envs[i].step(actions[i])
+            _check_finite(envs[i], int(seeds[i]), steps + 1, np.asarray(obs), float(reward))
             obs_lists[i].append(np.asarray(obs, np.float32))
             act_lists[i].append(actions[i])
             rew_lists[i].append(float(reward))
