@@ -15,6 +15,7 @@ from pathlib import Path
 from dcem_agents.config import ConfigError, apply_overrides, build, describe, load_yaml, to_dict
 from dcem_agents.experiments import EXPERIMENTS, get_experiment
 from dcem_agents.training import make_run_dir, save_resolved_config
+from dcem_agents.training.planet import NonFiniteTrainingError
 from dcem_agents.training.rollout import NonFiniteEnvironmentError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "planet" / "cartpole_swingup_cpu.yaml"
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("train").info("run folder: %s", run_dir)
     try:
         summary = module.train(cfg, run_dir)
-    except NonFiniteEnvironmentError as e:  # the checkpoint before it is intact: nothing non-finite was stored
+    except (NonFiniteEnvironmentError, NonFiniteTrainingError) as e:  # the checkpoint before it is intact: nothing non-finite was stored
         print(f"train.py: {e}", file=sys.stderr)
         return 1
     print(json.dumps({"run_dir": str(run_dir), **(summary or {})}, indent=2, default=str))

@@ -120,3 +120,31 @@ def test_a_non_finite_environment_stops_the_rollout_with_a_clear_error(where: st
         run_episodes([env], model, RandomController(torch.tensor([-2.0]), torch.tensor([2.0])), [7],
                      generator=torch.Generator().manual_seed(0))
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_non_finite_updates_are_skipped_then_stop_the_run() -> None:
+    from dcem_agents.config import apply_overrides, build, load_yaml
+    from dcem_agents.experiments.planet import Config, build_agent
+    from dcem_agents.training.planet import NonFiniteTrainingError, PlanetTrainer
+
+    root = Path(__file__).parent.parent
+    cfg = build(Config, apply_overrides(load_yaml(root / "configs/planet/debug.yaml"),
+                                         ["train.max_nonfinite_updates=3", "train.updates_per_episode=2"]))
+    env_fn, model, controller = build_agent(cfg, torch.device("cpu"))
+    trainer = PlanetTrainer(env_fn, model, controller, cfg.train, cfg.seed, cfg.action_repeat)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        trainer.replay.add_episode(rng.normal(size=(21, 5)).astype(np.float32),
+                                   rng.uniform(-1, 1, (20, 1)).astype(np.float32),
+                                   rng.normal(size=20).astype(np.float32))
+    trainer._update()  # finite: a real step
+    assert trainer.counters["updates"] == 2
+    with torch.no_grad():
+        model.reward_head[4].bias.fill_(float("nan"))  # every later loss is NaN
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer._update()  # two skipped steps: nothing changes, nothing is counted
+    assert trainer.counters["updates"] == 2 and trainer.counters["skipped_updates"] == 2
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], equal_nan=True)
+    with pytest.raises(NonFiniteTrainingError, match="3 model updates in a row"):
+        trainer._update()

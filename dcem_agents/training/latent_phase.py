@@ -141,6 +141,8 @@ class LatentPhaseTrainer(PlanetTrainer):
             for p, r in zip(self.model.parameters(), requires):
                 p.requires_grad_(r)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.decoder.parameters(), s.grad_clip)
+        if not self.finite_step(loss, grad_norm, "decoder"):
+            return {}
         self.decoder_optimizer.step()
         self.counters["decoder_updates"] += 1
         return {"decoder_loss": float(loss.detach()), "decoder_grad_norm": float(grad_norm)}
@@ -153,6 +155,8 @@ class LatentPhaseTrainer(PlanetTrainer):
         losses = []
         for i in tqdm(range(n), desc="decoder pretraining", unit="step", dynamic_ncols=True):
             out = self.decoder_step()
+            if not out:  # a skipped (non-finite) step
+                continue
             losses.append(out["decoder_loss"])
             if self.logger is not None and (i + 1) % 10 == 0:
                 self.logger.record("pretrain/decoder_loss", float(np.mean(losses[-10:])))
@@ -172,3 +176,7 @@ class LatentPhaseTrainer(PlanetTrainer):
         n = max(self.decoder_settings.updates_per_episode, 1)
         out.update({k: v / n for k, v in sums.items()})
         return out
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The model's and the decoder's optimizers."""
+        return [self.optimizer, self.decoder_optimizer]

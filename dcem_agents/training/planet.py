@@ -31,9 +31,13 @@ from dcem_agents.training.metrics import MetricsLogger
 from dcem_agents.training.replay import EpisodeReplay
 from dcem_agents.training.rollout import RandomController, run_episodes
 
-__all__ = ["PlanetTrainer", "TrainSettings"]
+__all__ = ["NonFiniteTrainingError", "PlanetTrainer", "TrainSettings"]
 
 log = logging.getLogger(__name__)
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Too many gradient steps in a row had a NaN or infinite loss or gradient."""
 
 
 @dataclass
@@ -59,6 +63,8 @@ class TrainSettings:
     eval_seed: int = field(1_000_000, help="seed of the first evaluation environment (the others count up)")
     checkpoint_every: int = field(1, help="write the resume checkpoint every this many collected episodes")
     stop_return: float | None = field(None, help="stop after an evaluation whose mean return reaches this (None: never)")
+    max_nonfinite_updates: int = field(10, help="stop with an error after this many gradient steps in a row whose loss "
+                                                "or gradient was NaN/inf (each one is skipped)")
 
     def __post_init__(self) -> None:
         for name in ("total_env_steps", "batch_size", "chunk_length", "eval_episodes", "checkpoint_every", "replay_capacity",
@@ -222,12 +228,38 @@ class PlanetTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+            if not self.finite_step(total, grad_norm, "model"):
+                continue
             self.optimizer.step()
             for k, v in {**terms, "loss": total, "grad_norm": grad_norm}.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             self.counters["updates"] += 1
         self.model.eval()
         return {k: v / max(s.updates_per_episode, 1) for k, v in sums.items()}
+
+    def finite_step(self, loss: torch.Tensor, grad_norm: torch.Tensor, what: str) -> bool:
+        """Whether a gradient step may be taken: False (and the gradients dropped) for a NaN/inf loss or gradient.
+
+        :raises NonFiniteTrainingError: after ``max_nonfinite_updates`` such steps in a row.
+        """
+        if bool(torch.isfinite(loss.detach())) and bool(torch.isfinite(grad_norm)):
+            self._nonfinite_in_a_row = 0
+            return True
+        for opt in self.optimizers():
+            opt.zero_grad(set_to_none=True)
+        self.counters["skipped_updates"] = self.counters.get("skipped_updates", 0) + 1
+        self._nonfinite_in_a_row = getattr(self, "_nonfinite_in_a_row", 0) + 1
+        log.warning("skipped a %s update: non-finite loss (%s) or gradient norm (%s)", what, float(loss.detach()),
+                    float(grad_norm))
+        if self._nonfinite_in_a_row >= self.settings.max_nonfinite_updates:
+            raise NonFiniteTrainingError(
+                f"{self._nonfinite_in_a_row} {what} updates in a row had a NaN/inf loss or gradient (at "
+                f"{self.counters['env_steps']} environment steps); the last checkpoint is from before them")
+        return False
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The trainer's optimizers (their gradients are dropped with a skipped step)."""
+        return [self.optimizer]
 
     def evaluate(self, episodes: int | None = None) -> dict[str, Any]:
         """Run the controller without noise on ``eval_episodes`` parallel environments with fixed seeds."""
