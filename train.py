@@ -14,11 +14,32 @@ from pathlib import Path
 
 from dcem_agents.config import ConfigError, apply_overrides, build, describe, load_yaml, to_dict
 from dcem_agents.experiments import EXPERIMENTS, get_experiment
-from dcem_agents.training import make_run_dir, save_resolved_config
+from dcem_agents.training import load_checkpoint, make_run_dir, save_resolved_config
 from dcem_agents.training.planet import NonFiniteTrainingError
 from dcem_agents.training.rollout import NonFiniteEnvironmentError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "planet" / "cartpole_swingup_cpu.yaml"
+
+
+#: checkpoint config keys and the experiment of the checkpoint they must name
+_CHECKPOINT_KEYS = {"phase1_checkpoint": "planet", "phase2_checkpoint": "dcem"}
+
+
+def validate_inputs(cfg: object, check_checkpoints: bool = True) -> None:
+    """Check what a config points to before a run folder exists: the environment (id, spaces) and the checkpoints.
+
+    :raises Exception: the first problem found (the caller prints it as one line).
+    """
+    env_id = getattr(cfg, "env_id", None)
+    if env_id is not None:
+        from dcem_agents.envs import make_env
+
+        make_env(env_id, action_repeat=getattr(cfg, "action_repeat", 1)).close()
+    if check_checkpoints:
+        for key, experiment in _CHECKPOINT_KEYS.items():
+            path = getattr(cfg, key, None)
+            if path is not None:
+                load_checkpoint(path, experiment)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="override one config key, e.g. --set seed=3 --set model.hidden=64 (repeatable)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent folder of run folders (default: runs)")
     parser.add_argument("--run-dir", type=Path, default=None, help="exact run folder (to resume a run, or for tests)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
     parser.add_argument("--help-config", action="store_true", help="list every key of the preset's experiment and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -47,6 +69,16 @@ def main(argv: list[str] | None = None) -> int:
         cfg = build(module.Config, raw)
     except ConfigError as e:
         print(f"train.py: config error: {e}", file=sys.stderr)
+        return 2
+
+    resuming = args.run_dir is not None and (args.run_dir / "checkpoint.pt").is_file()
+    try:
+        validate_inputs(cfg, check_checkpoints=not resuming)
+    except Exception as e:  # noqa: BLE001 - one line for anything the inputs get wrong, before any folder exists
+        if args.debug:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"train.py: {first} (run with --debug for the traceback)", file=sys.stderr)
         return 2
 
     run_dir = args.run_dir or make_run_dir(args.runs_dir, name, getattr(cfg, "name", name), getattr(cfg, "seed", 0))

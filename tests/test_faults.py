@@ -148,3 +148,20 @@ def test_non_finite_updates_are_skipped_then_stop_the_run() -> None:
         torch.testing.assert_close(v, before[k], equal_nan=True)
     with pytest.raises(NonFiniteTrainingError, match="3 model updates in a row"):
         trainer._update()
+
+
+@pytest.mark.parametrize(("config", "override", "message"), [
+    ("configs/planet/debug.yaml", "env_id=NoSuchEnv-v0", "doesn't exist"),
+    ("configs/planet/debug.yaml", "env_id=CartPole-v1", "unsupported action space Discrete"),
+    ("configs/dcem/debug.yaml", "phase1_checkpoint=nowhere.pt", "checkpoint not found: nowhere.pt"),
+    ("configs/ppo/debug.yaml", "phase2_checkpoint=checkpoints/planet_cartpole_swingup.pt", "expected 'dcem'"),
+])
+def test_train_validates_inputs_before_the_run_folder_exists(tmp_path: Path, config: str, override: str,
+                                                            message: str) -> None:
+    runs = tmp_path / "runs"
+    p = run_script("train.py", "--config", config, "--runs-dir", str(runs), "--set", override)
+    assert p.returncode == 2
+    lines = [line for line in p.stderr.splitlines() if line.startswith("train.py:")]
+    assert len(lines) == 1 and message in lines[0], p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
+    assert not runs.exists()
