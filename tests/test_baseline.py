@@ -51,6 +51,21 @@ def test_resumes_from_its_last_checkpoint(baseline_run: Path, tmp_path: Path) ->
     assert first == (baseline_run / "progress.csv").read_text() and (run_dir / "progress.csv").exists()
 
 
+def test_a_truncated_latest_checkpoint_is_skipped_on_resume(baseline_run: Path, tmp_path: Path) -> None:
+    """A kill during a checkpoint write used to leave a 0-byte zip that broke every later resume."""
+    import shutil
+
+    run_dir = tmp_path / "killed"
+    shutil.copytree(baseline_run, run_dir)
+    ckpts = run_dir / "sb3_checkpoints"
+    (ckpts / "sac_50_steps.zip").write_bytes(b"")  # what an interrupted in-place write leaves
+    p = run_script("train.py", "--config", "configs/baselines/debug.yaml", "--run-dir", str(run_dir))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "skipping the broken checkpoint" in p.stderr and "at 25 agent steps" in p.stderr
+    assert (ckpts / "sac_50_steps.zip").stat().st_size > 0  # rewritten by the resumed run
+    assert not [f for f in ckpts.iterdir() if f.name.startswith(".tmp-")]  # no temporary files left behind
+
+
 def test_its_zip_is_a_self_describing_entry(baseline_run: Path, tmp_path: Path) -> None:
     (entry,) = load_entries([EntrySpec(baseline_run / "model.zip")])  # no checkpoint entry needed
     assert (entry.label, entry.kind, entry.env_id, entry.action_repeat) == (

@@ -25,7 +25,7 @@ import torch
 
 from dcem_agents.config import field, to_dict
 from dcem_agents.envs import make_env
-from dcem_agents.training.checkpoint import latest_step_checkpoint
+from dcem_agents.sb3.checkpoints import AtomicCheckpointCallback, load_latest
 from dcem_agents.training.device import resolve_device
 from dcem_agents.training.run_dir import publish
 
@@ -94,7 +94,7 @@ class Config:
 
 
 def _callbacks(cfg: Config, run_dir: Path, eval_env: Any, summary: dict[str, Any]) -> list[Any]:
-    from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
+    from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
     from dcem_agents.sb3.progress import TqdmCallback
 
@@ -108,8 +108,8 @@ def _callbacks(cfg: Config, run_dir: Path, eval_env: Any, summary: dict[str, Any
             return True
 
     callbacks: list[Any] = [
-        CheckpointCallback(max(cfg.checkpoint_every // cfg.action_repeat, 1), str(run_dir / "sb3_checkpoints"),
-                           name_prefix=cfg.algorithm, save_replay_buffer=cfg.algorithm != "ppo"),
+        AtomicCheckpointCallback(max(cfg.checkpoint_every // cfg.action_repeat, 1), run_dir / "sb3_checkpoints",
+                                 name_prefix=cfg.algorithm, save_replay_buffer=cfg.algorithm != "ppo"),
         TqdmCallback(cfg.agent_steps, desc=cfg.algorithm),
     ]
     if cfg.eval_every > 0:
@@ -134,9 +134,9 @@ def train(cfg: Config, run_dir: Path) -> dict:
     eval_env = Monitor(make_env(cfg.env_id, action_repeat=cfg.action_repeat, seed=cfg.eval_seed))
     summary_path = run_dir / "summary.json"
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    resume = latest_step_checkpoint(run_dir / "sb3_checkpoints", cfg.algorithm)
-    if resume is not None:
-        model = algo.load(resume, env=env, device=device)
+    latest = load_latest(run_dir / "sb3_checkpoints", cfg.algorithm, lambda path: algo.load(path, env=env, device=device))
+    if latest is not None:
+        resume, model = latest
         buffer = resume.with_name(f"{cfg.algorithm}_replay_buffer_{model.num_timesteps}_steps.pkl")
         if buffer.exists():
             model.load_replay_buffer(buffer)

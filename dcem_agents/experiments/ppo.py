@@ -3,7 +3,7 @@
 ``train``: from a phase-2 (``dcem``) checkpoint, builds :func:`~dcem_agents.sb3.make_belief_vec_env` environments
 (optionally ``VecNormalize`` on rewards) and ``PPO(EmbeddedDCEMPolicy, ...)``, evaluates the policy's mean action on
 ``eval_episodes`` episodes, fine-tunes for ``total_timesteps``, and evaluates again with the same seeds. SB3's logger
-writes ``progress.csv`` and TensorBoard (``tb/``) into the run folder; ``CheckpointCallback`` writes
+writes ``progress.csv`` and TensorBoard (``tb/``) into the run folder; ``AtomicCheckpointCallback`` writes
 ``sb3_checkpoints/`` every ``checkpoint_every`` steps. Re-running with ``--run-dir THAT_RUN_DIR`` resumes from the
 newest of those. The final policy is saved twice: ``model.zip`` (``PPO.load``) and ``checkpoint.pt`` (this package's
 format, for ``evaluate.py``), and the before/after numbers go to ``summary.json`` (and ``results_json``).
@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import CheckpointCallback
 from stable_baselines3.common.vec_env import VecNormalize
 
 from dcem_agents.config import build, field, to_dict
@@ -33,7 +32,7 @@ from dcem_agents.sb3 import BeliefSyncCallback, EmbeddedDCEMPolicy, make_belief_
 from dcem_agents.sb3.evaluation import evaluate_on_beliefs
 from dcem_agents.sb3.progress import TqdmCallback, make_sb3_logger
 from dcem_agents.training import save_checkpoint
-from dcem_agents.training.checkpoint import latest_step_checkpoint
+from dcem_agents.sb3.checkpoints import AtomicCheckpointCallback, load_latest
 from dcem_agents.training.device import resolve_device
 from dcem_agents.training.run_dir import publish
 
@@ -125,9 +124,9 @@ def train(cfg: Config, run_dir: Path) -> dict:
     sb3_dir = run_dir / "sb3_checkpoints"
     summary_path = run_dir / "summary.json"
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    resume = latest_step_checkpoint(sb3_dir, "ppo")
-    if resume is not None:
-        model = PPO.load(resume, env=env, device=device)
+    latest = load_latest(sb3_dir, "ppo", lambda path: PPO.load(path, env=env, device=device))
+    if latest is not None:
+        resume, model = latest
         vecnorm = resume.with_name(resume.name.replace("ppo_", "ppo_vecnormalize_").replace(".zip", ".pkl"))
         if cfg.normalize_reward and vecnorm.exists():
             model.set_env(VecNormalize.load(str(vecnorm), env.venv))
@@ -144,8 +143,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
                                                 label="evaluate before PPO")
         summary_path.write_text(json.dumps(summary, indent=2))
         log.info("before PPO: %.1f (95%% CI %.1f-%.1f)", summary["before"]["return_mean"], *summary["before"]["ci95"])
-    callbacks = [CheckpointCallback(max(cfg.checkpoint_every // cfg.n_envs, 1), str(sb3_dir), name_prefix="ppo",
-                                    save_vecnormalize=True), TqdmCallback(cfg.total_timesteps)]
+    callbacks = [AtomicCheckpointCallback(max(cfg.checkpoint_every // cfg.n_envs, 1), sb3_dir, name_prefix="ppo",
+                                          save_vecnormalize=True), TqdmCallback(cfg.total_timesteps)]
     if {"transition", "observation"} & set(cfg.policy.train_components):
         callbacks.append(BeliefSyncCallback())
     remaining = cfg.total_timesteps - model.num_timesteps

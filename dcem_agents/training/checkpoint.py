@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "latest_step_checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "latest_step_checkpoint", "load_checkpoint", "save_checkpoint",
+           "step_checkpoints"]
 
 CHECKPOINT_FORMAT = "dcem-agents/1"
 
@@ -74,8 +75,14 @@ def load_checkpoint(path: str | Path, experiment: str | None = None, map_locatio
     return data
 
 
-def latest_step_checkpoint(folder: Path, prefix: str) -> Path | None:
-    """The ``PREFIX_<steps>_steps.zip`` in ``folder`` with the most steps (SB3's ``CheckpointCallback`` names), or None."""
-    found = [(int(m.group(1)), p) for p in folder.glob(f"{prefix}_*_steps.zip")
+def step_checkpoints(folder: Path, prefix: str) -> list[Path]:
+    """The ``PREFIX_<steps>_steps.zip`` files in ``folder`` (SB3's ``CheckpointCallback`` names), most steps first."""
+    found = [(int(m.group(1)), p) for p in Path(folder).glob(f"{prefix}_*_steps.zip")
              if (m := re.fullmatch(rf"{re.escape(prefix)}_(\d+)_steps", p.stem))]
-    return max(found)[1] if found else None
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def latest_step_checkpoint(folder: Path, prefix: str) -> Path | None:
+    """The ``PREFIX_<steps>_steps.zip`` in ``folder`` with the most steps, or None."""
+    found = step_checkpoints(folder, prefix)
+    return found[0] if found else None
