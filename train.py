@@ -21,6 +21,23 @@ from dcem_agents.training.rollout import NonFiniteEnvironmentError
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "planet" / "cartpole_swingup_cpu.yaml"
 
 
+#: config keys a resumed run may change: how long it runs, how it is evaluated and where results go, the machine
+RESUME_SAFE_KEYS = frozenset({
+    "train.total_env_steps", "total_timesteps", "env_steps", "num_threads", "device", "final_eval_episodes",
+    "final_eval_seed", "results_json", "export_checkpoint", "export_progress", "eval_episodes", "eval_seed",
+    "eval_every", "train.eval_every", "train.eval_episodes", "train.stop_return", "train.checkpoint_every",
+    "checkpoint_every", "planner.precision", "planner.compile", "policy.precision", "policy.compile",
+})
+
+
+def changed_keys(old: object, new: object, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs (keys the old one lacks are not counted)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [k for key in old if key in new
+                for k in changed_keys(old[key], new[key], f"{prefix}.{key}" if prefix else str(key))]
+    return [] if old == new else [prefix]
+
+
 #: checkpoint config keys and the experiment of the checkpoint they must name
 _CHECKPOINT_KEYS = {"phase1_checkpoint": "planet", "phase2_checkpoint": "dcem"}
 
@@ -80,6 +97,18 @@ def main(argv: list[str] | None = None) -> int:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"train.py: {first} (run with --debug for the traceback)", file=sys.stderr)
         return 2
+
+    saved = args.run_dir / "config.yaml" if args.run_dir is not None else None
+    if saved is not None and saved.is_file():  # a run folder used before: resume it with the same config
+        import yaml
+
+        changed = [k for k in changed_keys(yaml.safe_load(saved.read_text()) or {}, to_dict(cfg))
+                   if k not in RESUME_SAFE_KEYS]
+        if changed:
+            print(f"train.py: {args.run_dir} was started with other values of {', '.join(changed)}; a resumed run keeps "
+                  f"its config (only {', '.join(sorted(RESUME_SAFE_KEYS & {'train.total_env_steps', 'total_timesteps', 'env_steps'}))}, "
+                  "evaluation, output and machine keys may change): start a new run folder instead", file=sys.stderr)
+            return 2
 
     run_dir = args.run_dir or make_run_dir(args.runs_dir, name, getattr(cfg, "name", name), getattr(cfg, "seed", 0))
     run_dir.mkdir(parents=True, exist_ok=True)

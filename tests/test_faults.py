@@ -165,3 +165,16 @@ def test_train_validates_inputs_before_the_run_folder_exists(tmp_path: Path, con
     assert len(lines) == 1 and message in lines[0], p.stderr[-2000:]
     assert "Traceback" not in p.stderr
     assert not runs.exists()
+
+
+def test_a_resume_with_a_changed_config_key_names_the_keys(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    first = run_script("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(run))
+    assert first.returncode == 0, first.stderr[-2000:]
+    p = run_script("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(run),
+                   "--set", "model.hidden_size=32", "--set", "train.total_env_steps=3500")
+    assert p.returncode == 2
+    assert "other values of model.hidden_size;" in p.stderr  # total_env_steps is safe to change, so not named
+    ok = run_script("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(run),
+                    "--set", "train.total_env_steps=3500")
+    assert ok.returncode == 0, ok.stderr[-2000:]
