@@ -178,3 +178,25 @@ def test_a_resume_with_a_changed_config_key_names_the_keys(tmp_path: Path) -> No
     ok = run_script("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(run),
                     "--set", "train.total_env_steps=3500")
     assert ok.returncode == 0, ok.stderr[-2000:]
+
+
+def _progress(run: Path) -> list[dict[str, str]]:
+    import csv
+
+    with (run / "progress.csv").open(newline="") as f:
+        return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in csv.DictReader(f)]
+
+
+def test_a_restart_after_a_kill_before_the_first_checkpoint_keeps_one_log(tmp_path: Path) -> None:
+    """A killed first attempt leaves rows but no checkpoint: the restart must not append to them."""
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert run_script("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(whole)).returncode == 0
+    killed.mkdir()
+    rows = (whole / "progress.csv").read_text().splitlines()
+    (killed / "progress.csv").write_text("\n".join(rows[:3]) + "\n")  # what the killed attempt had logged
+    (killed / "config.yaml").write_text((whole / "config.yaml").read_text())
+    p = run_script("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(killed))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert _progress(killed) == _progress(whole)
+    steps = [r["step"] for r in _progress(killed)]
+    assert len(steps) == len(set(steps))

@@ -40,12 +40,16 @@ def test_metrics_logger_widens_header_and_resumes(tmp_path: Path) -> None:
     log.close()
     rows = list(csv.DictReader((tmp_path / "progress.csv").open()))
     assert [r["step"] for r in rows] == ["1", "2"] and rows[0]["b"] == "" and rows[1]["b"] == "3.0"
-    resumed = MetricsLogger(tmp_path, tensorboard=False)
-    resumed.drop_after(1)  # a resumed run forgets what was logged after its checkpoint
+    resumed = MetricsLogger(tmp_path, tensorboard=False, resume_step=1)  # forgets what came after its checkpoint
     resumed.record("a", 5.0)
     resumed.dump(2)
     rows = list(csv.DictReader((tmp_path / "progress.csv").open()))
     assert [(r["step"], r["a"]) for r in rows] == [("1", "1.0"), ("2", "5.0")]
+    fresh = MetricsLogger(tmp_path, tensorboard=False)  # a fresh start (killed before any checkpoint): a new log
+    fresh.record("a", 7.0)
+    fresh.dump(1)
+    rows = list(csv.DictReader((tmp_path / "progress.csv").open()))
+    assert [(r["step"], r["a"]) for r in rows] == [("1", "7.0")]
 
 
 def test_metrics_logger_writes_tensorboard(tmp_path: Path) -> None:

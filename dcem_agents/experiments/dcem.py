@@ -142,9 +142,10 @@ def train(cfg: Config, run_dir: Path) -> dict:
 
     trainer = LatentPhaseTrainer(env_fn, model, controller, cfg.train, cfg.decoder_training, cfg.seed,
                                  p1.action_repeat, save_fn=save_fn)
+    resume_step = None
     if ckpt_path.exists():
         trainer.load_state_dict(load_checkpoint(ckpt_path, "dcem", map_location=device)["trainer"])
-        planet._truncate_progress(run_dir / "progress.csv", trainer.counters["env_steps"])
+        resume_step = trainer.counters["env_steps"]
         log.info("resumed phase 2 from %s at %d env steps", ckpt_path, trainer.counters["env_steps"])
     else:
         model.load_state_dict(p1_state["model"])
@@ -159,7 +160,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
                 f"train.total_env_steps={cfg.train.total_env_steps} counts from the start of phase 1 and must exceed the "
                 f"phase-1 checkpoint's {trainer.counters['env_steps']} env steps"
             )
-    trainer.logger = MetricsLogger(run_dir)
+    trainer.logger = MetricsLogger(run_dir, resume_step=resume_step)
     try:
         pretrain = trainer.pretrain_decoder()
         if pretrain:

@@ -21,7 +21,6 @@ environments and writes the per-episode returns with their mean and std as JSON.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from collections.abc import Callable
@@ -153,12 +152,13 @@ def train(cfg: Config, run_dir: Path) -> dict:
         save_checkpoint(ckpt_path, "planet", config_dict, {"trainer": state})
 
     trainer = PlanetTrainer(env_fn, model, controller, cfg.train, cfg.seed, cfg.action_repeat, save_fn=save_fn)
+    resume_step = None
     if ckpt_path.exists():
         checkpoint = load_checkpoint(ckpt_path, "planet", map_location=device)
         trainer.load_state_dict(checkpoint["trainer"])
-        _truncate_progress(run_dir / "progress.csv", trainer.counters["env_steps"])
+        resume_step = trainer.counters["env_steps"]
         log.info("resumed from %s at %d env steps, %d episodes", ckpt_path, trainer.counters["env_steps"], trainer.counters["episodes"])
-    trainer.logger = MetricsLogger(run_dir)
+    trainer.logger = MetricsLogger(run_dir, resume_step=resume_step)
     try:
         trainer.train()
         summary = _final_summary(cfg, trainer, ckpt_path)
@@ -197,19 +197,6 @@ def _final_summary(cfg: Config, trainer: PlanetTrainer, ckpt_path: Path) -> dict
 def _export(cfg: Config, summary: dict[str, Any], run_dir: Path) -> None:
     publish(summary, cfg.results_json, [(run_dir / CHECKPOINT_NAME, cfg.export_checkpoint),
                                         (run_dir / "progress.csv", cfg.export_progress)])
-
-
-def _truncate_progress(path: Path, env_steps: int) -> None:
-    """Drop CSV rows logged after the checkpoint (they are logged again when the run resumes)."""
-    if not path.exists():
-        return
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        fields, rows = reader.fieldnames or [], [r for r in reader if int(float(r["step"])) <= env_steps]
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def evaluate_controller(env_fn: Callable[[int | None], gym.Env], model: RSSM, controller: Controller, seeds: list[int],

@@ -2,6 +2,11 @@
 
 Values recorded between two ``dump(step)`` calls form one row of ``progress.csv`` and one TensorBoard step. The
 CSV is rewritten with a wider header when a new key appears (as SB3 does), so no column is lost.
+
+Resuming keeps one log with no duplicates and no gaps: a logger opened with ``resume_step`` (the step of the checkpoint
+the run resumes from) drops the CSV rows written after it, and TensorBoard purges its events after it
+(``purge_step``); a logger opened without one (a fresh start, also after a kill before the first checkpoint)
+starts the log anew.
 """
 
 from __future__ import annotations
@@ -19,25 +24,36 @@ class MetricsLogger:
 
     :param run_dir: folder of the run (created if needed).
     :param tensorboard: also write TensorBoard event files (needs the ``tensorboard`` package).
+    :param resume_step: the step of the checkpoint a resumed run starts from: rows (and TensorBoard events) after it
+        are dropped, the rest kept. None: a fresh start, any earlier log is discarded.
     """
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True, resume_step: int | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.run_dir / "progress.csv"
         self._pending: dict[str, float] = {}
         self._keys: list[str] = []
         self._rows: list[dict[str, Any]] = []
-        if self.csv_path.exists():  # resuming: keep what earlier runs wrote
-            with self.csv_path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                self._keys = list(reader.fieldnames or [])
-                self._rows = list(reader)
+        if self.csv_path.exists():
+            if resume_step is None:  # a fresh start: what an earlier (killed) attempt logged is void
+                self.csv_path.unlink()
+            else:  # resuming: keep what earlier parts wrote up to the checkpoint
+                with self.csv_path.open(newline="") as f:
+                    reader = csv.DictReader(f)
+                    self._keys = list(reader.fieldnames or [])
+                    self._rows = list(reader)
+                self.drop_after(resume_step)
         self._writer = None
         if tensorboard:
+            import shutil
+
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(self.run_dir / "tb"))
+            if resume_step is None and (self.run_dir / "tb").exists():
+                shutil.rmtree(self.run_dir / "tb")
+            purge = None if resume_step is None else resume_step + 1
+            self._writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge)
 
     def record(self, key: str, value: float) -> None:
         """Stage ``value`` under ``key`` (e.g. ``"train/loss"``) for the next :meth:`dump`."""
