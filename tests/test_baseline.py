@@ -47,8 +47,11 @@ def test_resumes_from_its_last_checkpoint(baseline_run: Path, tmp_path: Path) ->
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["agent_steps"] == 75 and [e[0] for e in summary["evaluations"]] == [200, 400, 600]
     assert (run_dir / "sb3_checkpoints" / "sac_75_steps.zip").exists()
-    first = (run_dir / "progress_1.csv").read_text()  # the first part's log is kept, not truncated
-    assert first == (baseline_run / "progress.csv").read_text() and (run_dir / "progress.csv").exists()
+    # one log for the whole run: the first part's rows (up to its checkpoint) kept, the new ones after them
+    first = (baseline_run / "progress.csv").read_text().splitlines()
+    both = (run_dir / "progress.csv").read_text().splitlines()
+    assert not list(run_dir.glob("progress_*.csv"))
+    assert both[: len(first)] == first and len(both) > len(first)
 
 
 def test_a_truncated_latest_checkpoint_is_skipped_on_resume(baseline_run: Path, tmp_path: Path) -> None:

@@ -200,3 +200,31 @@ def test_a_restart_after_a_kill_before_the_first_checkpoint_keeps_one_log(tmp_pa
     assert _progress(killed) == _progress(whole)
     steps = [r["step"] for r in _progress(killed)]
     assert len(steps) == len(set(steps))
+
+
+def _sb3_rows(run: Path) -> list[dict[str, str]]:
+    import csv
+
+    with (run / "progress.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_resumed_ppo_run_loses_no_update_and_keeps_one_log(phase2_checkpoint: Path, tmp_path: Path) -> None:
+    """Checkpoints at rollout boundaries: stopping after 32 timesteps and resuming to 64 makes the same updates."""
+    common = ["--config", "configs/ppo/debug.yaml", "--set", f"phase2_checkpoint={phase2_checkpoint}",
+              "--set", "eval_episodes=0"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert run_script("train.py", *common, "--run-dir", str(whole)).returncode == 0
+    first = run_script("train.py", *common, "--run-dir", str(parts), "--set", "total_timesteps=32")
+    assert first.returncode == 0, first.stderr[-2000:]
+    (parts / "model.zip").unlink()
+    second = run_script("train.py", *common, "--run-dir", str(parts))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "resumed PPO from" in second.stderr
+    from stable_baselines3 import PPO
+
+    rows_whole, rows_parts = _sb3_rows(whole), _sb3_rows(parts)
+    assert [r["time/total_timesteps"] for r in rows_parts] == [r["time/total_timesteps"] for r in rows_whole]
+    assert not list(parts.glob("progress_*.csv"))
+    n_updates = [PPO.load(run / "sb3_checkpoints" / "ppo_64_steps.zip", device="cpu")._n_updates for run in (whole, parts)]
+    assert n_updates[0] == n_updates[1] == 2 * 2  # 2 rollouts x 2 epochs: no update lost at the resume

@@ -109,7 +109,8 @@ def _callbacks(cfg: Config, run_dir: Path, eval_env: Any, summary: dict[str, Any
 
     callbacks: list[Any] = [
         AtomicCheckpointCallback(max(cfg.checkpoint_every // cfg.action_repeat, 1), run_dir / "sb3_checkpoints",
-                                 name_prefix=cfg.algorithm, save_replay_buffer=cfg.algorithm != "ppo"),
+                                 name_prefix=cfg.algorithm, save_replay_buffer=cfg.algorithm != "ppo",
+                                 at_rollout_start=cfg.algorithm in ("ppo", "a2c")),
         TqdmCallback(cfg.agent_steps, desc=cfg.algorithm),
     ]
     if cfg.eval_every > 0:
@@ -146,7 +147,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
                      policy_kwargs={"net_arch": list(cfg.net_arch)}, **cfg.algo_kwargs)
     setattr(model, ENV_ATTRIBUTE, {"env_id": cfg.env_id, "action_repeat": cfg.action_repeat,
                                    "algorithm": ALGORITHMS[cfg.algorithm]})
-    model.set_logger(make_sb3_logger(run_dir))
+    model.set_logger(make_sb3_logger(run_dir, model.num_timesteps if latest is not None else None))
     remaining = cfg.agent_steps - model.num_timesteps
     t0 = time.perf_counter()
     if remaining > 0:

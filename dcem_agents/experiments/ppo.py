@@ -137,14 +137,15 @@ def train(cfg: Config, run_dir: Path) -> dict:
                     learning_rate=p.learning_rate, gamma=p.gamma, gae_lambda=p.gae_lambda, clip_range=p.clip_range,
                     ent_coef=p.ent_coef, vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm, target_kl=p.target_kl,
                     policy_kwargs=_policy_kwargs(cfg), seed=cfg.seed, device=device)
-    model.set_logger(make_sb3_logger(run_dir))
+    model.set_logger(make_sb3_logger(run_dir, model.num_timesteps if latest is not None else None))
     if cfg.eval_episodes and "before" not in summary:
         summary["before"] = evaluate_on_beliefs(model, cfg.phase2_checkpoint, cfg.eval_episodes, cfg.eval_seed,
                                                 label="evaluate before PPO")
         summary_path.write_text(json.dumps(summary, indent=2))
         log.info("before PPO: %.1f (95%% CI %.1f-%.1f)", summary["before"]["return_mean"], *summary["before"]["ci95"])
     callbacks = [AtomicCheckpointCallback(max(cfg.checkpoint_every // cfg.n_envs, 1), sb3_dir, name_prefix="ppo",
-                                          save_vecnormalize=True), TqdmCallback(cfg.total_timesteps)]
+                                          save_vecnormalize=True, at_rollout_start=True),
+                 TqdmCallback(cfg.total_timesteps)]
     if {"transition", "observation"} & set(cfg.policy.train_components):
         callbacks.append(BeliefSyncCallback())
     remaining = cfg.total_timesteps - model.num_timesteps

@@ -39,20 +39,38 @@ class AtomicCheckpointCallback(BaseCallback):
     :param name_prefix: file prefix (``PREFIX_<steps>_steps.zip``).
     :param save_vecnormalize: also save the ``VecNormalize`` statistics (``PREFIX_vecnormalize_<steps>_steps.pkl``).
     :param save_replay_buffer: also save an off-policy replay buffer (``PREFIX_replay_buffer_<steps>_steps.pkl``).
+    :param at_rollout_start: for on-policy algorithms (PPO, A2C): save at the start of the first rollout at least
+        ``save_freq`` calls after the previous save, i.e. after an update and before new data, so that a resume
+        loses neither collected data nor an update (a save in the middle of a rollout loses the partial rollout
+        and shifts every later update).
     """
 
     def __init__(self, save_freq: int, save_path: str | Path, name_prefix: str = "rl_model",
-                 save_vecnormalize: bool = False, save_replay_buffer: bool = False) -> None:
+                 save_vecnormalize: bool = False, save_replay_buffer: bool = False,
+                 at_rollout_start: bool = False) -> None:
         super().__init__()
         if save_freq < 1:
             raise ValueError(f"save_freq must be >= 1, got {save_freq}")
         self.save_freq, self.save_path, self.name_prefix = save_freq, Path(save_path), name_prefix
         self.save_vecnormalize, self.save_replay_buffer = save_vecnormalize, save_replay_buffer
+        self.at_rollout_start = at_rollout_start
+        self._saved_at_call = 0
 
     def _on_step(self) -> bool:
-        if self.n_calls % self.save_freq == 0:
+        if not self.at_rollout_start and self.n_calls % self.save_freq == 0:
             self.save_now()
         return True
+
+    def _on_rollout_start(self) -> None:
+        if self.at_rollout_start and self.n_calls - self._saved_at_call >= self.save_freq:
+            self._saved_at_call = self.n_calls
+            self.save_now()
+
+    def _on_training_end(self) -> None:
+        """``learn`` ends after an update: the state a later ``learn`` (a longer run) continues from."""
+        if self.at_rollout_start and self.n_calls > self._saved_at_call:
+            self._saved_at_call = self.n_calls
+            self.save_now()
 
     def path(self, kind: str = "", extension: str = "zip") -> Path:
         """``PREFIX_[kind]<steps>_steps.<extension>`` for the current number of timesteps."""
