@@ -80,7 +80,7 @@ def test_parse_entry() -> None:
 
 
 def test_entries_must_share_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    def fake(spec: EntrySpec, device: object) -> Entry:
+    def fake(spec: EntrySpec, device: object, runtime: object = None) -> Entry:
         env_id = "Pendulum-v1" if "pendulum" in str(spec.path) else "dm_control/cartpole-swingup-v0"
         return Entry("latent DCEM", spec.path, "dcem", "dcem", env_id, 8, None, None, 1, None)  # type: ignore[arg-type]
 
@@ -278,3 +278,22 @@ def test_errors_are_one_clear_message(phase1_checkpoint: Path, tmp_path: Path, c
     p = run_script("evaluate.py", "--entry", f"{phase1_checkpoint}:ppo")  # as a user sees it
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [
         f"evaluate.py: {phase1_checkpoint}: unknown controller 'ppo' for a 'planet' checkpoint; available: cem"]
+
+
+def test_entry_runtime_syntax() -> None:
+    assert parse_entry("ckpt.pt:cem+reference@CEM ref") == EntrySpec(Path("ckpt.pt"), "cem", "CEM ref", "reference")
+    assert parse_entry("ckpt.pt:dcem+bf16") == EntrySpec(Path("ckpt.pt"), "dcem", None, "bf16")
+    assert parse_entry("ckpt.pt:dcem").runtime is None
+    with pytest.raises(EntryError, match="unknown planner runtime 'fp8'"):
+        parse_entry("ckpt.pt:dcem+fp8")
+
+
+def test_entries_take_the_runtime_they_name(phase2_checkpoint: Path) -> None:
+    from dcem_agents.planning.runtime import RUNTIME_PRESETS
+
+    ref = load_entry(EntrySpec(phase2_checkpoint, "dcem", runtime="reference"))
+    assert ref.controller.runtime == RUNTIME_PRESETS["reference"]
+    default = load_entry(EntrySpec(phase2_checkpoint, "dcem"), runtime="bf16")
+    assert default.controller.runtime == RUNTIME_PRESETS["bf16"]
+    named = load_entry(EntrySpec(phase2_checkpoint, "cem", runtime="fp32"), runtime="bf16")  # the entry's own wins
+    assert named.controller.runtime == RUNTIME_PRESETS["fp32"]
