@@ -20,10 +20,11 @@ reference :meth:`~dcem_agents.models.rssm.RSSM.imagine` spends much of a step on
   in the CPU's cache however many environments are planned for (the reference path slows down per environment
   beyond one).
 
-``precision="bf16"`` casts the weights once per call and runs every product and activation in bfloat16 (AMX or
-AVX-512-BF16 on CPUs that have them, tensor cores on CUDA); the rewards come back in the model's dtype. Gradients flow
-into the model's fp32 parameters through the casts, so PPO and alg. 2 can use either precision. ``fp32`` matches the
-reference to rounding (tested).
+``precision="bf16"`` casts the weights (cached as above) and runs every product and activation, and the recurrent
+state, in bfloat16 (AMX or AVX-512-BF16 on CPUs that have them, tensor cores on CUDA); the rewards come back in the
+model's dtype. Gradients flow into the model's fp32 parameters through the casts. ``fp32`` matches the reference to
+rounding (tested, values and gradients). bf16 results depend on the batch they are computed in (kernel choice by
+size), which PPO's ratio does not tolerate: :class:`~dcem_agents.sb3.EmbeddedDCEMPolicy` plans in fp32 by default.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ _DTYPES = {"bf16": torch.bfloat16}
 
 
 class _Weights:
-    """The model's weights rearranged for the lean step, cast to the compute dtype (one object per planning call)."""
+    """The model's weights rearranged for the lean step and cast to the compute dtype (see :func:`_weights`)."""
 
     def __init__(self, model: RSSM, dtype: torch.dtype) -> None:
         o, hid = model.obs_dim, model.hidden_size
