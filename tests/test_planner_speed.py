@@ -69,6 +69,15 @@ def test_bf16_rollout_is_close_and_returns_the_model_dtype() -> None:
     assert not torch.equal(out, ref)  # it did compute in bf16
 
 
+def test_bf16_leaves_a_float64_model_in_float64() -> None:
+    model = _model().double()
+    belief, actions = _inputs(model, 6, 4)
+    belief, actions = belief.double(), actions.double()
+    out = imagine_rewards(model, belief, actions, "bf16")
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, model.imagine(belief, actions).rewards, atol=1e-12, rtol=1e-10)
+
+
 def test_cached_weights_follow_in_place_updates() -> None:
     """Gradient-free calls reuse the rearranged weights only while no parameter changed."""
     model = _model()

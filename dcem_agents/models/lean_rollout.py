@@ -141,7 +141,8 @@ def imagine_rewards(
     :param model: the world model (its parameters fix device and dtype of the result).
     :param belief: start beliefs ``[h, x̃]`` (M, belief_dim), one per action sequence.
     :param actions: action sequences ``u_t .. u_{t+H-1}`` (M, H, A).
-    :param precision: ``fp32`` (the model's dtype) or ``bf16`` (products and activations in bfloat16).
+    :param precision: ``fp32`` (the model's dtype) or ``bf16`` (products and activations in bfloat16; only for a
+        float32 model, a float64 one keeps its dtype).
     :param chunk: rows rolled out together (cache blocking); the result does not depend on it beyond rounding.
     :param compile: run the step loop through ``torch.compile`` (fuses the activations with their neighbours; the
         first call compiles, 10-60 s on a CPU).
@@ -156,7 +157,8 @@ def imagine_rewards(
     if belief.shape != (m, model.belief_dim):
         raise ValueError(f"imagine_rewards: belief must be ({m}, {model.belief_dim}), got {tuple(belief.shape)}")
     out_dtype = model.embed[0].weight.dtype
-    dtype = _DTYPES.get(precision, out_dtype)
+    # bf16 lowers fp32 arithmetic; a model kept in float64 (gradient checks, say) keeps its precision
+    dtype = _DTYPES.get(precision, out_dtype) if out_dtype == torch.float32 else out_dtype
     w = _weights(model, dtype)
     h, x = model.split(belief.to(dtype))
     act_emb = torch.addmm(w.b_e, actions.to(dtype).reshape(m * horizon, -1), w.w_eu.t()).view(m, horizon, -1)
