@@ -29,6 +29,7 @@ class _RatioProbe(BaseCallback):
     def __init__(self) -> None:
         super().__init__()
         self.max_deviation: list[float] = []
+        self.batch_size = 8
 
     def _on_step(self) -> bool:
         return True
@@ -36,7 +37,7 @@ class _RatioProbe(BaseCallback):
     def _on_rollout_end(self) -> None:
         policy = self.model.policy
         with torch.no_grad():
-            for data in self.model.rollout_buffer.get(batch_size=8):
+            for data in self.model.rollout_buffer.get(batch_size=self.batch_size):
                 _, log_prob, _ = policy.evaluate_actions(data.observations, data.actions)
                 ratio = torch.exp(log_prob - data.old_log_prob)
                 self.max_deviation.append(float((ratio - 1).abs().max()))
@@ -240,3 +241,84 @@ def test_readme_sb3_snippet_runs(phase2_checkpoint: Path, tmp_path: Path, monkey
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {})
     assert (tmp_path / "ppo_dcem.zip").exists()
+
+
+def test_hostile_observation_wrappers_give_one_clear_error(phase2_checkpoint: Path) -> None:
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    # VecNormalize(norm_obs=True) keeps the space but rewrites the seed column: caught at the first forward
+    env = VecNormalize(make_belief_vec_env(phase2_checkpoint, n_envs=2, seed=3), norm_obs=True, norm_reward=False)
+    model = PPO(EmbeddedDCEMPolicy, env, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu",
+                policy_kwargs=dict(checkpoint=str(phase2_checkpoint)))
+    with pytest.raises(ValueError, match=r"seed column holds .* VecNormalize with norm_obs=True"):
+        model.learn(16)
+    # frame stacking changes the observation size: refused at construction
+    stacked = VecFrameStack(make_belief_vec_env(phase2_checkpoint, n_envs=2, seed=3), n_stack=2)
+    with pytest.raises(ValueError, match="frame stacking"):
+        PPO(EmbeddedDCEMPolicy, stacked, device="cpu", policy_kwargs=dict(checkpoint=str(phase2_checkpoint)))
+
+
+class _Float16(VecEnvWrapper):
+    """Casts observations to float16 (and says so in its space)."""
+
+    def __init__(self, venv) -> None:  # noqa: ANN001
+        import gymnasium as gym
+
+        space = venv.observation_space
+        super().__init__(venv, observation_space=gym.spaces.Box(space.low, space.high, space.shape, np.float16))
+
+    def reset(self) -> np.ndarray:
+        return self.venv.reset().astype(np.float16)
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        return obs.astype(np.float16), rewards, dones, infos
+
+
+def test_a_float16_cast_is_refused(phase2_checkpoint: Path) -> None:
+    env = _Float16(make_belief_vec_env(phase2_checkpoint, n_envs=1, seed=3))
+    with pytest.raises(ValueError, match="float16 cast cannot hold the planner-noise seeds"):
+        PPO(EmbeddedDCEMPolicy, env, device="cpu", policy_kwargs=dict(checkpoint=str(phase2_checkpoint)))
+
+
+def test_subproc_vec_env_collects_what_dummy_vec_env_collects(phase2_checkpoint: Path) -> None:
+    """Two worker processes step the environments; the belief filter stays here. Same seeds, same first rollout."""
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    buffers = []
+    for cls in (None, SubprocVecEnv):
+        env = make_belief_vec_env(phase2_checkpoint, n_envs=2, seed=5, vec_env_cls=cls,
+                                  vec_env_kwargs={"start_method": "spawn"} if cls else None)
+        model = PPO(EmbeddedDCEMPolicy, env, n_steps=8, batch_size=16, n_epochs=1, seed=0, device="cpu",
+                    policy_kwargs=dict(checkpoint=str(phase2_checkpoint)))
+        model.learn(16)
+        buf = model.rollout_buffer
+        buffers.append((buf.observations.copy(), buf.actions.copy(), buf.rewards.copy()))
+        env.close()
+    for a, b in zip(*buffers):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_lml_rows_do_not_depend_on_the_batch() -> None:
+    """PPO's ratio needs a row's soft top-k to be the same in a batch of 1, 4 and 128 (the bracketing fan varies)."""
+    from dcem_agents.math import lml
+
+    x = torch.randn(128, 100, generator=torch.Generator().manual_seed(0))
+    whole = lml(x, 10, 1.0)
+    for size in (1, 4):
+        parts = torch.cat([lml(x[i : i + size], 10, 1.0) for i in range(0, 128, size)])
+        torch.testing.assert_close(parts, whole, atol=1e-6, rtol=0)
+
+
+def test_ratio_is_one_at_the_shipped_sizes() -> None:
+    """The shipped phase-2 checkpoint and its own planner (100 x 10, horizon 16): collection with 4 environments,
+    one minibatch of 128 at update time (configs/ppo/cartpole_swingup.yaml)."""
+    ckpt = Path(__file__).parent.parent / "checkpoints" / "dcem_cartpole_swingup.pt"
+    env = make_belief_vec_env(ckpt, n_envs=4, seed=0)
+    model = PPO(EmbeddedDCEMPolicy, env, n_steps=32, batch_size=128, n_epochs=1, seed=0, device="cpu",
+                policy_kwargs=dict(checkpoint=str(ckpt)))
+    probe = _RatioProbe()
+    probe.batch_size = 128
+    model.learn(128, callback=probe)
+    assert len(probe.max_deviation) == 1
+    assert probe.max_deviation[0] < 1e-5

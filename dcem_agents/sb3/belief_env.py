@@ -23,7 +23,9 @@ Limits (documented in the README):
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -136,15 +138,23 @@ class BeliefSyncCallback(BaseCallback):
         return True
 
 
-def make_belief_vec_env(checkpoint: str | Path, n_envs: int = 1, seed: int = 0, monitor: bool = True) -> BeliefVecEnv:
+def make_belief_vec_env(checkpoint: str | Path, n_envs: int = 1, seed: int = 0, monitor: bool = True,
+                        vec_env_cls: type[VecEnv] | None = None,
+                        vec_env_kwargs: dict[str, Any] | None = None) -> BeliefVecEnv:
     """``n_envs`` environments of a phase-2 checkpoint's task (its env id and action repeat), wrapped for the policy.
 
     Episode statistics (``VecMonitor``, for SB3's ``rollout/ep_rew_mean`` and ``evaluate_policy``) are in
     environment reward units. Environment ``i`` is seeded with ``seed + i``; the noise seeds with ``seed``.
+
+    :param vec_env_cls: SB3's ``DummyVecEnv`` (default) or ``SubprocVecEnv`` (MuJoCo steps in worker processes), as
+        in SB3's ``make_vec_env``. The belief filter stays in this process, batched over the environments; the
+        workers receive only the environment id, action repeat and seed (never the world model).
+    :param vec_env_kwargs: keyword arguments of ``vec_env_cls`` (e.g. ``start_method="spawn"``).
     """
     comps = load_components(checkpoint)
-    fns = [lambda i=i: make_env(comps.env_id, action_repeat=comps.action_repeat, seed=seed + i) for i in range(n_envs)]
-    venv: VecEnv = DummyVecEnv(fns)
+    env_id, action_repeat = comps.env_id, comps.action_repeat  # plain values: what a worker process receives
+    fns = [partial(make_env, env_id, action_repeat=action_repeat, seed=seed + i) for i in range(n_envs)]
+    venv: VecEnv = (vec_env_cls or DummyVecEnv)(fns, **(vec_env_kwargs or {}))
     if monitor:
         venv = VecMonitor(venv)
     venv.seed(seed)

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from dcem_agents.math.counter_noise import counter_normal
 from dcem_agents.planning.latent_mpc import LatentDCEMController
 from dcem_agents.planning.runtime import PlannerRuntime
+from dcem_agents.sb3.belief_env import SEED_RANGE
 from dcem_agents.sb3.components import load_components
 
 __all__ = ["COMPONENTS", "EmbeddedDCEMPolicy"]
@@ -120,8 +121,14 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         if self.observation_space.shape != (comps.model.belief_dim + 1,):
             raise ValueError(
                 f"observation shape {self.observation_space.shape} is not (belief_dim + 1,) = ({comps.model.belief_dim + 1},): "
-                "wrap the environment with dcem_agents.sb3.BeliefVecEnv (or use make_belief_vec_env)"
+                "wrap the environment with dcem_agents.sb3.BeliefVecEnv (or use make_belief_vec_env), and put no "
+                "wrapper that changes observations after it (frame stacking, VecTransposeImage, ...)"
             )
+        dtype = getattr(self.observation_space, "dtype", None)
+        if dtype is not None and dtype not in (np.float32, np.float64):
+            raise ValueError(
+                f"observations of dtype {dtype}: the belief observation must stay float32 (a float16 cast cannot hold the "
+                f"planner-noise seeds, integers up to {SEED_RANGE})")
         if self.action_space.shape != (comps.decoder.action_dim,):
             raise ValueError(f"action shape {self.action_space.shape} does not match the decoder's ({comps.decoder.action_dim},)")
         self.world_model = comps.model
@@ -170,8 +177,21 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
 
     # ---------------------------------------------------------------- the actor
     def split_observation(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        """``(belief (B, D), seeds (B,))`` of a batch of observations (B, D + 1)."""
-        return obs[:, :-1], obs[:, -1]
+        """``(belief (B, D), seeds (B,))`` of a batch of observations (B, D + 1), the seeds checked.
+
+        :raises ValueError: a seed that is not an integer in ``[0, SEED_RANGE)``: something changed the observations
+            between :class:`~dcem_agents.sb3.BeliefVecEnv` and the policy (the message names the usual causes).
+        """
+        seeds = obs[:, -1]
+        bad = (seeds != seeds.round()) | (seeds < 0) | (seeds >= SEED_RANGE) | ~torch.isfinite(seeds)
+        if bool(bad.any()):  # one host check per forward, at the entry point, not inside the planner
+            example = float(seeds[bad][0])
+            raise ValueError(
+                f"EmbeddedDCEMPolicy: the planner-noise seed column holds {example!r}, not an integer in [0, "
+                f"{SEED_RANGE}): the observations were changed after BeliefVecEnv. Usual causes: VecNormalize with "
+                "norm_obs=True (use norm_obs=False; normalizing rewards is fine), frame stacking, or a cast to a "
+                "lower-precision dtype")
+        return obs[:, :-1], seeds
 
     def planner_noise(self, seeds: Tensor) -> Tensor:
         """Standard normal planner noise ``(n_iters, B, n_samples, d)``, row ``i`` regenerated from ``seeds[i]``."""
