@@ -322,3 +322,45 @@ def test_ratio_is_one_at_the_shipped_sizes() -> None:
     model.learn(128, callback=probe)
     assert len(probe.max_deviation) == 1
     assert probe.max_deviation[0] < 1e-5
+
+
+def test_a_saved_zip_loads_without_its_checkpoint_from_another_folder(
+        phase2_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    ckpt = tmp_path / "phase2.pt"
+    shutil.copyfile(phase2_checkpoint, ckpt)
+    env = make_belief_vec_env(ckpt, n_envs=2, seed=0)
+    model = PPO(EmbeddedDCEMPolicy, env, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu",
+                policy_kwargs=EmbeddedDCEMPolicy.policy_kwargs(ckpt))
+    model.learn(32)  # the trained weights differ from the checkpoint's
+    obs = env.reset()
+    before, _ = model.predict(obs, deterministic=True)
+    model.save(tmp_path / "agent.zip")
+    ckpt.unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    loaded = PPO.load(tmp_path / "agent.zip", device="cpu")
+    after, _ = loaded.predict(obs, deterministic=True)
+    np.testing.assert_allclose(after, before, atol=1e-6, rtol=0)
+    assert loaded.policy.architecture["env_id"] == "dm_control/cartpole-swingup-v0"
+
+
+def test_a2c_learns_with_sb3s_callbacks(phase2_checkpoint: Path, tmp_path: Path) -> None:
+    """Another on-policy algorithm, with EvalCallback and CheckpointCallback as SB3's docs build them."""
+    from stable_baselines3 import A2C
+    from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+
+    env = make_belief_vec_env(phase2_checkpoint, n_envs=2, seed=0)
+    model = A2C(EmbeddedDCEMPolicy, env, n_steps=8, seed=0, device="cpu",
+                policy_kwargs=EmbeddedDCEMPolicy.policy_kwargs(phase2_checkpoint))
+    before = [p.detach().clone() for p in model.policy.decoder.parameters()]
+    eval_cb = EvalCallback(make_belief_vec_env(phase2_checkpoint, n_envs=1, seed=9), n_eval_episodes=1, eval_freq=16,
+                           log_path=str(tmp_path / "eval"), verbose=0)
+    model.learn(32, callback=[eval_cb, CheckpointCallback(8, str(tmp_path / "ckpts"), name_prefix="a2c")])
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.policy.decoder.parameters()))
+    assert np.isfinite(eval_cb.last_mean_reward)
+    # save_freq counts calls of the 2-environment VecEnv: every 8 calls is every 16 timesteps
+    assert sorted(p.name for p in (tmp_path / "ckpts").iterdir()) == ["a2c_16_steps.zip", "a2c_32_steps.zip"]
+    A2C.load(tmp_path / "ckpts" / "a2c_32_steps.zip", device="cpu")

@@ -279,10 +279,15 @@ def _load_sb3_zip(spec: EntrySpec, device: torch.device) -> dict[str, Any]:
         raise EntryError(f"{spec.path}: this SB3 model zip has no loadable policy class or weights (a custom policy "
                          "class must be importable where evaluate.py runs)")
     kwargs = dict(data.get("policy_kwargs") or {})
-    if "checkpoint" not in kwargs:
+    if "checkpoint" not in kwargs and "architecture" not in kwargs:
         return _load_model_free_zip(spec, data, kwargs, params["policy"], device)
     name = _controller_name("sb3", spec)
-    comps = _phase2(kwargs["checkpoint"], f"the SB3 model {spec.path}")
+    if kwargs.get("architecture") is not None and not Path(str(kwargs.get("checkpoint"))).is_file():
+        from dcem_agents.sb3 import components_from_architecture
+
+        comps = components_from_architecture(kwargs["architecture"])  # sizes only: the zip holds the weights
+    else:
+        comps = _phase2(kwargs["checkpoint"], f"the SB3 model {spec.path}")
     policy = _belief_policy(data["policy_class"], kwargs, params["policy"], comps, device, data["observation_space"],
                             data["action_space"])
     return _policy_entry(spec.path, "sb3", name, policy, comps, int(data.get("num_timesteps", 0)))

@@ -108,7 +108,7 @@ class Config:
 
 def _policy_kwargs(cfg: Config) -> dict[str, Any]:
     p = cfg.policy
-    return dict(checkpoint=cfg.phase2_checkpoint, train_components=list(p.train_components),
+    return EmbeddedDCEMPolicy.policy_kwargs(cfg.phase2_checkpoint, train_components=list(p.train_components),
                 learn_log_std=p.learn_log_std, log_std_init=math.log(p.std_init), value_arch=list(p.value_arch),
                 precision=p.precision, compile=p.compile)
 

@@ -3,11 +3,15 @@
 The SB3 policy and the belief wrapper are constructed from a checkpoint *path* (a plain value that SB3 pickles into
 its zip); this module reads the sizes from the checkpoint's stored configs and state dicts and returns the world
 model, the decoder and the latent planner settings, on CPU.
+
+:func:`architecture` turns components into plain values (sizes, decoder config, planner settings, environment), and
+:func:`components_from_architecture` rebuilds them from those values alone, with untrained weights: what an SB3 zip
+needs to load without the checkpoint file, its weights coming from the zip itself.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +22,7 @@ from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.latent import LatentCEMSettings
 from dcem_agents.training.checkpoint import load_checkpoint
 
-__all__ = ["DCEMComponents", "load_components"]
+__all__ = ["DCEMComponents", "architecture", "components_from_architecture", "load_components"]
 
 
 @dataclass
@@ -63,3 +67,24 @@ def load_components(path: str | Path, map_location: str | torch.device = "cpu") 
     settings = LatentCEMSettings(pl["n_samples"], pl["n_elites"], pl["n_iters"], pl["temperature"], pl["latent_bound"],
                                  pl["init_std"])
     return DCEMComponents(model, decoder, settings, p1["env_id"], int(p1["action_repeat"]), int(state["counters"]["env_steps"]))
+
+
+def architecture(comps: DCEMComponents) -> dict[str, Any]:
+    """The components as plain values (picklable into an SB3 zip); :func:`components_from_architecture` inverts it."""
+    m = comps.model
+    return {"obs_dim": m.obs_dim, "action_dim": m.action_dim, "hidden_size": m.hidden_size,
+            "layer_size": m.embed[0].out_features, "min_std": m.min_std, "decoder": comps.decoder.config(),
+            "planner": asdict(comps.settings), "env_id": comps.env_id, "action_repeat": comps.action_repeat,
+            "env_steps": comps.env_steps}
+
+
+def components_from_architecture(arch: dict[str, Any]) -> DCEMComponents:
+    """Components of the sizes in ``arch`` with untrained weights (load a state dict into them)."""
+    try:
+        model = RSSM(arch["obs_dim"], arch["action_dim"], arch["hidden_size"], arch["layer_size"], arch["min_std"])
+        decoder = LatentActionDecoder(**arch["decoder"])
+        settings = LatentCEMSettings(**arch["planner"])
+        return DCEMComponents(model.eval(), decoder, settings, arch["env_id"], int(arch["action_repeat"]),
+                              int(arch["env_steps"]))
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"not a valid EmbeddedDCEMPolicy architecture ({type(e).__name__}: {e})") from None

@@ -30,6 +30,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,7 +45,7 @@ from dcem_agents.math.counter_noise import counter_normal
 from dcem_agents.planning.latent_mpc import LatentDCEMController
 from dcem_agents.planning.runtime import PlannerRuntime
 from dcem_agents.sb3.belief_env import SEED_RANGE
-from dcem_agents.sb3.components import load_components
+from dcem_agents.sb3.components import architecture, components_from_architecture, load_components
 
 __all__ = ["COMPONENTS", "EmbeddedDCEMPolicy"]
 
@@ -63,7 +64,10 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
     :param observation_space: ``Box((belief_dim + 1,))`` of :class:`~dcem_agents.sb3.belief_env.BeliefVecEnv`.
     :param action_space: the environment's ``Box`` action space.
     :param lr_schedule: SB3 learning-rate schedule.
-    :param checkpoint: path of the phase-2 (``dcem``) checkpoint providing model, decoder and planner settings.
+    :param checkpoint: path of the phase-2 (``dcem``) checkpoint providing model, decoder, planner settings and the
+        starting weights.
+    :param architecture: the same as plain values (:meth:`policy_kwargs` adds them): with them a saved zip loads
+        without the checkpoint file, from any folder, its weights coming from the zip.
     :param train_components: which of ``decoder``, ``reward``, ``transition``, ``observation`` PPO trains.
     :param learn_log_std: learn the state-independent log std (False keeps ``log_std_init``, e.g. log 0.1).
     :param log_std_init: initial log std of the Gaussian.
@@ -84,6 +88,7 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         action_space: spaces.Space,
         lr_schedule: Schedule,
         checkpoint: str | None = None,
+        architecture: dict[str, Any] | None = None,
         train_components: Sequence[str] = ("decoder", "reward"),
         learn_log_std: bool = True,
         log_std_init: float = math.log(0.1),
@@ -94,15 +99,17 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         compile: bool = False,
         **kwargs: Any,
     ) -> None:
-        if checkpoint is None:
-            raise ValueError("EmbeddedDCEMPolicy needs policy_kwargs=dict(checkpoint=PATH) of a phase-2 (dcem) checkpoint")
+        if checkpoint is None and architecture is None:
+            raise ValueError("EmbeddedDCEMPolicy needs policy_kwargs=EmbeddedDCEMPolicy.policy_kwargs(PATH) (or "
+                             "dict(checkpoint=PATH)) of a phase-2 (dcem) checkpoint")
         if not isinstance(action_space, spaces.Box):
             raise ValueError(f"EmbeddedDCEMPolicy supports Box action spaces only, got {action_space}")
         unknown = sorted(set(train_components) - set(COMPONENTS))
         if unknown:
             raise ValueError(f"unknown train_components {unknown}; choose from {sorted(COMPONENTS)}")
         # Plain attributes first: ActorCriticPolicy.__init__ calls self._build() at its end.
-        self.checkpoint = str(checkpoint)
+        self.checkpoint = None if checkpoint is None else str(checkpoint)
+        self.architecture = architecture
         self.train_components = tuple(train_components)
         self.learn_log_std = bool(learn_log_std)
         self.value_arch = tuple(int(v) for v in value_arch)
@@ -114,10 +121,22 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         super().__init__(observation_space, action_space, lr_schedule, net_arch=dict(pi=[], vf=list(self.value_arch)),
                          log_std_init=log_std_init, **kwargs)
 
+    @staticmethod
+    def policy_kwargs(checkpoint: str | Path, **kwargs: Any) -> dict[str, Any]:
+        """``policy_kwargs`` for SB3 from a phase-2 checkpoint: its path and its architecture as plain values.
+
+        A model built with these saves a zip that ``PPO.load`` (or ``A2C.load``) rebuilds without the checkpoint
+        file, from any working directory. ``kwargs`` are the policy's other arguments (``log_std_init``, ...).
+        """
+        return dict(checkpoint=str(checkpoint), architecture=architecture(load_components(checkpoint)), **kwargs)
+
     # ---------------------------------------------------------------- construction
     def _build(self, lr_schedule: Schedule) -> None:
         """Load the model-based components, build the value network and log std, freeze, and make the optimizer."""
-        comps = load_components(self.checkpoint)
+        if self.checkpoint is not None and (Path(self.checkpoint).is_file() or self.architecture is None):
+            comps = load_components(self.checkpoint)  # the starting weights (SB3's load then sets the zip's)
+        else:  # a saved zip, loaded without its checkpoint file: sizes from plain values, weights from the zip
+            comps = components_from_architecture(self.architecture)
         if self.observation_space.shape != (comps.model.belief_dim + 1,):
             raise ValueError(
                 f"observation shape {self.observation_space.shape} is not (belief_dim + 1,) = ({comps.model.belief_dim + 1},): "
@@ -164,7 +183,7 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.pop("net_arch", None)
-        data.update(checkpoint=self.checkpoint, train_components=list(self.train_components),
+        data.update(checkpoint=self.checkpoint, architecture=self.architecture, train_components=list(self.train_components),
                     learn_log_std=self.learn_log_std, value_arch=list(self.value_arch),
                     n_samples=self.n_samples_override, n_iters=self.n_iters_override,
                     precision=self.precision, compile=self.compile_planner)
