@@ -237,9 +237,10 @@ def test_readme_sb3_snippet_runs(phase2_checkpoint: Path, tmp_path: Path, monkey
     assert len(blocks) == 1
     code = (blocks[0].replace('"checkpoints/dcem_cartpole_swingup.pt"', repr(str(phase2_checkpoint)))
             .replace("model.learn(10_000)", "model.learn(64)").replace("n_eval_episodes=20", "n_eval_episodes=2")
-            .replace("policy_kwargs=dict(", "n_steps=16, batch_size=16, n_epochs=1, policy_kwargs=dict("))
+            .replace("model = PPO(EmbeddedDCEMPolicy, env,",
+                     "model = PPO(EmbeddedDCEMPolicy, env, n_steps=16, batch_size=16, n_epochs=1,"))
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {})
+    exec(compile(code, "README.md", "exec"), {"__name__": "__main__"})
     assert (tmp_path / "ppo_dcem.zip").exists()
 
 
