@@ -117,3 +117,25 @@ def test_image_and_discrete_observations_are_rejected_by_name() -> None:
     gym.register("DcemTestImage-v0", entry_point=_ImageEnv)
     with pytest.raises(UnsupportedSpaceError, match=r"DcemTestImage-v0: .*Box\(0, 255, \(8, 8, 3\), uint8\)"):
         make_env("DcemTestImage-v0")
+
+
+def test_registered_ids_are_accepted(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """An id registered with gymnasium.register, in this process or by a module named as ``module:Id``."""
+    import sys
+
+    import gymnasium as gym
+
+    from dcem_agents.envs import make_env
+
+    gym.register("DcemTestPendulum-v0", entry_point="gymnasium.envs.classic_control.pendulum:PendulumEnv",
+                 max_episode_steps=20)
+    env = make_env("DcemTestPendulum-v0", action_repeat=2, seed=0)
+    assert env.observation_space.shape == (3,)
+    (tmp_path / "dcem_test_envs.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register('ModulePendulum-v0', entry_point='gymnasium.envs.classic_control.pendulum:PendulumEnv',"
+        " max_episode_steps=20)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env = make_env("dcem_test_envs:ModulePendulum-v0", seed=0)
+    assert env.spec is not None and env.spec.id == "ModulePendulum-v0"
+    sys.modules.pop("dcem_test_envs", None)
