@@ -228,3 +228,12 @@ def test_a_resumed_ppo_run_loses_no_update_and_keeps_one_log(phase2_checkpoint: 
     assert not list(parts.glob("progress_*.csv"))
     n_updates = [PPO.load(run / "sb3_checkpoints" / "ppo_64_steps.zip", device="cpu")._n_updates for run in (whole, parts)]
     assert n_updates[0] == n_updates[1] == 2 * 2  # 2 rollouts x 2 epochs: no update lost at the resume
+
+
+def test_phase2_log_counts_environment_steps_only(phase2_checkpoint: Path) -> None:
+    """Pretraining used to log rows at decoder-update counts, mixed into a column of environment steps."""
+    rows = _sb3_rows(phase2_checkpoint.parent)
+    steps = [int(float(r["step"])) for r in rows]
+    assert steps == sorted(set(steps))  # increasing, no duplicates
+    assert min(steps) >= 3000  # the debug phase-1 checkpoint's environment steps: pretraining is logged there
+    assert sum(1 for r in rows if r.get("pretrain/decoder_updates")) == 1

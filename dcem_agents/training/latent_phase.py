@@ -153,14 +153,16 @@ class LatentPhaseTrainer(PlanetTrainer):
             return []
         n = self.decoder_settings.pretrain_updates
         losses = []
-        for i in tqdm(range(n), desc="decoder pretraining", unit="step", dynamic_ncols=True):
+        for _ in tqdm(range(n), desc="decoder pretraining", unit="step", dynamic_ncols=True):
             out = self.decoder_step()
-            if not out:  # a skipped (non-finite) step
-                continue
-            losses.append(out["decoder_loss"])
-            if self.logger is not None and (i + 1) % 10 == 0:
-                self.logger.record("pretrain/decoder_loss", float(np.mean(losses[-10:])))
-                self.logger.dump(self.counters["decoder_updates"])
+            if out:  # else a skipped (non-finite) step
+                losses.append(out["decoder_loss"])
+        if self.logger is not None and losses:
+            # one row at the environment step pretraining happened at: the log's step column counts env steps only
+            self.logger.record("pretrain/decoder_loss_first10", float(np.mean(losses[:10])))
+            self.logger.record("pretrain/decoder_loss_last10", float(np.mean(losses[-10:])))
+            self.logger.record("pretrain/decoder_updates", len(losses))
+            self.logger.dump(self.counters["env_steps"])
         self.counters["pretrained"] = 1
         if self.save_fn is not None:
             self.save_fn(self.state_dict())
