@@ -16,7 +16,8 @@ cartpole-swingup observation/action sizes), once per planner runtime (:data:`~dc
 It reports ms per call, ms per environment, the speed-up over ``reference`` in the same row, the achieved GFLOP/s (the
 call's floating-point operations counted once on the reference path by ``torch.utils.flop_counter``, so every runtime
 is credited with the same useful work) and the fraction of the **measured peak**: a matrix product of the rollout's own
-shape (``n_samples × hidden`` by ``hidden × 3·hidden``, the GRU gates of one step) timed in this run for fp32 and bf16.
+shape (``n_samples × hidden`` by ``hidden × 3·hidden``, the GRU gates of one step) timed in this run for fp32 and bf16,
+several times (before, between and after the rows), the best of them taken as the machine's reachable peak.
 Timing: median of ``--repeats`` calls after warm-up; CUDA synchronizes before reading the clock. Weights are random
 unless a checkpoint is given: the cost of a call does not depend on them.
 """
@@ -183,13 +184,27 @@ def main() -> None:
         pass
     for name in devices:
         device = torch.device(name)
-        peak = measure_peak(1000, model.hidden_size, device, args.repeats)
-        result["peak_gflop_per_s"][device.type] = peak
+        # the reachable peak: the best of several measurements spread over the run (a shared machine's speed drifts)
+        peaks = [measure_peak(1000, model.hidden_size, device, args.repeats) for _ in range(3)]
+        peak = {k: max(p[k] for p in peaks) for k in ("fp32", "bf16")}
         print(f"{device.type}: measured peak of a (1000 x {model.hidden_size}) @ ({model.hidden_size} x "
               f"{3 * model.hidden_size}) product: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
         print(f"{'dev':5s} {'envs':>4s} {'runtime':13s} {'CEM ms':>9s} {'speed':>6s} {'peak':>5s} {'DCEM ms':>9s} "
               f"{'speed':>6s} {'peak':>5s} {'CEM/DCEM':>8s}")
-        result["rows"] += bench(model, horizon, device, args.batches, args.runtimes, args.repeats, peak)
+        rows = []
+        for b in args.batches:
+            rows += bench(model, horizon, device, [b], args.runtimes, args.repeats, peak)
+            peaks.append(measure_peak(1000, model.hidden_size, device, args.repeats))
+        final = {k: max(p[k] for p in peaks) for k in ("fp32", "bf16")}
+        for row in rows:  # peak fractions against the best peak seen in the whole run
+            for planner in PLANNERS:
+                for r in row[planner]["runtimes"].values():
+                    r["peak_fraction"] = r["gflop_per_s"] / final[r["precision"]]
+        result["peak_gflop_per_s"][device.type] = final
+        result["peak_measurements"] = {device.type: peaks}
+        print(f"{device.type}: best peak over the run: fp32 {final['fp32']:.0f} GFLOP/s, bf16 {final['bf16']:.0f} "
+              f"GFLOP/s (the JSON's peak fractions use these)")
+        result["rows"] += rows
     if not torch.cuda.is_available():
         print("cuda: not available on this machine, no GPU rows")
     if args.out is not None:

@@ -257,6 +257,9 @@ def test_hostile_observation_wrappers_give_one_clear_error(phase2_checkpoint: Pa
     stacked = VecFrameStack(make_belief_vec_env(phase2_checkpoint, n_envs=2, seed=3), n_stack=2)
     with pytest.raises(ValueError, match="frame stacking"):
         PPO(EmbeddedDCEMPolicy, stacked, device="cpu", policy_kwargs=dict(checkpoint=str(phase2_checkpoint)))
+    # an observation of the wrong width reaching the policy directly
+    with pytest.raises(ValueError, match="expected belief_dim"):
+        model.policy.get_distribution(torch.zeros(1, model.policy.world_model.belief_dim + 3))
 
 
 class _Float16(VecEnvWrapper):

@@ -201,6 +201,10 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         :raises ValueError: a seed that is not an integer in ``[0, SEED_RANGE)``: something changed the observations
             between :class:`~dcem_agents.sb3.BeliefVecEnv` and the policy (the message names the usual causes).
         """
+        if obs.shape[-1] != self.world_model.belief_dim + 1:
+            raise ValueError(
+                f"EmbeddedDCEMPolicy: observations of width {obs.shape[-1]}, expected belief_dim + 1 = "
+                f"{self.world_model.belief_dim + 1}: feed the observations of BeliefVecEnv unchanged (no frame stacking)")
         seeds = obs[:, -1]
         bad = (seeds != seeds.round()) | (seeds < 0) | (seeds >= SEED_RANGE) | ~torch.isfinite(seeds)
         if bool(bad.any()):  # one host check per forward, at the entry point, not inside the planner
