@@ -66,15 +66,15 @@ def test_run_dirs_are_unique(tmp_path: Path) -> None:
     assert a != b and a.is_dir() and b.is_dir() and "seed3" in a.name
 
 
-def test_latest_step_checkpoint_orders_by_steps(tmp_path: Path) -> None:
-    from dcem_agents.training.checkpoint import latest_step_checkpoint
+def test_step_checkpoints_order_by_steps(tmp_path: Path) -> None:
+    from dcem_agents.training.checkpoint import step_checkpoints
 
-    assert latest_step_checkpoint(tmp_path, "sac") is None
+    assert step_checkpoints(tmp_path, "sac") == []
     for name in ("sac_75_steps.zip", "sac_100_steps.zip", "sac_replay_buffer_900_steps.pkl", "ppo_500_steps.zip",
                  "sac_x_steps.zip", "sac_replay_buffer_800_steps.zip"):
         (tmp_path / name).touch()
-    assert latest_step_checkpoint(tmp_path, "sac") == tmp_path / "sac_100_steps.zip"  # numeric, not lexicographic
-    assert latest_step_checkpoint(tmp_path, "ppo") == tmp_path / "ppo_500_steps.zip"
+    assert step_checkpoints(tmp_path, "sac") == [tmp_path / "sac_100_steps.zip", tmp_path / "sac_75_steps.zip"]  # numeric
+    assert step_checkpoints(tmp_path, "ppo") == [tmp_path / "ppo_500_steps.zip"]
 
 
 def test_publish_copies_and_writes_results(tmp_path: Path) -> None:

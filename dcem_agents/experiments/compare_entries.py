@@ -112,10 +112,7 @@ def set_runtime(controller: Controller, runtime: PlannerRuntime) -> bool:
     target = getattr(controller, "policy", controller)
     if not hasattr(target, "runtime"):
         return False
-    target.runtime = runtime
-    graphs = getattr(target, "graphs", None)
-    if graphs is not None:
-        graphs.clear()
+    target.runtime = runtime  # graph captures are keyed by the runtime: no stale replay
     return True
 
 
@@ -222,12 +219,12 @@ def is_sb3_zip(path: Path) -> bool:
     return "data" in names and "policy.pth" in names
 
 
-def _phase2(path: str, where: str) -> Any:
-    """The components of the phase-2 checkpoint that ``where`` names."""
-    from dcem_agents.sb3 import load_components
+def _phase2(path: str | None, where: str, arch: dict[str, Any] | None = None) -> Any:
+    """The components of the phase-2 checkpoint that ``where`` names (or of its recorded architecture)."""
+    from dcem_agents.sb3 import resolve_components
 
     try:
-        return load_components(path)
+        return resolve_components(path, arch)
     except CheckpointError as e:
         raise EntryError(f"{where} names the phase-2 checkpoint {path!r}, which cannot be loaded ({e}); run from the "
                          "folder it was trained in or keep that checkpoint next to it") from None
@@ -282,12 +279,7 @@ def _load_sb3_zip(spec: EntrySpec, device: torch.device) -> dict[str, Any]:
     if "checkpoint" not in kwargs and "architecture" not in kwargs:
         return _load_model_free_zip(spec, data, kwargs, params["policy"], device)
     name = _controller_name("sb3", spec)
-    if kwargs.get("architecture") is not None and not Path(str(kwargs.get("checkpoint"))).is_file():
-        from dcem_agents.sb3 import components_from_architecture
-
-        comps = components_from_architecture(kwargs["architecture"])  # sizes only: the zip holds the weights
-    else:
-        comps = _phase2(kwargs["checkpoint"], f"the SB3 model {spec.path}")
+    comps = _phase2(kwargs.get("checkpoint"), f"the SB3 model {spec.path}", kwargs.get("architecture"))
     policy = _belief_policy(data["policy_class"], kwargs, params["policy"], comps, device, data["observation_space"],
                             data["action_space"])
     return _policy_entry(spec.path, "sb3", name, policy, comps, int(data.get("num_timesteps", 0)))

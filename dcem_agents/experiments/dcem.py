@@ -30,7 +30,6 @@ from dcem_agents.models.decoder import LatentActionDecoder
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.latent import LatentCEMSettings
 from dcem_agents.planning.latent_mpc import LatentDCEMController
-from dcem_agents.planning.runtime import DEFAULT_RUNTIME, PlannerRuntime
 from dcem_agents.training import MetricsLogger, load_checkpoint, save_checkpoint
 from dcem_agents.training.device import resolve_device
 from dcem_agents.training.run_dir import publish
@@ -59,7 +58,7 @@ class DecoderConfig:
 
 
 @dataclass
-class LatentPlannerConfig:
+class LatentPlannerConfig(planet.RuntimeConfig):
     """(D)CEM over the latent space (the paper's latent controller: 100 samples, 10 elites, 10 iterations, τ = 1)."""
 
     n_samples: int = field(100, help="latent samples per iteration")
@@ -68,12 +67,6 @@ class LatentPlannerConfig:
     temperature: float | None = field(1.0, help="soft top-k temperature (null: hard CEM in the latent space)")
     latent_bound: float = field(1.0, help="half-width b of the latent box")
     init_std: float = field(0.5, help="initial sampling std in the latent space")
-    precision: Literal["fp32", "bf16"] = field(DEFAULT_RUNTIME.precision, help="rollout arithmetic: fp32 or bf16")
-    compile: bool = field(False, help="torch.compile the rollout (first call of each shape compiles, 10-60 s)")
-
-    def runtime(self) -> PlannerRuntime:
-        """How the planning calls run (:class:`~dcem_agents.planning.runtime.PlannerRuntime`)."""
-        return PlannerRuntime(precision=self.precision, compile=self.compile)
 
     def settings(self) -> LatentCEMSettings:
         """As :class:`~dcem_agents.planning.latent.LatentCEMSettings` (validated there)."""

@@ -45,7 +45,7 @@ from dcem_agents.training.run_dir import publish
 from dcem_agents.training.planet import PlanetTrainer, TrainSettings
 from dcem_agents.training.rollout import run_episodes
 
-__all__ = ["CHECKPOINT_NAME", "Config", "ModelConfig", "PlannerConfig", "build_agent", "evaluate", "evaluate_controller", "train"]
+__all__ = ["CHECKPOINT_NAME", "Config", "ModelConfig", "PlannerConfig", "RuntimeConfig", "build_agent", "evaluate", "evaluate_controller", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,19 @@ class ModelConfig:
 
 
 @dataclass
-class PlannerConfig:
+class RuntimeConfig:
+    """How a planner's calls run (the ``precision`` and ``compile`` keys of both phases' ``planner:`` sections)."""
+
+    precision: Literal["fp32", "bf16"] = field(DEFAULT_RUNTIME.precision, help="rollout arithmetic: fp32 or bf16")
+    compile: bool = field(False, help="torch.compile the rollout (first call of each shape compiles, 10-60 s)")
+
+    def runtime(self) -> PlannerRuntime:
+        """How the planning calls run (:class:`~dcem_agents.planning.runtime.PlannerRuntime`)."""
+        return PlannerRuntime(precision=self.precision, compile=self.compile)
+
+
+@dataclass
+class PlannerConfig(RuntimeConfig):
     """MPC by hard CEM over the full action space (PlaNet's planner; the paper's defaults)."""
 
     horizon: int = field(12, help="planning horizon H (agent steps)")
@@ -75,12 +87,6 @@ class PlannerConfig:
     n_elites: int = field(100, help="elites per CEM iteration")
     n_iters: int = field(10, help="CEM iterations per step")
     warm_start: bool = field(True, help="start from the previous plan shifted by one step")
-    precision: Literal["fp32", "bf16"] = field(DEFAULT_RUNTIME.precision, help="rollout arithmetic: fp32 or bf16")
-    compile: bool = field(False, help="torch.compile the rollout (first call of each shape compiles, 10-60 s)")
-
-    def runtime(self) -> PlannerRuntime:
-        """How the planning calls run (:class:`~dcem_agents.planning.runtime.PlannerRuntime`)."""
-        return PlannerRuntime(precision=self.precision, compile=self.compile)
 
     def __post_init__(self) -> None:
         if self.horizon < 1 or self.n_iters < 1 or not 1 <= self.n_elites <= self.n_samples:

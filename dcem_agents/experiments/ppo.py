@@ -122,6 +122,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     if cfg.normalize_reward:
         env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=cfg.ppo.gamma)
     sb3_dir = run_dir / "sb3_checkpoints"
+    policy_kwargs = _policy_kwargs(cfg)  # reads the phase-2 checkpoint for its architecture: once
     summary_path = run_dir / "summary.json"
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     latest = load_latest(sb3_dir, "ppo", lambda path: PPO.load(path, env=env, device=device))
@@ -136,7 +137,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
         model = PPO(EmbeddedDCEMPolicy, env, n_steps=p.n_steps, batch_size=p.batch_size, n_epochs=p.n_epochs,
                     learning_rate=p.learning_rate, gamma=p.gamma, gae_lambda=p.gae_lambda, clip_range=p.clip_range,
                     ent_coef=p.ent_coef, vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm, target_kl=p.target_kl,
-                    policy_kwargs=_policy_kwargs(cfg), seed=cfg.seed, device=device)
+                    policy_kwargs=policy_kwargs, seed=cfg.seed, device=device)
     model.set_logger(make_sb3_logger(run_dir, model.num_timesteps if latest is not None else None))
     if cfg.eval_episodes and "before" not in summary:
         summary["before"] = evaluate_on_beliefs(model, cfg.phase2_checkpoint, cfg.eval_episodes, cfg.eval_seed,
@@ -155,7 +156,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     summary["train_seconds"] = summary.get("train_seconds", 0.0) + time.perf_counter() - t0
     model.save(run_dir / "model.zip")
     ckpt_path = save_checkpoint(run_dir / "checkpoint.pt", "ppo", to_dict(cfg),
-                                {"policy_kwargs": _policy_kwargs(cfg), "policy_state": model.policy.state_dict(),
+                                {"policy_kwargs": policy_kwargs, "policy_state": model.policy.state_dict(),
                                  "num_timesteps": model.num_timesteps})
     if cfg.eval_episodes:
         summary["after"] = evaluate_on_beliefs(model, cfg.phase2_checkpoint, cfg.eval_episodes, cfg.eval_seed,

@@ -18,15 +18,6 @@ from dcem_agents.math import CEMIterate, dcem
 __all__ = ["action_space_plan"]
 
 
-def _bound(value: float | Sequence[float] | Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """A bound as a flat tensor on ``device``; tensors already there are not copied (CUDA graph capture)."""
-    if torch.is_tensor(value):
-        return value.to(device=device, dtype=dtype).reshape(-1)
-    if isinstance(value, (int, float)):
-        return torch.full((1,), float(value), device=device, dtype=dtype)
-    return torch.as_tensor(value, device=device, dtype=dtype).reshape(-1)
-
-
 def action_space_plan(
     cost: Callable[[Tensor], Tensor],
     horizon: int,
@@ -76,7 +67,8 @@ def action_space_plan(
     ref = init_mean if init_mean is not None else (lower if torch.is_tensor(lower) else None)
     device = torch.device(device) if device is not None else (ref.device if ref is not None else torch.device("cpu"))
     dtype = dtype if dtype is not None else (ref.dtype if ref is not None else torch.get_default_dtype())
-    lo, hi = _bound(lower, device, dtype), _bound(upper, device, dtype)
+    lo = torch.as_tensor(lower, device=device, dtype=dtype).reshape(-1)
+    hi = torch.as_tensor(upper, device=device, dtype=dtype).reshape(-1)
     if action_dim is None:
         action_dim = max(lo.numel(), hi.numel())
     lo, hi = lo.expand(action_dim), hi.expand(action_dim)

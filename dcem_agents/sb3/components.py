@@ -22,7 +22,8 @@ from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.latent import LatentCEMSettings
 from dcem_agents.training.checkpoint import load_checkpoint
 
-__all__ = ["DCEMComponents", "architecture", "components_from_architecture", "load_components"]
+__all__ = ["DCEMComponents", "architecture", "components_from_architecture", "load_components",
+           "resolve_components"]
 
 
 @dataclass
@@ -54,19 +55,32 @@ def load_components(path: str | Path, map_location: str | torch.device = "cpu") 
     state: dict[str, Any] = ckpt["trainer"]
     p1, cfg = ckpt["phase1_config"], ckpt["config"]
     model_state, dec_state = state["model"], state["decoder"]
-    obs_dim = model_state["obs_loc"].numel()
-    action_dim = dec_state["lower"].numel()
-    model = RSSM(obs_dim, action_dim, p1["model"]["hidden_size"], p1["model"]["layer_size"], p1["model"]["min_std"])
-    model.load_state_dict(model_state)
-    model.eval()
-    d = cfg["decoder"]
-    decoder = LatentActionDecoder(d["latent_dim"], d["horizon"], action_dim, dec_state["lower"].tolist(),
-                                  dec_state["upper"].tolist(), d["hidden_sizes"], d["init_scale"])
-    decoder.load_state_dict(dec_state)
-    pl = cfg["planner"]
-    settings = LatentCEMSettings(pl["n_samples"], pl["n_elites"], pl["n_iters"], pl["temperature"], pl["latent_bound"],
-                                 pl["init_std"])
-    return DCEMComponents(model, decoder, settings, p1["env_id"], int(p1["action_repeat"]), int(state["counters"]["env_steps"]))
+    d, pl = cfg["decoder"], cfg["planner"]
+    arch = {"obs_dim": model_state["obs_loc"].numel(), "action_dim": dec_state["lower"].numel(),
+            "hidden_size": p1["model"]["hidden_size"], "layer_size": p1["model"]["layer_size"],
+            "min_std": p1["model"]["min_std"],
+            "decoder": {"latent_dim": d["latent_dim"], "horizon": d["horizon"], "action_dim": dec_state["lower"].numel(),
+                        "lower": dec_state["lower"].tolist(), "upper": dec_state["upper"].tolist(),
+                        "hidden_sizes": d["hidden_sizes"], "init_scale": d["init_scale"]},
+            "planner": {k: pl[k] for k in ("n_samples", "n_elites", "n_iters", "temperature", "latent_bound", "init_std")},
+            "env_id": p1["env_id"], "action_repeat": p1["action_repeat"], "env_steps": state["counters"]["env_steps"]}
+    comps = components_from_architecture(arch)
+    comps.model.load_state_dict(model_state)
+    comps.decoder.load_state_dict(dec_state)
+    return comps
+
+
+def resolve_components(checkpoint: str | Path | None, arch: dict[str, Any] | None) -> DCEMComponents:
+    """A policy's components: the checkpoint's (its weights too) while the file exists, else the sizes of ``arch``
+    with untrained weights (a saved SB3 zip then supplies the weights).
+
+    :raises CheckpointError: no architecture and the checkpoint cannot be loaded.
+    """
+    if checkpoint is not None and (Path(checkpoint).is_file() or arch is None):
+        return load_components(checkpoint)
+    if arch is None:
+        raise ValueError("no phase-2 checkpoint and no architecture to build the policy's components from")
+    return components_from_architecture(arch)
 
 
 def architecture(comps: DCEMComponents) -> dict[str, Any]:

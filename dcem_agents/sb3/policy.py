@@ -45,7 +45,7 @@ from dcem_agents.math.counter_noise import counter_normal
 from dcem_agents.planning.latent_mpc import LatentDCEMController
 from dcem_agents.planning.runtime import PlannerRuntime
 from dcem_agents.sb3.belief_env import SEED_RANGE
-from dcem_agents.sb3.components import architecture, components_from_architecture, load_components
+from dcem_agents.sb3.components import architecture, load_components, resolve_components
 
 __all__ = ["COMPONENTS", "EmbeddedDCEMPolicy"]
 
@@ -133,10 +133,7 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
     # ---------------------------------------------------------------- construction
     def _build(self, lr_schedule: Schedule) -> None:
         """Load the model-based components, build the value network and log std, freeze, and make the optimizer."""
-        if self.checkpoint is not None and (Path(self.checkpoint).is_file() or self.architecture is None):
-            comps = load_components(self.checkpoint)  # the starting weights (SB3's load then sets the zip's)
-        else:  # a saved zip, loaded without its checkpoint file: sizes from plain values, weights from the zip
-            comps = components_from_architecture(self.architecture)
+        comps = resolve_components(self.checkpoint, self.architecture)  # SB3's load then sets the zip's weights
         if self.observation_space.shape != (comps.model.belief_dim + 1,):
             raise ValueError(
                 f"observation shape {self.observation_space.shape} is not (belief_dim + 1,) = ({comps.model.belief_dim + 1},): "

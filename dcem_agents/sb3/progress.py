@@ -3,73 +3,48 @@ per run across interruptions."""
 
 from __future__ import annotations
 
-import csv
 import numbers
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter, Logger, TensorBoardOutputFormat, filter_excluded_keys
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
+
+from dcem_agents.training.metrics import CsvLog, summary_writer
 
 #: the column of SB3's log that counts timesteps (the step of every row)
 STEP_KEY = "time/total_timesteps"
 
 
 class ResumableCSVOutputFormat(KVWriter):
-    """SB3's ``progress.csv``, one file per run: a resumed run keeps the rows up to its checkpoint and drops later ones.
+    """SB3's ``progress.csv``, one file per run (:class:`~dcem_agents.training.metrics.CsvLog` on SB3's timesteps).
 
     :param path: the CSV file.
-    :param resume_step: the timesteps of the checkpoint a resumed run starts from; None: a fresh start (any earlier
-        file is discarded).
+    :param resume_step: the timesteps of the checkpoint a resumed run starts from; None: a fresh start.
     """
 
     def __init__(self, path: Path, resume_step: int | None = None) -> None:
-        self.path = Path(path)
-        self.keys: list[str] = []
-        self.rows: list[dict[str, Any]] = []
-        if resume_step is not None and self.path.exists():
-            with self.path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                self.keys = list(reader.fieldnames or [])
-                self.rows = [r for r in reader if not r.get(STEP_KEY) or float(r[STEP_KEY]) <= resume_step]
-        self._rewrite()
-
-    def _rewrite(self) -> None:
-        with self.path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.keys)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        self.log = CsvLog(path, STEP_KEY, resume_step)
 
     def write(self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0) -> None:
-        """Append one row (rewriting the file with a wider header when a new key appears)."""
-        row = {k: v for k, v in filter_excluded_keys(key_values, key_excluded, "csv").items()
-               if isinstance(v, (numbers.Number, str, np.generic)) or v is None}  # not videos, figures, ...
-        self.rows.append(row)
-        new = [k for k in row if k not in self.keys]
-        if new:
-            self.keys.extend(new)
-            self._rewrite()
-        else:
-            with self.path.open("a", newline="") as f:
-                csv.DictWriter(f, fieldnames=self.keys).writerow(row)
+        """Append one row of scalars and strings (SB3's videos, figures, ... are not CSV values)."""
+        self.log.append({k: v for k, v in filter_excluded_keys(key_values, key_excluded, "csv").items()
+                         if isinstance(v, (numbers.Number, str, np.generic)) or v is None})
 
     def close(self) -> None:
         """Nothing is held open between rows."""
 
 
 class ResumableTensorBoardOutputFormat(TensorBoardOutputFormat):
-    """SB3's TensorBoard output, purging the events after ``resume_step`` (None: a fresh start, old events removed)."""
+    """SB3's TensorBoard output on :func:`~dcem_agents.training.metrics.summary_writer` (events after ``resume_step``
+    purged; None: a fresh start)."""
 
     def __init__(self, folder: str | Path, resume_step: int | None = None) -> None:  # noqa: D107 - see the class
-        folder = Path(folder)
-        if resume_step is None and folder.exists():
-            shutil.rmtree(folder)
-        self.writer = SummaryWriter(log_dir=str(folder), purge_step=None if resume_step is None else resume_step + 1)
+        self.writer = summary_writer(folder, resume_step)
         self._is_closed = False
+
 
 __all__ = ["TqdmCallback", "make_sb3_logger"]
 

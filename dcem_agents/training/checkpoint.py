@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "latest_step_checkpoint", "load_checkpoint", "save_checkpoint",
-           "step_checkpoints"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "load_checkpoint", "save_checkpoint", "step_checkpoints"]
 
 CHECKPOINT_FORMAT = "dcem-agents/1"
 
@@ -80,9 +79,3 @@ def step_checkpoints(folder: Path, prefix: str) -> list[Path]:
     found = [(int(m.group(1)), p) for p in Path(folder).glob(f"{prefix}_*_steps.zip")
              if (m := re.fullmatch(rf"{re.escape(prefix)}_(\d+)_steps", p.stem))]
     return [p for _, p in sorted(found, reverse=True)]
-
-
-def latest_step_checkpoint(folder: Path, prefix: str) -> Path | None:
-    """The ``PREFIX_<steps>_steps.zip`` in ``folder`` with the most steps, or None."""
-    found = step_checkpoints(folder, prefix)
-    return found[0] if found else None

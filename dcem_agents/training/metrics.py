@@ -6,7 +6,8 @@ CSV is rewritten with a wider header when a new key appears (as SB3 does), so no
 Resuming keeps one log with no duplicates and no gaps: a logger opened with ``resume_step`` (the step of the checkpoint
 the run resumes from) drops the CSV rows written after it, and TensorBoard purges its events after it
 (``purge_step``); a logger opened without one (a fresh start, also after a kill before the first checkpoint)
-starts the log anew.
+starts the log anew. The CSV table (:class:`CsvLog`) and the TensorBoard writer (:func:`summary_writer`) serve SB3's
+logger too (:mod:`dcem_agents.sb3.progress`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,61 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLogger"]
+__all__ = ["CsvLog", "MetricsLogger", "summary_writer"]
+
+
+class CsvLog:
+    """A CSV table of rows, one file per run, that widens its header when a new key appears (as SB3 does).
+
+    :param path: the file.
+    :param step_key: the column that orders the rows.
+    :param resume_step: a resumed run keeps the rows up to this step and drops the later ones; None: a fresh start
+        (an earlier file, e.g. of an attempt killed before its first checkpoint, is discarded).
+    """
+
+    def __init__(self, path: str | Path, step_key: str, resume_step: int | None = None) -> None:
+        self.path, self.step_key = Path(path), step_key
+        self.keys: list[str] = []
+        self.rows: list[dict[str, Any]] = []
+        if self.path.exists():
+            if resume_step is None:
+                self.path.unlink()
+            else:
+                with self.path.open(newline="") as f:
+                    reader = csv.DictReader(f)
+                    self.keys = list(reader.fieldnames or [])
+                    self.rows = [r for r in reader if not r.get(step_key) or float(r[step_key]) <= resume_step]
+                self._rewrite()
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Write one row (the whole file again when it brings a new key)."""
+        self.rows.append(row)
+        new = [k for k in row if k not in self.keys]
+        if new or not self.path.exists():
+            self.keys.extend(new)
+            self._rewrite()
+        else:
+            with self.path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.keys).writerow(row)
+
+    def _rewrite(self) -> None:
+        with self.path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.keys)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+def summary_writer(folder: str | Path, resume_step: int | None = None):  # noqa: ANN201 - SummaryWriter, imported lazily
+    """A TensorBoard ``SummaryWriter`` on ``folder`` that purges the events after ``resume_step`` (None: a fresh start,
+    earlier events removed)."""
+    import shutil
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    folder = Path(folder)
+    if resume_step is None and folder.exists():
+        shutil.rmtree(folder)
+    return SummaryWriter(str(folder), purge_step=None if resume_step is None else resume_step + 1)
 
 
 class MetricsLogger:
@@ -31,29 +86,9 @@ class MetricsLogger:
     def __init__(self, run_dir: str | Path, tensorboard: bool = True, resume_step: int | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.csv_path = self.run_dir / "progress.csv"
+        self.csv = CsvLog(self.run_dir / "progress.csv", "step", resume_step)
         self._pending: dict[str, float] = {}
-        self._keys: list[str] = []
-        self._rows: list[dict[str, Any]] = []
-        if self.csv_path.exists():
-            if resume_step is None:  # a fresh start: what an earlier (killed) attempt logged is void
-                self.csv_path.unlink()
-            else:  # resuming: keep what earlier parts wrote up to the checkpoint
-                with self.csv_path.open(newline="") as f:
-                    reader = csv.DictReader(f)
-                    self._keys = list(reader.fieldnames or [])
-                    self._rows = list(reader)
-                self.drop_after(resume_step)
-        self._writer = None
-        if tensorboard:
-            import shutil
-
-            from torch.utils.tensorboard import SummaryWriter
-
-            if resume_step is None and (self.run_dir / "tb").exists():
-                shutil.rmtree(self.run_dir / "tb")
-            purge = None if resume_step is None else resume_step + 1
-            self._writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge)
+        self._writer = summary_writer(self.run_dir / "tb", resume_step) if tensorboard else None
 
     def record(self, key: str, value: float) -> None:
         """Stage ``value`` under ``key`` (e.g. ``"train/loss"``) for the next :meth:`dump`."""
@@ -61,15 +96,7 @@ class MetricsLogger:
 
     def dump(self, step: int) -> dict[str, float]:
         """Write the staged values as the row for ``step``; returns them."""
-        row = {"step": step, **self._pending}
-        new_keys = [k for k in row if k not in self._keys]
-        self._keys.extend(new_keys)
-        self._rows.append(row)
-        if new_keys or not self.csv_path.exists():
-            self._rewrite()
-        else:
-            with self.csv_path.open("a", newline="") as f:
-                csv.DictWriter(f, fieldnames=self._keys).writerow(row)
+        self.csv.append({"step": step, **self._pending})
         if self._writer is not None:
             for k, v in self._pending.items():
                 if math.isfinite(v):
@@ -77,19 +104,6 @@ class MetricsLogger:
             self._writer.flush()
         out, self._pending = self._pending, {}
         return out
-
-    def _rewrite(self) -> None:
-        with self.csv_path.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self._keys)
-            w.writeheader()
-            w.writerows(self._rows)
-
-    def drop_after(self, step: int) -> None:
-        """Forget rows logged after ``step`` (rows a killed run wrote after its last checkpoint), rewriting the CSV."""
-        kept = [r for r in self._rows if float(r.get("step", 0) or 0) <= step]
-        if len(kept) != len(self._rows):
-            self._rows = kept
-            self._rewrite()
 
     def close(self) -> None:
         """Flush and close the TensorBoard writer."""
