@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _single(args: argparse.Namespace) -> int:
     """The experiment's own evaluation of one checkpoint."""
-    from dcem_agents.experiments.compare_entries import is_sb3_zip
+    from dcem_agents.evaluation.entries import is_sb3_zip
 
     if args.checkpoint.is_file() and is_sb3_zip(args.checkpoint):
         print(f"evaluate.py: {args.checkpoint} is an SB3 model zip, not a checkpoint: evaluate it with "
@@ -90,12 +90,12 @@ def _single(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace, argv: list[str]) -> int:
-    """The comparison report of ``--entry`` ... (see :mod:`dcem_agents.experiments.compare`)."""
+    """The comparison report of ``--entry`` ... (see :mod:`dcem_agents.evaluation.compare`)."""
     if args.video:
         os.environ.setdefault("MUJOCO_GL", "egl")  # before MuJoCo is first imported
-    from dcem_agents.experiments.compare import DEFAULT_SEED, compare
-    from dcem_agents.experiments.compare_entries import parse_entry
-    from dcem_agents.experiments.compare_video import RenderError
+    from dcem_agents.evaluation.compare import DEFAULT_SEED, compare
+    from dcem_agents.evaluation.entries import parse_entry
+    from dcem_agents.evaluation.video import RenderError
     from dcem_agents.training.device import resolve_device
 
     out = args.out or Path("results/comparison")

@@ -2,6 +2,11 @@
 
 The preset's top-level key ``experiment`` selects the runner (see ``dcem_agents/experiments``). Every key is validated
 before anything runs; the resolved config is saved in the run folder ``<runs>/<experiment>-<name>-seed<seed>-<time>/``.
+
+Everything a run writes stays in its run folder. ``--publish`` also ships the finished run into the repository: the
+files the preset names (``results_json``, ``export_checkpoint``, ``export_progress``, ``export_zip``, ...; see
+:func:`dcem_agents.training.run_dir.publish_run`), which is how the README's reproduction commands update
+``results/`` and ``checkpoints/``. A finished run is published afterwards with ``--run-dir THAT_RUN --publish``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 from dcem_agents.config import ConfigError, apply_overrides, build, describe, load_yaml, to_dict
 from dcem_agents.experiments import EXPERIMENTS, get_experiment
 from dcem_agents.training import load_checkpoint, make_run_dir, save_resolved_config
+from dcem_agents.training.run_dir import publish_run, publish_targets
 from dcem_agents.training.planet import NonFiniteTrainingError
 from dcem_agents.training.rollout import NonFiniteEnvironmentError
 
@@ -24,7 +30,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "planet" / "cartp
 #: config keys a resumed run may change: how long it runs, how it is evaluated and where results go, the machine
 RESUME_SAFE_KEYS = frozenset({
     "train.total_env_steps", "total_timesteps", "env_steps", "num_threads", "device", "final_eval_episodes",
-    "final_eval_seed", "results_json", "export_checkpoint", "export_progress", "eval_episodes", "eval_seed",
+    "final_eval_seed", "results_json", "export_checkpoint", "export_progress", "export_zip", "results_path",
+    "figures_dir", "eval_episodes", "eval_seed",
     "eval_every", "train.eval_every", "train.eval_episodes", "train.stop_return", "train.checkpoint_every",
     "checkpoint_every", "planner.precision", "planner.compile", "policy.precision", "policy.compile",
 })
@@ -66,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="override one config key, e.g. --set seed=3 --set model.hidden=64 (repeatable)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent folder of run folders (default: runs)")
     parser.add_argument("--run-dir", type=Path, default=None, help="exact run folder (to resume a run, or for tests)")
+    parser.add_argument("--publish", action="store_true",
+                        help="when the run ends, write its results and checkpoint where the preset says (results/, "
+                             "checkpoints/); without it nothing outside the run folder changes")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
     parser.add_argument("--help-config", action="store_true", help="list every key of the preset's experiment and exit")
     args = parser.parse_args(argv)
@@ -120,6 +130,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train.py: {e}", file=sys.stderr)
         return 1
     print(json.dumps({"run_dir": str(run_dir), **(summary or {})}, indent=2, default=str))
+    log = logging.getLogger("train")
+    targets = publish_targets(cfg)
+    if args.publish:
+        written = publish_run(cfg, run_dir, summary or {})
+        log.info("published: %s", ", ".join(map(str, written)) or "nothing (the preset names no destination)")
+    elif targets:
+        log.info("results are in %s (summary.json and the checkpoint); to ship them to %s, run again with "
+                 "--run-dir %s --publish", run_dir, ", ".join(targets), run_dir)
+    else:
+        log.info("results are in %s", run_dir)
     return 0
 
 

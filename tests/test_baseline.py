@@ -11,8 +11,27 @@ from _scripts import run_script
 
 from dcem_agents.config import ConfigError, build
 from dcem_agents.experiments import baseline
-from dcem_agents.experiments.compare import compare, load_entries
-from dcem_agents.experiments.compare_entries import EntrySpec
+from dcem_agents.evaluation.compare import compare, load_entries
+from dcem_agents.evaluation.entries import EntrySpec
+
+
+def _episode_return(zip_path: Path, seed: int) -> tuple[float, int]:
+    """Return and length of one episode of the debug preset's environment (cartpole-swingup, action repeat 8) reset
+    with ``seed``, stepped by hand with the saved SAC model's deterministic actions."""
+    from stable_baselines3 import SAC
+
+    from dcem_agents.envs import make_env
+
+    model = SAC.load(zip_path, device="cpu")
+    env = make_env("dm_control/cartpole-swingup-v0", action_repeat=8)
+    obs, _ = env.reset(seed=seed)
+    total, steps, done = 0.0, 0, False
+    while not done:
+        action, _ = model.predict(obs, deterministic=True)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total, steps, done = total + reward, steps + 1, terminated or truncated
+    env.close()
+    return total, steps
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +46,17 @@ def test_trains_evaluates_and_checkpoints(baseline_run: Path) -> None:
     summary = json.loads((baseline_run / "summary.json").read_text())
     assert (summary["algorithm"], summary["agent_steps"], summary["env_steps"]) == ("SAC", 50, 400)
     assert summary["final_eval"]["episodes"] == 1 and len(summary["final_eval"]["returns"]) == 1
-    assert 0.0 <= summary["final_eval"]["return_mean"] <= 1000.0  # dm_control rewards are in [0, 1] per env step
+    # every evaluation re-run by hand: the saved weights of that moment, deterministic actions, the episode of seed
+    # eval_seed (1_000_000) stepped to its end, rewards summed (the final one: model.zip; at 200 and 400 env steps:
+    # the checkpoints written at the same agent steps, 25 and 50)
+    final, steps = _episode_return(baseline_run / "model.zip", 1_000_000)
+    assert steps == 125  # 1000 env steps at action repeat 8
+    assert summary["final_eval"]["return_mean"] == pytest.approx(final, abs=1e-3)
+    assert summary["final_eval"]["returns"] == [pytest.approx(final, abs=0.006)]  # stored to 2 decimals
+    at_200, _ = _episode_return(baseline_run / "sb3_checkpoints" / "sac_25_steps.zip", 1_000_000)
+    at_400, _ = _episode_return(baseline_run / "sb3_checkpoints" / "sac_50_steps.zip", 1_000_000)
+    assert summary["evaluations"] == [[200, pytest.approx(at_200, abs=1e-3)], [400, pytest.approx(at_400, abs=1e-3)]]
+    assert abs(at_200 - at_400) > 0.1  # training changed the policy: the two evaluations are told apart
     saved = sorted(p.name for p in (baseline_run / "sb3_checkpoints").iterdir())
     assert saved == ["sac_25_steps.zip", "sac_50_steps.zip", "sac_replay_buffer_25_steps.pkl",
                      "sac_replay_buffer_50_steps.pkl"]  # every 200 env steps = 25 agent steps

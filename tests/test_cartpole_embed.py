@@ -31,21 +31,25 @@ from dcem_agents.training.embed import EmbeddingTrainer
 # --------------------------------------------------------------------------------------------- dynamics
 
 
-def test_step_matches_hand_computed_euler_step() -> None:
-    # x=0.1, ẋ=-0.2, θ=0.3, θ̇=0.5, F=10; g=9.8, m_c=1, m_p=0.1, l=0.5, dt=0.05.
-    x, dx, th, dth, f = 0.1, -0.2, 0.3, 0.5, 10.0
+@pytest.mark.parametrize("state,force", [((0.1, -0.2, 0.3, 0.5), 10.0), ((-0.4, 1.5, 2.8, -6.0), -70.0),
+                                         ((0.0, 0.0, -1.2, 3.0), 0.0)])
+def test_step_solves_the_equations_of_motion(state: tuple[float, ...], force: float) -> None:
+    """The accelerations of one step against the Lagrangian of a cart (m_c = 1) carrying a uniform rod (m_p = 0.1,
+    half-length l = 0.5, θ = 0 upright, towards +x positive), solved as a linear system instead of the implementation's
+    eliminated closed form:
+
+        (m_c + m_p) ẍ + m_p l cos θ · θ̈ = F + m_p l θ̇² sin θ
+        cos θ · ẍ + (4/3) l θ̈         = g sin θ                  (g = 9.8)
+
+    then one explicit Euler step of dt = 0.05 (positions move with the old velocities)."""
+    x, dx, th, dth = state
+    m_c, m_p, l, g, dt = 1.0, 0.1, 0.5, 9.8, 0.05
     s, c = math.sin(th), math.cos(th)
-    a = (f + 0.1 * 0.5 * dth**2 * s) / 1.1
-    th_acc = (9.8 * s - c * a) / (0.5 * (4 / 3 - 0.1 * c**2 / 1.1))
-    x_acc = a - 0.1 * 0.5 * th_acc * c / 1.1
-    # the numbers, spelled out (computed by hand from the formulas above)
-    assert a == pytest.approx(9.094267, abs=1e-5)
-    assert th_acc == pytest.approx(-9.264485, abs=1e-5)
-    assert x_acc == pytest.approx(9.496572, abs=1e-5)
-    expected = [x + 0.05 * dx, dx + 0.05 * x_acc, th + 0.05 * dth, dth + 0.05 * th_acc]
-    expected = torch.tensor(expected, dtype=torch.float64)
-    state = torch.tensor([x, dx, th, dth], dtype=torch.float64)
-    out = cartpole_step(state, torch.tensor([f], dtype=torch.float64))
+    mass = torch.tensor([[m_c + m_p, m_p * l * c], [c, 4 / 3 * l]], dtype=torch.float64)
+    rhs = torch.tensor([force + m_p * l * dth**2 * s, g * s], dtype=torch.float64)
+    x_acc, th_acc = torch.linalg.solve(mass, rhs).tolist()
+    expected = torch.tensor([x + dt * dx, dx + dt * x_acc, th + dt * dth, dth + dt * th_acc], dtype=torch.float64)
+    out = cartpole_step(torch.tensor(state, dtype=torch.float64), torch.tensor([force], dtype=torch.float64))
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
 
 
@@ -155,11 +159,24 @@ def test_full_space_cem_improves_over_its_initial_guess() -> None:
     assert float(cost(plan.unsqueeze(1)).mean()) < float(cost(zero).mean())
 
 
-def test_cost_surface_shapes() -> None:
+def test_cost_surface_is_the_cost_of_each_decoded_grid_point() -> None:
+    """``values[b, i, j]`` is minus the return of the plan decoded at ``grid[i, j] = (z_1[j], z_2[i])``, rolled out
+    from state ``b`` one at a time; the grid spans ``[-latent_bound, latent_bound]²``."""
+    torch.manual_seed(0)
     dec = LatentActionDecoder(2, 20, 1, -100.0, 100.0, hidden_sizes=(8,))
-    _, cost = _problem(3)
-    grid, values = latent_cost_surface(cost, dec, 3, resolution=5)
+    x0, cost = _problem(3)
+    grid, values = latent_cost_surface(cost, dec, 3, latent_bound=2.0, resolution=5)
     assert grid.shape == (5, 5, 2) and values.shape == (3, 5, 5)
+    axis = [-2.0, -1.0, 0.0, 1.0, 2.0]
+    with torch.no_grad():
+        for i in range(5):
+            for j in range(5):
+                assert grid[i, j].tolist() == pytest.approx([axis[j], axis[i]], abs=1e-6)
+                plan = dec(torch.tensor([axis[j], axis[i]]))  # (20, 1)
+                for b in range(3):
+                    _, rewards = cartpole_rollout(x0[b], plan)
+                    assert float(values[b, i, j]) == pytest.approx(-float(rewards.sum()), abs=1e-4), (b, i, j)
+    assert values.std() > 1.0  # the surface is not flat: the points are told apart
 
 
 # --------------------------------------------------------------------------------------------- alg. 2
@@ -200,17 +217,46 @@ def test_train_and_evaluate_smoke(tmp_path: Path) -> None:
         "n_elites": 4, "n_iters": 2, "n_val_states": 4, "val_interval": 2, "expert_samples": 40, "full_iters": 2,
     })
     summary = train(cfg, tmp_path / "run")
-    assert (tmp_path / "run" / "progress.csv").exists() and (tmp_path / "run" / "tb").is_dir()
+    assert (tmp_path / "run" / "tb").is_dir()
+    # validation at step 0, every val_interval = 2 steps and at the last step 3; the summary is read off that log
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "run" / "progress.csv").open()))
+    assert [r["step"] for r in rows] == ["0", "1", "2", "3"]
+    val = {int(r["step"]): float(r["val/cost"]) for r in rows if r["val/cost"]}
+    assert sorted(val) == [0, 2, 3]
+    assert summary["final_val_cost"] == pytest.approx(val[3], rel=1e-6)
+    assert summary["best_val_cost"] == pytest.approx(min(val.values()), rel=1e-6)
     ckpt = load_checkpoint(summary["checkpoint"], "cartpole_embed")
     assert ckpt["config"]["n_steps"] == 3
+    assert ckpt["best_step"] == summary["best_step"] == min(val, key=val.get)
     out = tmp_path / "results" / "cartpole_embed.json"
     result = evaluate(ckpt, EvalOptions(episodes=2, seed=0, out=out, device="cpu"))
     saved = json.loads(out.read_text())
     assert set(saved["controllers"]) == {"latent_dcem", "latent_cem", "full_cem_100", "full_cem_1000"}
-    expert = saved["controllers"]["full_cem_1000"]
-    assert expert["improvement_factor"] == 1.0 and expert["samples_per_iter"] == 40
+    # what the settings imply: samples per iteration, iterations and transitions per plan (horizon 20)
+    implied = {"latent_dcem": (20, 2), "latent_cem": (20, 2), "full_cem_100": (100, 2), "full_cem_1000": (40, 2)}
+    for name, (samples, iters) in implied.items():
+        c = saved["controllers"][name]
+        assert (c["samples_per_iter"], c["iters"], c["transitions_per_plan"]) == (samples, iters, samples * iters * 20)
+        assert c["ms_per_plan"] > 0
+    # each improvement factor from the listed means: 1 + (R - R_expert) / |R_expert|
+    expert_mean = saved["controllers"]["full_cem_1000"]["mean_return"]
     for c in saved["controllers"].values():
-        assert {"mean_return", "improvement_factor", "samples_per_iter", "ms_per_plan"} <= set(c)
+        assert c["improvement_factor"] == pytest.approx(1 + (c["mean_return"] - expert_mean) / abs(expert_mean))
+    # the latent DCEM mean return re-run by hand: the held-out states of seed 0, one plan each (generator seeded by
+    # the state's index), scored by rolling the plan out step by step
+    from dcem_agents.experiments.cartpole_embed import TEST_SEED_OFFSET, load_decoder
+
+    decoder = load_decoder(ckpt)
+    states = sample_initial_states(2, torch.Generator().manual_seed(TEST_SEED_OFFSET))
+    by_hand = []
+    with torch.no_grad():
+        for i in range(2):
+            plan = latent_plan(make_cost(states[i : i + 1]), decoder, 1, generator=torch.Generator().manual_seed(i),
+                               **build(Config, ckpt["config"]).latent_settings().as_kwargs())
+            by_hand.append(float(cartpole_rollout(states[i], plan.actions[0])[1].sum()))
+    assert saved["controllers"]["latent_dcem"]["mean_return"] == pytest.approx(sum(by_hand) / 2, rel=1e-5, abs=1e-4)
     assert "| latent_dcem |" in result["table"]
     assert all(Path(f).exists() for f in saved["figures"])
     again = evaluate(ckpt, EvalOptions(controller="latent_dcem", episodes=2, seed=0, out=tmp_path / "b.json"))

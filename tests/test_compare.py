@@ -13,9 +13,9 @@ import pytest
 import torch
 from _scripts import run_script
 
-from dcem_agents.experiments import compare as compare_mod
-from dcem_agents.experiments.compare_entries import Entry, EntryError, EntrySpec, load_entry, parse_entry
-from dcem_agents.experiments.compare_report import bootstrap_ci, interquartile_mean, paired_differences, summarize
+from dcem_agents.evaluation import compare as compare_mod
+from dcem_agents.evaluation.entries import Entry, EntryError, EntrySpec, load_entry, parse_entry
+from dcem_agents.evaluation.stats import bootstrap_ci, interquartile_mean, paired_differences, summarize
 from dcem_agents.training import save_checkpoint
 
 

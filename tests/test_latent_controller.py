@@ -68,8 +68,21 @@ def test_same_noise_same_plan_and_controllers_swap() -> None:
     model, latent = _agent()
     belief = model.initial(torch.randn(4, 5, generator=torch.Generator().manual_seed(6)))
     noise = latent.draw_noise(4, torch.Generator().manual_seed(7))
-    torch.testing.assert_close(latent.plan(belief, noise=noise).actions, latent.plan(belief, noise=noise).actions,
-                               atol=0, rtol=0)
+    replayed = latent.plan(belief, noise=noise)
+    # pre-drawn noise replays exactly the plan that the same generator gives (what PPO's update relies on) ...
+    drawn = latent.plan(belief, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(replayed.actions, drawn.actions, atol=0, rtol=0)
+    # ... the plan really depends on that noise (so the equality above is not trivially met) ...
+    other = latent.plan(belief, noise=latent.draw_noise(4, torch.Generator().manual_seed(70)))
+    assert (other.actions - replayed.actions).abs().amax() > 1e-4
+    # ... it is the decoded latent mean, inside the latent box, and each row is planned on its own
+    torch.testing.assert_close(replayed.actions, latent.decoder(replayed.latent), atol=0, rtol=0)
+    assert replayed.latent.abs().amax() <= latent.settings.latent_bound
+    row = latent.plan(belief[2:3], noise=noise[:, 2:3])
+    torch.testing.assert_close(row.actions, replayed.actions[2:3], atol=1e-6, rtol=0)
+    # act() executes the first action of that plan
+    latent.reset(4)
+    torch.testing.assert_close(latent.act(belief, torch.Generator().manual_seed(7)), drawn.actions[:, 0], atol=0, rtol=0)
     cem = CEMController(model, torch.tensor([-1.0]), torch.tensor([1.0]), horizon=4, n_samples=16, n_elites=4, n_iters=2)
     for ctrl in (latent, cem):
         assert isinstance(ctrl, Controller)

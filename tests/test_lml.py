@@ -70,15 +70,44 @@ def test_gradcheck_float64(k: int, tau: float) -> None:
     assert torch.autograd.gradcheck(lambda t: lml(t, k, tau), (x,), eps=1e-6, atol=1e-6)
 
 
-def test_backward_matches_closed_form() -> None:
-    """The custom backward equals the formula of the implicit function theorem (no unrolling)."""
-    x = torch.randn(5, 20, generator=_gen(5), dtype=torch.float64, requires_grad=True)
-    g = torch.randn(5, 20, generator=_gen(6), dtype=torch.float64)
-    y = lml(x, 6, 0.7)
-    (grad,) = torch.autograd.grad(y, x, g)
-    h = y.detach() * (1 - y.detach())
-    d_nu = (h * g).sum(-1, keepdim=True) / h.sum(-1, keepdim=True)
-    torch.testing.assert_close(grad, h * (g - d_nu) / 0.7)
+def _reference_lml(x: torch.Tensor, k: int, tau: float) -> torch.Tensor:
+    """An independent LML: ``y = σ((x + ν)/τ)`` with ``ν`` found by plain bisection on ``Σy = k`` (float64, rows of x).
+
+    The bracket holds the root by construction: at ``ν = -max(x) - 60τ`` every entry is below e^-60 (Σy < k), at
+    ``ν = -min(x) + 60τ`` every entry is above 1 - e^-60 (Σy > k for k < n). 200 halvings reach float64 resolution."""
+    x = x.to(torch.float64)
+    lo = -x.amax(-1, keepdim=True) - 60 * tau
+    hi = -x.amin(-1, keepdim=True) + 60 * tau
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        below = torch.sigmoid((x + mid) / tau).sum(-1, keepdim=True) < k
+        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+    return torch.sigmoid((x + 0.5 * (lo + hi)) / tau)
+
+
+@pytest.mark.parametrize("k,tau,scale", [(6, 0.7, 1.0), (2, 0.3, 3.0), (15, 2.0, 1.0)])
+def test_backward_matches_finite_differences_of_a_bisection_reference(k: int, tau: float, scale: float) -> None:
+    """The custom backward (implicit differentiation) against the Jacobian of an independent solver, by central
+    differences: a sign or scale error in the backward, or a wrong ν, shows here (the reference shares no code)."""
+    n, eps = 20, 1e-5
+    x = torch.randn(5, n, generator=_gen(5), dtype=torch.float64) * scale
+    g = torch.randn(5, n, generator=_gen(6), dtype=torch.float64)
+    # the forward pass agrees with the reference
+    torch.testing.assert_close(lml(x, k, tau), _reference_lml(x, k, tau), atol=1e-12, rtol=0)
+    # reference Jacobian J[b, i, j] = dy_i / dx_j by central differences, all perturbations in one batch
+    step = eps * torch.eye(n, dtype=torch.float64)  # (j, n)
+    up = _reference_lml(x[:, None, :] + step, k, tau)  # (5, j, n)
+    down = _reference_lml(x[:, None, :] - step, k, tau)
+    jac = ((up - down) / (2 * eps)).transpose(1, 2)  # (5, i, j)
+    xr = x.clone().requires_grad_()
+    y = lml(xr, k, tau)
+    (grad,) = torch.autograd.grad(y, xr, g, retain_graph=True)
+    torch.testing.assert_close(grad, torch.einsum("bij,bi->bj", jac, g), atol=1e-8, rtol=1e-6)
+    # and the whole Jacobian, one basis vector at a time
+    rows = torch.stack([torch.autograd.grad(y, xr, torch.eye(n, dtype=torch.float64)[i].expand(5, n),
+                                            retain_graph=True)[0] for i in range(n)], 1)  # (5, i, j)
+    torch.testing.assert_close(rows, jac, atol=1e-8, rtol=1e-6)
+    assert jac.abs().max() > 1e-2  # the comparison is not between two zeros
 
 
 def test_low_temperature_approaches_hard_top_k() -> None:

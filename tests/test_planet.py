@@ -17,6 +17,7 @@ import torch
 
 from dcem_agents.config import ConfigError, apply_overrides, build, load_yaml
 from dcem_agents.experiments import EvalOptions
+from dcem_agents.training.replay_store import inline_replay
 from dcem_agents.experiments.planet import CHECKPOINT_NAME, Config, build_agent, evaluate
 from dcem_agents.training import load_checkpoint, save_checkpoint
 from dcem_agents.training.planet import PlanetTrainer
@@ -126,8 +127,10 @@ def test_stop_return_ends_the_run_and_a_resume_does_not_continue() -> None:
 # ---------------------------------------------------------------- scripts
 def test_debug_preset_trains_resumes_and_evaluates(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    out = _run("train.py", "--config", str(DEBUG), "--run-dir", str(run_dir))
+    ship = ["--set", f"results_json={tmp_path / 'pub' / 'r.json'}", "--set", f"export_checkpoint={tmp_path / 'pub' / 'c.pt'}"]
+    out = _run("train.py", "--config", str(DEBUG), "--run-dir", str(run_dir), *ship)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert not (tmp_path / "pub").exists() and "--publish" in out.stderr  # nothing leaves the run folder unasked
     summary = json.loads(out.stdout)
     assert summary["env_steps"] == 3000 and summary["episodes"] == 3 and summary["updates"] == 2
     for key in ("checkpoint", "eval_return_mean", "eval_return_std", "wall_time_s", "ms_per_plan"):
@@ -138,9 +141,16 @@ def test_debug_preset_trains_resumes_and_evaluates(tmp_path: Path) -> None:
     assert rows[-1]["train/obs_nll"] and rows[-1]["eval/return_mean"]  # one collect-and-update cycle, evaluated
     # resume: the same command on the same folder picks the checkpoint up and goes on from 3000 steps
     out = _run("train.py", "--config", str(DEBUG), "--run-dir", str(run_dir), "--set", "train.total_env_steps=4000",
-               "--set", "final_eval_episodes=0")
+               "--set", "final_eval_episodes=0", *ship, "--publish")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resumed from" in out.stderr and json.loads(out.stdout)["episodes"] == 4
+    shipped = json.loads((tmp_path / "pub" / "r.json").read_text())  # --publish: the summary and the checkpoint
+    assert shipped["episodes"] == 4 and shipped["checkpoint"] == str(tmp_path / "pub" / "c.pt")
+    run_ckpt, published = load_checkpoint(run_dir / CHECKPOINT_NAME), load_checkpoint(tmp_path / "pub" / "c.pt")
+    assert "segments" in run_ckpt["trainer"]["replay"]  # the run's replay lives in replay/ beside its checkpoint
+    assert published["trainer"]["replay"]["lengths"].tolist() == [125] * 4  # the published copy is self-contained
+    for k, v in run_ckpt["trainer"]["model"].items():
+        assert torch.equal(published["trainer"]["model"][k], v)
     rows = list(csv.DictReader((run_dir / "progress.csv").open()))
     assert [int(float(r["step"])) for r in rows] == [1000, 2000, 3000, 4000]
     # evaluate.py reads everything from the checkpoint
@@ -177,8 +187,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert _run("train.py", *args, "--run-dir", str(killed)).returncode == 0
-    a = load_checkpoint(straight / CHECKPOINT_NAME)["trainer"]
-    b = load_checkpoint(killed / CHECKPOINT_NAME)["trainer"]
+    a = inline_replay(load_checkpoint(straight / CHECKPOINT_NAME), straight / CHECKPOINT_NAME)["trainer"]
+    b = inline_replay(load_checkpoint(killed / CHECKPOINT_NAME), killed / CHECKPOINT_NAME)["trainer"]
     assert a["counters"]["episodes"] == b["counters"]["episodes"] == 6
     for key, value in a["replay"].items():
         np.testing.assert_array_equal(value, b["replay"][key], err_msg=key)

@@ -12,6 +12,7 @@ import torch
 from dcem_agents.config import build, load_yaml
 from dcem_agents.experiments import EvalOptions
 from dcem_agents.experiments.regression import Config, evaluate, train
+from dcem_agents.training.run_dir import publish_run
 from dcem_agents.models.energy import EnergyNet
 from dcem_agents.models.energy_predictors import DCEMPredictor, UnrolledGDPredictor
 from dcem_agents.training import load_checkpoint
@@ -110,6 +111,10 @@ def test_train_end_to_end_tiny(tmp_path: Path) -> None:
                          "figures_dir": str(tmp_path / "res")})
     run_dir = tmp_path / "run"
     summary = train(cfg, run_dir)
+    assert not (tmp_path / "res").exists()  # a run writes into its run folder only
+    published = publish_run(cfg, run_dir, summary)  # train.py --publish
+    assert sorted(p.name for p in published) == ["regression.json"] + [f"regression_{n}.png" for n in
+                                                                        ("ablation", "energy", "loss", "predictions")]
     results = json.loads((tmp_path / "res" / "regression.json").read_text())
     assert results == json.loads((run_dir / "regression.json").read_text())
     for key in ("config", "seeds", "final_train_mse", "loss_curves", "ablation", "wall_time_s", "figures"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from dcem_agents.training.replay import EpisodeReplay
@@ -85,3 +86,96 @@ def test_state_dict_round_trip_is_exact() -> None:
         np.testing.assert_array_equal(x, y)
     with pytest.raises(ValueError, match="obs/action dims"):
         EpisodeReplay(4, 2).load_state_dict(replay.state_dict())
+
+
+# ---------------------------------------------------------------- incremental checkpoints (replay_store)
+def _same(a: EpisodeReplay, b: EpisodeReplay) -> None:
+    assert (len(a), a.total_episodes, a.capacity) == (len(b), b.total_episodes, b.capacity)
+    for i in range(len(a)):
+        for x, y in zip(a.episode(i), b.episode(i)):
+            np.testing.assert_array_equal(x, y)
+    assert [a._terminated[i] for i in range(len(a))] == [b._terminated[i] for i in range(len(b))]
+
+
+def _reloaded(folder, manifest) -> EpisodeReplay:
+    """The buffer a fresh process rebuilds from ``manifest`` and the segments in ``folder``."""
+    from dcem_agents.training.replay_store import ReplayStore
+
+    replay = EpisodeReplay(3, 2)
+    ReplayStore(folder).load(manifest, replay)
+    return replay
+
+
+def test_store_writes_each_episode_once_and_restores_exactly(tmp_path) -> None:
+    from dcem_agents.training.replay_store import ReplayStore
+
+    replay = _filled([20, 30])
+    store = ReplayStore(tmp_path / "replay")
+    first = store.save(replay)
+    assert first["segments"] == [[0, 2, "00000000-00000002.pt"]]
+    replay.add_episode(*_episode(2, 25), terminated=True)
+    second = store.save(replay)
+    assert second["segments"] == [[0, 2, "00000000-00000002.pt"], [2, 3, "00000002-00000003.pt"]]
+    # the new segment holds the new episode only: the write does not grow with the buffer
+    new = torch.load(tmp_path / "replay" / "00000002-00000003.pt", weights_only=True)
+    assert new["lengths"].tolist() == [25] and new["terminated"].tolist() == [True]
+    assert store.save(replay)["segments"] == second["segments"]  # nothing new: nothing written
+    restored = _reloaded(tmp_path / "replay", second)
+    _same(replay, restored)
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    for x, y in zip(replay.sample(8, 10, rng_a), restored.sample(8, 10, rng_b)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_store_drops_evicted_segments_after_the_checkpoint(tmp_path) -> None:
+    from dcem_agents.training.replay_store import ReplayStore
+
+    replay = _filled([20, 20], capacity=50)
+    store = ReplayStore(tmp_path / "replay")
+    store.prune(store.save(replay))
+    for i in (2, 3):
+        replay.add_episode(*_episode(i, 20))  # capacity 50: the oldest episodes go
+        manifest = store.save(replay)
+        if i == 3:  # episodes 0 and 1 are gone: their segment is no longer listed, but stays until pruned
+            listed = {n for *_, n in manifest["segments"]}
+            assert "00000000-00000002.pt" not in listed and (tmp_path / "replay" / "00000000-00000002.pt").exists()
+        store.prune(manifest)
+        assert sorted(p.name for p in (tmp_path / "replay").iterdir()) == sorted(n for *_, n in manifest["segments"])
+    assert manifest["first_kept"] == 2 and [s[:2] for s in manifest["segments"]] == [[2, 3], [3, 4]]
+    _same(replay, _reloaded(tmp_path / "replay", manifest))
+
+
+def test_store_survives_a_kill_between_segment_and_checkpoint(tmp_path) -> None:
+    """A segment written after the last checkpoint is rewritten (same name) when the resumed run gets there."""
+    from dcem_agents.training.replay_store import ReplayStore
+
+    replay = _filled([20, 30])
+    store = ReplayStore(tmp_path / "replay")
+    saved = store.save(replay)  # the checkpoint on disk holds this manifest
+    replay.add_episode(*_episode(2, 25))
+    store.save(replay)  # ... then the process dies before the checkpoint with episode 2 is written
+    resumed = EpisodeReplay(3, 2)
+    store2 = ReplayStore(tmp_path / "replay")
+    store2.load(saved, resumed)
+    assert len(resumed) == 2
+    resumed.add_episode(*_episode(2, 25))
+    manifest = store2.save(resumed)
+    store2.prune(manifest)
+    _same(replay, _reloaded(tmp_path / "replay", manifest))
+
+
+def test_missing_segment_and_inline_copy(tmp_path) -> None:
+    from dcem_agents.training import load_checkpoint, save_checkpoint
+    from dcem_agents.training.replay_store import ReplayStore, inline_replay
+
+    replay = _filled([20, 30])
+    store = ReplayStore(tmp_path / "replay")
+    manifest = store.save(replay)
+    save_checkpoint(tmp_path / "checkpoint.pt", "planet", {}, {"trainer": {"replay": manifest, "counters": {}}})
+    full = inline_replay(load_checkpoint(tmp_path / "checkpoint.pt"), tmp_path / "checkpoint.pt")
+    restored = EpisodeReplay(3, 2)
+    restored.load_state_dict(full["trainer"]["replay"])
+    _same(replay, restored)
+    (tmp_path / "replay" / manifest["segments"][0][2]).unlink()
+    with pytest.raises(FileNotFoundError, match="keep the replay/ folder next to the checkpoint"):
+        ReplayStore(tmp_path / "replay").load(manifest, EpisodeReplay(3, 2))

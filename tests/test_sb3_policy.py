@@ -122,12 +122,42 @@ def test_save_load_round_trip(phase2_checkpoint: Path, tmp_path: Path) -> None:
         assert k == k2 and torch.equal(v, v2)
 
 
+class _Record(VecEnvWrapper):
+    """Keeps the rewards, dones and infos the wrapped env returns at every step (the terminal-observation entries
+    copied before SB3 can touch them)."""
+
+    def __init__(self, venv) -> None:  # noqa: ANN001
+        super().__init__(venv)
+        self.rewards: list[np.ndarray] = []
+        self.dones: list[np.ndarray] = []
+        self.infos: list[list[dict]] = []
+
+    def reset(self) -> np.ndarray:
+        return self.venv.reset()
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        self.rewards.append(np.array(rewards, np.float64))
+        self.dones.append(np.array(dones))
+        self.infos.append([{k: np.array(v, copy=True) if isinstance(v, np.ndarray) else v for k, v in info.items()}
+                           for info in infos])
+        return obs, rewards, dones, infos
+
+
 def test_evaluate_policy_on_two_envs_with_vecnormalize(phase2_checkpoint: Path) -> None:
     env = VecNormalize(make_belief_vec_env(phase2_checkpoint, n_envs=2, seed=3), norm_obs=False, norm_reward=True)
     model = PPO(EmbeddedDCEMPolicy, env, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu",
                 policy_kwargs=dict(checkpoint=str(phase2_checkpoint)))
-    mean, std = evaluate_policy(model, make_belief_vec_env(phase2_checkpoint, n_envs=2, seed=7), n_eval_episodes=2)
-    assert np.isfinite(mean) and mean > 0  # cartpole-swingup rewards are in [0, 1] per step
+    recorder = _Record(make_belief_vec_env(phase2_checkpoint, n_envs=2, seed=7))
+    mean, std = evaluate_policy(model, recorder, n_eval_episodes=2)
+    # one whole episode per environment (1000 env steps at action repeat 8), scored in environment reward units:
+    # evaluate_policy's statistics (from the monitor's episode records) equal the sums of the rewards the policy's
+    # environment handed out step by step, not the normalized rewards of the training env
+    rewards, dones = np.array(recorder.rewards), np.array(recorder.dones)  # (steps, 2)
+    assert [int(np.flatnonzero(dones[:, i])[0]) for i in range(2)] == [124, 124]
+    returns = rewards[:125].sum(0)
+    assert mean == pytest.approx(returns.mean(), abs=1e-3) and std == pytest.approx(returns.std(), abs=1e-3)
+    assert returns.min() > 1.0  # a real episode's reward, not an all-zero stream
 
 
 class _RawInfos(VecEnvWrapper):
@@ -166,13 +196,47 @@ def test_terminal_observation_is_the_filtered_belief(phase2_checkpoint: Path) ->
     np.testing.assert_allclose(obs[:, :-1], fresh.numpy(), rtol=1e-5, atol=1e-5)
 
 
+class _BufferProbe(BaseCallback):
+    """At the end of the rollout, before the update: the buffer's rewards and episode starts, and the value that the
+    collecting policy gives the terminal observation of the first episode that ``recorder`` saw end."""
+
+    def __init__(self, recorder: _Record) -> None:
+        super().__init__()
+        self.recorder = recorder
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        buf = self.model.rollout_buffer
+        self.rewards = buf.rewards[:, 0].astype(np.float64).copy()
+        self.episode_starts = buf.episode_starts[:, 0].copy()
+        end = next(t for t, done in enumerate(self.recorder.dones) if done[0])
+        obs = torch.as_tensor(self.recorder.infos[end][0]["terminal_observation"][None], dtype=torch.float32)
+        with torch.no_grad():
+            self.terminal_value = float(self.model.policy.predict_values(obs)[0, 0])
+
+
 def test_ppo_rollout_across_an_episode_end(phase2_checkpoint: Path) -> None:
     """A rollout longer than an episode (125 agent steps) collects and updates (truncation bootstrap included)."""
-    env = make_belief_vec_env(phase2_checkpoint, n_envs=1, seed=0)
+    env = _Record(make_belief_vec_env(phase2_checkpoint, n_envs=1, seed=0))
     model = PPO(EmbeddedDCEMPolicy, env, n_steps=130, batch_size=65, n_epochs=1, seed=0, device="cpu",
                 policy_kwargs=dict(checkpoint=str(phase2_checkpoint)))
-    model.learn(130)
+    probe = _BufferProbe(env)
+    model.learn(130, callback=probe)
     assert model.num_timesteps == 130 and model._n_updates == 1
+    # the time limit truncates the episode after 125 steps; PPO must bootstrap that step's reward with the value of
+    # the final belief (reward + γ V(terminal observation)) and leave every other reward as the env gave it
+    dones = np.array(env.dones)[:, 0]
+    assert np.flatnonzero(dones).tolist() == [124]
+    info = env.infos[124][0]
+    assert info.get("TimeLimit.truncated") and info["terminal_observation"].shape == env.observation_space.shape
+    raw = np.array(env.rewards)[:, 0]
+    expected = raw.copy()
+    expected[124] += model.gamma * probe.terminal_value
+    np.testing.assert_allclose(probe.rewards, expected, rtol=0, atol=1e-4)
+    assert abs(expected[124] - raw[124]) > 1e-3  # the bootstrap term is there to be seen
+    assert probe.episode_starts.tolist() == [1.0] + [0.0] * 124 + [1.0] + [0.0] * 4
 
 
 def test_ppo_updates_change_only_trained_components(phase2_checkpoint: Path) -> None:

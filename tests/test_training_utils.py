@@ -52,12 +52,27 @@ def test_metrics_logger_widens_header_and_resumes(tmp_path: Path) -> None:
     assert [(r["step"], r["a"]) for r in rows] == [("1", "7.0")]
 
 
+def _tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series of the event files in ``folder``, read back with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
 def test_metrics_logger_writes_tensorboard(tmp_path: Path) -> None:
     log = MetricsLogger(tmp_path)
     log.record("loss", 0.5)
+    log.record("val/cost", float("nan"))  # not finite: in the CSV, not in TensorBoard
     log.dump(0)
+    log.record("loss", 0.25)
+    log.record("val/cost", -3.0)
+    log.dump(7)
     log.close()
-    assert any((tmp_path / "tb").iterdir())
+    assert _tensorboard_scalars(tmp_path / "tb") == {"loss": [(0, 0.5), (7, 0.25)], "val/cost": [(7, -3.0)]}
+    rows = list(csv.DictReader((tmp_path / "progress.csv").open()))
+    assert [(r["step"], r["loss"], r["val/cost"]) for r in rows] == [("0", "0.5", "nan"), ("7", "0.25", "-3.0")]
 
 
 def test_run_dirs_are_unique(tmp_path: Path) -> None:
@@ -77,17 +92,30 @@ def test_step_checkpoints_order_by_steps(tmp_path: Path) -> None:
     assert step_checkpoints(tmp_path, "ppo") == [tmp_path / "ppo_500_steps.zip"]
 
 
-def test_publish_copies_and_writes_results(tmp_path: Path) -> None:
+def test_publish_run_copies_what_the_config_names(tmp_path: Path) -> None:
     import json
+    from types import SimpleNamespace
 
-    from dcem_agents.training.run_dir import publish
+    from dcem_agents.training.run_dir import publish_run, publish_targets
 
-    src = tmp_path / "run" / "checkpoint.pt"
-    src.parent.mkdir()
-    src.write_bytes(b"weights")
-    publish({"return": 1.5}, tmp_path / "results" / "r.json",
-            [(src, tmp_path / "ship" / "c.pt"), (tmp_path / "run" / "absent.csv", None)])  # no destination: skipped
-    assert (tmp_path / "ship" / "c.pt").read_bytes() == b"weights"
-    assert json.loads((tmp_path / "results" / "r.json").read_text()) == {"return": 1.5}
-    publish({}, None, [(src, tmp_path / "only" / "c.pt")])  # copies without a results file
-    assert (tmp_path / "only" / "c.pt").exists() and not (tmp_path / "only" / "r.json").exists()
+    from dcem_agents.training import load_checkpoint, save_checkpoint
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_checkpoint(run / "checkpoint.pt", "planet", {"seed": 0}, {"weights": torch.arange(3)})
+    (run / "progress.csv").write_text("step,a\n1,2\n")
+    (run / "fig.png").write_bytes(b"png")
+    cfg = SimpleNamespace(results_json=str(tmp_path / "results" / "r.json"), export_checkpoint=str(tmp_path / "ship" / "c.pt"),
+                          export_progress=None, figures_dir=str(tmp_path / "figs"))
+    written = publish_run(cfg, run, {"checkpoint": str(run / "checkpoint.pt"), "return": 1.5})
+    assert sorted(written) == sorted([tmp_path / "ship" / "c.pt", tmp_path / "figs" / "fig.png", tmp_path / "results" / "r.json"])
+    shipped = load_checkpoint(tmp_path / "ship" / "c.pt", "planet")
+    assert shipped["config"] == {"seed": 0} and torch.equal(shipped["weights"], torch.arange(3))
+    assert (tmp_path / "figs" / "fig.png").read_bytes() == b"png"
+    # the shipped summary points at the shipped checkpoint, not at the run folder
+    assert json.loads((tmp_path / "results" / "r.json").read_text()) == {"checkpoint": str(tmp_path / "ship" / "c.pt"),
+                                                                          "return": 1.5}
+    assert publish_targets(cfg) == [cfg.export_checkpoint, cfg.figures_dir, cfg.results_json]
+    assert publish_run(SimpleNamespace(), run, {"return": 1.0}) == [] and publish_targets(SimpleNamespace()) == []
+    with pytest.raises(FileNotFoundError):  # a destination whose run-folder file is missing
+        publish_run(SimpleNamespace(export_zip=str(tmp_path / "m.zip")), run, {})

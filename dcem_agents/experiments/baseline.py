@@ -18,16 +18,16 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 
 from dcem_agents.config import field, to_dict
-from dcem_agents.envs import make_env
-from dcem_agents.sb3.checkpoints import AtomicCheckpointCallback, load_latest
-from dcem_agents.training.device import resolve_device
-from dcem_agents.training.run_dir import publish
+from dcem_agents.envs import make_env, make_replayable_env
+from dcem_agents.sb3.checkpoints import AtomicCheckpointCallback, load_latest, resume_exactly
+from dcem_agents.training.device import setup_torch
+from dcem_agents.evaluation.harness import evaluate_controller
 
 __all__ = ["ALGORITHMS", "Config", "ENV_ATTRIBUTE", "train"]
 
@@ -70,8 +70,8 @@ class Config:
     eval_episodes: int = field(10, help="episodes per evaluation (deterministic actions)")
     eval_seed: int = field(1_000_000, help="seed of the evaluation environment")
     checkpoint_every: int = field(10_000, help="save an SB3 checkpoint every this many environment steps")
-    export_zip: str | None = field(None, help="copy the final model.zip here (e.g. checkpoints/<name>.zip)")
-    results_json: str | None = field(None, help="also write the summary here")
+    export_zip: str | None = field(None, help="with train.py --publish: copy the run\'s model.zip here (e.g. checkpoints/<name>.zip)")
+    results_json: str | None = field(None, help="with train.py --publish: write the summary here (e.g. results/<name>.json)")
 
     def __post_init__(self) -> None:
         for name in ("action_repeat", "env_steps", "checkpoint_every", "eval_episodes"):
@@ -93,54 +93,75 @@ class Config:
         return self.env_steps // self.action_repeat
 
 
-def _callbacks(cfg: Config, run_dir: Path, eval_env: Any, summary: dict[str, Any]) -> list[Any]:
-    from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+def _evaluate(cfg: Config, policy: Any, label: str | None) -> dict[str, Any]:
+    """Deterministic actions of ``policy`` on ``eval_episodes`` episodes with seeds ``eval_seed, eval_seed + 1, ...``."""
+    from dcem_agents.sb3.controllers import ObservationPolicyController
+
+    seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
+    run = evaluate_controller(lambda: make_env(cfg.env_id, action_repeat=cfg.action_repeat), None,
+                              ObservationPolicyController(policy), seeds, generator=None, label=label)
+    return {"seed": cfg.eval_seed} | run.summary(decimals=2)
+
+
+def _callbacks(cfg: Config, run_dir: Path, summary: dict[str, Any]) -> list[Any]:
+    from stable_baselines3.common.callbacks import BaseCallback
 
     from dcem_agents.sb3.progress import TqdmCallback
 
-    class RecordEvaluation(BaseCallback):
-        """After each evaluation: append ``[env_steps, mean return]`` to ``summary["evaluations"]``, save it."""
+    class PeriodicEvaluation(BaseCallback):
+        """Every ``eval_every`` environment steps: evaluate, log ``eval/mean_reward``, append ``[env_steps, mean
+        return]`` to ``summary["evaluations"]`` and save it."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.every = max(cfg.eval_every // cfg.action_repeat, 1)
 
         def _on_step(self) -> bool:
-            summary.setdefault("evaluations", []).append(
-                [self.num_timesteps * cfg.action_repeat, float(self.parent.last_mean_reward)])
-            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            if self.num_timesteps % self.every == 0:
+                result = _evaluate(cfg, self.model.policy, None)
+                mean = result["return_mean"]
+                self.logger.record("eval/mean_reward", mean)
+                self.logger.record("eval/mean_ep_length", float(sum(result["agent_steps"]) / result["episodes"]))
+                self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
+                self.logger.dump(self.num_timesteps)
+                summary.setdefault("evaluations", []).append([self.num_timesteps * cfg.action_repeat, mean])
+                (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             return True
 
     callbacks: list[Any] = [
         AtomicCheckpointCallback(max(cfg.checkpoint_every // cfg.action_repeat, 1), run_dir / "sb3_checkpoints",
                                  name_prefix=cfg.algorithm, save_replay_buffer=cfg.algorithm != "ppo",
-                                 at_rollout_start=cfg.algorithm in ("ppo", "a2c")),
+                                 at_rollout_start=True, save_resume_state=True),
         TqdmCallback(cfg.agent_steps, desc=cfg.algorithm),
     ]
     if cfg.eval_every > 0:
-        callbacks.append(EvalCallback(eval_env, n_eval_episodes=cfg.eval_episodes,
-                                      eval_freq=max(cfg.eval_every // cfg.action_repeat, 1), deterministic=True,
-                                      callback_after_eval=RecordEvaluation(), verbose=0))
+        callbacks.append(PeriodicEvaluation())
     return callbacks
 
 
 def train(cfg: Config, run_dir: Path) -> dict:
     """Train (or resume) the baseline, evaluate it, save ``model.zip``; see the module docstring."""
-    from stable_baselines3.common.evaluation import evaluate_policy
-    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
     from dcem_agents.sb3.progress import make_sb3_logger
 
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
-    device = resolve_device(cfg.device)
+    device = setup_torch(cfg.num_threads, cfg.device)
     algo = _algorithm(cfg.algorithm)
-    env = make_env(cfg.env_id, action_repeat=cfg.action_repeat, seed=cfg.seed)
-    eval_env = Monitor(make_env(cfg.env_id, action_repeat=cfg.action_repeat, seed=cfg.eval_seed))
+    # a replayable environment (every episode seeded, its actions recorded): checkpoints restore it exactly
+    env = VecMonitor(DummyVecEnv([partial(make_replayable_env, cfg.env_id, cfg.action_repeat, cfg.seed)]))
     summary_path = run_dir / "summary.json"
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    latest = load_latest(run_dir / "sb3_checkpoints", cfg.algorithm, lambda path: algo.load(path, env=env, device=device))
-    if latest is not None:
-        resume, model = latest
-        buffer = resume.with_name(f"{cfg.algorithm}_replay_buffer_{model.num_timesteps}_steps.pkl")
+
+    def load(path: Path) -> Any:
+        model = algo.load(path, env=env, device=device, force_reset=False)
+        buffer = path.with_name(f"{cfg.algorithm}_replay_buffer_{model.num_timesteps}_steps.pkl")
         if buffer.exists():
             model.load_replay_buffer(buffer)
+        return model
+
+    latest = load_latest(run_dir / "sb3_checkpoints", cfg.algorithm, load)
+    if latest is not None:
+        resume, model = latest
         log.info("resumed %s from %s at %d agent steps", cfg.algorithm, resume, model.num_timesteps)
     else:
         model = algo("MlpPolicy", env, learning_rate=cfg.learning_rate, seed=cfg.seed, device=device,
@@ -148,25 +169,22 @@ def train(cfg: Config, run_dir: Path) -> dict:
     setattr(model, ENV_ATTRIBUTE, {"env_id": cfg.env_id, "action_repeat": cfg.action_repeat,
                                    "algorithm": ALGORITHMS[cfg.algorithm]})
     model.set_logger(make_sb3_logger(run_dir, model.num_timesteps if latest is not None else None))
+    if latest is not None:
+        resume_exactly(model, latest[0])  # environments, generators, pending log values
     remaining = cfg.agent_steps - model.num_timesteps
     t0 = time.perf_counter()
     if remaining > 0:
-        model.learn(remaining, callback=_callbacks(cfg, run_dir, eval_env, summary), reset_num_timesteps=False)
+        model.learn(remaining, callback=_callbacks(cfg, run_dir, summary), reset_num_timesteps=False)
     summary["train_seconds"] = summary.get("train_seconds", 0.0) + time.perf_counter() - t0
     model.save(run_dir / "model.zip")
-    returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=cfg.eval_episodes, deterministic=True,
-                                 return_episode_rewards=True)
+    final = _evaluate(cfg, model.policy, "final evaluation")
     env.close()
-    eval_env.close()
     summary.update({
         "algorithm": ALGORITHMS[cfg.algorithm], "env_id": cfg.env_id, "action_repeat": cfg.action_repeat,
         "agent_steps": int(model.num_timesteps), "env_steps": int(model.num_timesteps) * cfg.action_repeat,
-        "final_eval": {"episodes": len(returns), "seed": cfg.eval_seed,
-                       "return_mean": float(sum(returns) / len(returns)), "returns": [float(r) for r in returns]},
-        "model": cfg.export_zip or str(run_dir / "model.zip"), "config": to_dict(cfg),
+        "final_eval": final, "model": str(run_dir / "model.zip"), "config": to_dict(cfg),
     })
     log.info("%s after %d env steps: %.1f over %d episodes", ALGORITHMS[cfg.algorithm], summary["env_steps"],
-             summary["final_eval"]["return_mean"], len(returns))
+             final["return_mean"], final["episodes"])
     summary_path.write_text(json.dumps(summary, indent=2))
-    publish(summary, cfg.results_json, [(run_dir / "model.zip", cfg.export_zip)])
     return {k: v for k, v in summary.items() if k != "config"}

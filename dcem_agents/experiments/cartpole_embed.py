@@ -29,13 +29,14 @@ from typing import Any, Literal
 import torch
 from tqdm import tqdm
 
+from dcem_agents.math.cem import check_cem_sizes
 from dcem_agents.config import build, field, to_dict
 from dcem_agents.models.cartpole import ACTION_DIM, FORCE_BOUND, cartpole_cost, cartpole_return, sample_initial_states
 from dcem_agents.models.decoder import LatentActionDecoder
 from dcem_agents.planning.action_space import action_space_plan
 from dcem_agents.planning.latent import ActionCost, LatentCEMSettings, latent_plan
 from dcem_agents.training import MetricsLogger, save_checkpoint
-from dcem_agents.training.device import resolve_device
+from dcem_agents.training.device import resolve_device, setup_torch
 from dcem_agents.training.embed import EmbeddingTrainer
 
 __all__ = ["Config", "CONTROLLERS", "EXPERT", "train", "evaluate", "improvement_factor", "make_cost", "load_decoder"]
@@ -92,8 +93,7 @@ class Config:
                     "full_iters", "threads"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if not 1 <= self.n_elites <= self.n_samples:
-            raise ValueError(f"need 1 <= n_elites <= n_samples, got {self.n_elites} and {self.n_samples}")
+        check_cem_sizes(self.n_samples, self.n_elites, self.n_iters, self.horizon, where="cartpole_embed")
         if self.expert_samples < 10:
             raise ValueError(f"expert_samples must be >= 10, got {self.expert_samples}")
         for key in ("temperature", "latent_bound", "init_std", "init_scale", "lr"):
@@ -125,8 +125,7 @@ def build_decoder(cfg: Config) -> LatentActionDecoder:
 
 def train(cfg: Config, run_dir: Path) -> dict[str, Any]:
     """Alg. 2 on the cartpole; writes metrics and ``checkpoint.pt`` (the best-validation decoder) into ``run_dir``."""
-    torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = setup_torch(cfg.threads, cfg.device)
     torch.manual_seed(cfg.seed)
     decoder = build_decoder(cfg).to(device)
     trainer = EmbeddingTrainer(
@@ -217,7 +216,6 @@ def evaluate(checkpoint: dict[str, Any], options: Any) -> dict[str, Any]:
     ``options.controller`` restricts the run to one controller (plus the expert, needed for the improvement factor).
     """
     cfg = build(Config, checkpoint["config"])
-    torch.set_num_threads(cfg.threads)
     device = resolve_device(options.device)
     decoder = load_decoder(checkpoint, device)
     planners = _planners(cfg, decoder)
@@ -296,13 +294,14 @@ def _figures(
     cfg: Config, decoder: LatentActionDecoder, planners: dict, folder: Path, device: torch.device
 ) -> list[Path]:
     """Fig. 3 (iterates of full CEM and latent DCEM from one state) and fig. 10 (C(z) for a few states)."""
-    from dcem_agents.experiments.cartpole_embed_plots import plot_cost_surfaces, plot_iterates
+    from dcem_agents.evaluation.cartpole_embed_figures import plot_cost_surfaces, plot_iterates
 
     folder.mkdir(parents=True, exist_ok=True)
     x_fig = sample_initial_states(4, torch.Generator().manual_seed(TEST_SEED_OFFSET + 7), device=device)
     paths = []
     if cfg.latent_dim == 2:
-        paths.append(plot_iterates(cfg, decoder, planners, x_fig[:1], folder / "cartpole_embed_iterates.png"))
-        paths.append(plot_cost_surfaces(cfg, decoder, x_fig, folder / "cartpole_embed_cost_surface.png"))
+        paths.append(plot_iterates(cfg, decoder, planners, make_cost(x_fig[:1]), x_fig[:1],
+                                   folder / "cartpole_embed_iterates.png", EXPERT))
+        paths.append(plot_cost_surfaces(cfg, decoder, make_cost(x_fig), x_fig, folder / "cartpole_embed_cost_surface.png"))
     return paths
 

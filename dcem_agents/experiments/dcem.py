@@ -26,15 +26,17 @@ import torch
 from dcem_agents.config import build, field, to_dict
 from dcem_agents.experiments import EvalOptions
 from dcem_agents.experiments import planet
+from dcem_agents.evaluation.harness import evaluate_controller
 from dcem_agents.models.decoder import LatentActionDecoder
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.latent import LatentCEMSettings
 from dcem_agents.planning.latent_mpc import LatentDCEMController
 from dcem_agents.training import MetricsLogger, load_checkpoint, save_checkpoint
-from dcem_agents.training.device import resolve_device
-from dcem_agents.training.run_dir import publish
+from dcem_agents.training.device import resolve_device, setup_torch
+from dcem_agents.training.components import components_from_checkpoint
 from dcem_agents.training.latent_phase import DecoderSettings, LatentPhaseTrainer
 from dcem_agents.training.planet import TrainSettings
+from dcem_agents.training.replay_store import REPLAY_FOLDER, ReplayStore, load_replay
 
 __all__ = ["Config", "DecoderConfig", "LatentPlannerConfig", "build_latent_agent", "evaluate", "train"]
 
@@ -93,8 +95,8 @@ class Config:
     train: TrainSettings = field(default_factory=TrainSettings, help="schedule (total_env_steps counts from phase 1)")
     final_eval_episodes: int = field(10, help="episodes of the independent evaluation at the end (0: skip)")
     final_eval_seed: int = field(2_000_000, help="seed of the first environment of the final evaluation")
-    results_json: str | None = field(None, help="also write the final summary here")
-    export_checkpoint: str | None = field(None, help="copy the final checkpoint here (with results_json)")
+    results_json: str | None = field(None, help="with train.py --publish: write the summary here (e.g. results/<name>.json)")
+    export_checkpoint: str | None = field(None, help="with train.py --publish: copy the run\'s checkpoint.pt here")
 
     def __post_init__(self) -> None:
         if self.num_threads < 0 or self.final_eval_episodes < 0:
@@ -121,20 +123,22 @@ def build_latent_agent(p1: planet.Config, cfg: Config, device: torch.device) -> 
 
 def train(cfg: Config, run_dir: Path) -> dict:
     """Phase 2 from ``cfg.phase1_checkpoint`` (or resume from ``run_dir/checkpoint.pt``); returns the summary."""
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
-    device = resolve_device(cfg.device)
+    device = setup_torch(cfg.num_threads, cfg.device)
     phase1_ckpt = load_checkpoint(cfg.phase1_checkpoint, "planet", map_location=device)
     p1, p1_state = _phase1(phase1_ckpt)
     env_fn, model, controller = build_latent_agent(p1, cfg, device)
     ckpt_path = run_dir / planet.CHECKPOINT_NAME
     config_dict = to_dict(cfg)
 
+    store = ReplayStore(run_dir / REPLAY_FOLDER)
+
     def save_fn(state: dict[str, Any]) -> None:
         save_checkpoint(ckpt_path, "dcem", config_dict, {"trainer": state, "phase1_config": phase1_ckpt["config"]})
+        store.prune(state["replay"])
 
     trainer = LatentPhaseTrainer(env_fn, model, controller, cfg.train, cfg.decoder_training, cfg.seed,
                                  p1.action_repeat, save_fn=save_fn)
+    trainer.replay_store = store
     resume_step = None
     if ckpt_path.exists():
         trainer.load_state_dict(load_checkpoint(ckpt_path, "dcem", map_location=device)["trainer"])
@@ -143,7 +147,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     else:
         model.load_state_dict(p1_state["model"])
         trainer.optimizer.load_state_dict(p1_state["optimizer"])
-        trainer.replay.load_state_dict(p1_state["replay"])
+        load_replay(p1_state["replay"], trainer.replay, cfg.phase1_checkpoint)
         for key in ("env_steps", "episodes", "updates", "normalized"):
             trainer.counters[key] = p1_state["counters"][key]
         trainer.counters["phase1_env_steps"] = p1_state["counters"]["env_steps"]
@@ -163,29 +167,23 @@ def train(cfg: Config, run_dir: Path) -> dict:
     finally:
         trainer.logger.close()
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    if cfg.results_json:
-        publish(summary, cfg.results_json, [(ckpt_path, cfg.export_checkpoint)])
     return summary
 
 
 def _summary(cfg: Config, p1: planet.Config, trainer: LatentPhaseTrainer, ckpt_path: Path) -> dict[str, Any]:
     c = trainer.counters
     summary: dict[str, Any] = {
-        "checkpoint": cfg.export_checkpoint or str(ckpt_path),
+        "checkpoint": str(ckpt_path),
         "phase1_checkpoint": cfg.phase1_checkpoint,
         "env_id": p1.env_id,
         "env_steps": c["env_steps"],
         "phase1_env_steps": c.get("phase1_env_steps"),
         "decoder_updates": c["decoder_updates"],
         "wall_time_s": round(c["wall_time_s"], 1),
-        "learning_curve": [{"env_steps": e["env_steps"], "return_mean": round(e["return_mean"], 1)} for e in trainer.evaluations],
+        "learning_curve": planet.learning_curve(trainer.evaluations),
     }
     if cfg.final_eval_episodes > 0:
-        seeds = [cfg.final_eval_seed + i for i in range(cfg.final_eval_episodes)]
-        returns, ms = planet.evaluate_controller(trainer.env_fn, trainer.model, trainer.controller, seeds,
-                                                 cfg.final_eval_seed, 10, label="final evaluation")
-        summary.update({"eval_episodes": len(returns), "eval_return_mean": round(float(np.mean(returns)), 1),
-                        "eval_return_std": round(float(np.std(returns)), 1), "eval_ms_per_batched_plan": round(ms, 1)})
+        summary.update(planet.final_evaluation(trainer, cfg.final_eval_seed, cfg.final_eval_episodes))
     return summary
 
 
@@ -193,12 +191,10 @@ def load_latent_agent(checkpoint: dict[str, Any], device: torch.device) -> tuple
     """Rebuild the config, phase-1 config, environment factory, model and latent controller of a ``dcem`` checkpoint."""
     cfg = build(Config, checkpoint["config"])
     p1 = build(planet.Config, checkpoint["phase1_config"])
-    env_fn, model, controller = build_latent_agent(p1, cfg, device)
-    state = checkpoint["trainer"]
-    model.load_state_dict(state["model"])
-    controller.decoder.load_state_dict(state["decoder"])
-    model.eval()
-    return cfg, p1, env_fn, model, controller
+    comps = components_from_checkpoint(checkpoint)  # the one loader of a dcem checkpoint's components
+    model = comps.model.to(device).eval()
+    controller = LatentDCEMController(model, comps.decoder.to(device), comps.settings, cfg.planner.runtime())
+    return cfg, p1, planet.env_factory(p1), model, controller
 
 
 def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
@@ -210,8 +206,6 @@ def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
                          f"{', '.join(CONTROLLERS)} (comma-separated for several)")
     device = resolve_device(options.device)
     cfg, p1, env_fn, model, latent = load_latent_agent(checkpoint, device)
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
     _, _, cem = planet.build_agent(p1, device)
     cem.model = model  # the full-space planner of phase 1, on the phase-2 model
     controllers = {"dcem": latent, "cem": cem}
@@ -220,15 +214,11 @@ def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
                               "seed": options.seed, "env_steps": checkpoint["trainer"]["counters"]["env_steps"],
                               "controllers": {}}
     for name in names:
-        returns, ms = planet.evaluate_controller(env_fn, model, controllers[name], seeds, options.seed,
-                                                 min(10, len(seeds)), label=f"evaluate {name}")
+        run = evaluate_controller(lambda: env_fn(None), model, controllers[name], seeds, label=f"evaluate {name}",
+                                  generator=torch.Generator(device=device).manual_seed(options.seed))
         samples = (cfg.planner.n_samples * cfg.planner.n_iters if name == "dcem"
                    else p1.planner.n_samples * p1.planner.n_iters)
-        result["controllers"][name] = {
-            "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
-            "returns": [round(r, 2) for r in returns], "ms_per_batched_plan": ms,
-            "sequences_per_plan": samples,
-        }
+        result["controllers"][name] = run.summary(decimals=2) | {"sequences_per_plan": samples}
     if {"dcem", "cem"} <= set(names):
         c = result["controllers"]
         result["dcem_over_cem_return"] = c["dcem"]["return_mean"] / c["cem"]["return_mean"]

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from dcem_agents.config import field
-from dcem_agents.math import CEMIterate, ackley, dcem, rastrigin
+from dcem_agents.math import CEMIterate, ackley, check_cem_sizes, dcem, rastrigin
 from dcem_agents.training import MetricsLogger
 from dcem_agents.training.device import resolve_device
 
@@ -45,8 +45,7 @@ class Config:
     def __post_init__(self) -> None:
         if self.dim < 1 or self.n_problems < 1 or self.n_iters < 1:
             raise ValueError("dim, n_problems and n_iters must be >= 1")
-        if not 1 <= self.n_elites <= self.n_samples:
-            raise ValueError(f"need 1 <= n_elites <= n_samples, got {self.n_elites} and {self.n_samples}")
+        check_cem_sizes(self.n_samples, self.n_elites, self.n_iters, where="optimize")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 

@@ -5,18 +5,19 @@ with MPC by CEM over the full action space collecting the data.
 Control through shimmy), the world model (:class:`~dcem_agents.models.rssm.RSSM`) and the controller
 (:class:`~dcem_agents.planning.mpc.CEMController`) and runs :class:`~dcem_agents.training.planet.PlanetTrainer`.
 Run folder: ``config.yaml``, ``progress.csv``, ``tb/``, ``checkpoint.pt`` (everything to resume, rewritten
-atomically after every ``train.checkpoint_every`` episodes) and ``summary.json``. Resume a killed run with
+atomically after every ``train.checkpoint_every`` episodes; the replay's episodes are written once each, into
+``replay/``) and ``summary.json``. Resume a killed run with
 ``python train.py --config SAME.yaml --run-dir THAT_RUN_DIR``: the checkpoint in the folder is picked up and the
 run continues with the same counters, replay and generator states.
 
 At the end an independent evaluation (``final_eval_episodes`` episodes with seeds from ``final_eval_seed``, disjoint
-from the periodic evaluations that ``train.stop_return`` looks at) gives the reported return. With ``results_json``
-set, the summary (``checkpoint``, ``env_steps``, ``eval_return_mean``, ``eval_return_std``, ``wall_time_s``,
-``ms_per_plan``, learning curve) is also written there, and the checkpoint and ``progress.csv`` are copied to
-``export_checkpoint`` / ``export_progress``.
+from the periodic evaluations that ``train.stop_return`` looks at) gives the reported return. ``train.py --publish``
+also writes the summary to ``results_json`` and copies the checkpoint and ``progress.csv`` to ``export_checkpoint`` /
+``export_progress`` (:func:`~dcem_agents.training.run_dir.publish_run`); without it nothing outside the run folder
+changes. Every evaluation runs through :func:`~dcem_agents.evaluation.harness.evaluate_controller`.
 
 ``evaluate``: runs a checkpoint's controller (``cem``, the default) for ``--episodes`` episodes in batches of parallel
-environments and writes the per-episode returns with their mean and std as JSON.
+environments and writes the per-episode returns with their statistics (:mod:`dcem_agents.evaluation.stats`) as JSON.
 """
 
 from __future__ import annotations
@@ -31,21 +32,23 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from dcem_agents.math.cem import check_cem_sizes
 from dcem_agents.config import build, field, to_dict
 from dcem_agents.envs import make_env
 from dcem_agents.experiments import EvalOptions
 from dcem_agents.models.rssm import RSSM
-from dcem_agents.planning.mpc import CEMController, Controller
+from dcem_agents.planning.mpc import CEMController
 from dcem_agents.planning.runtime import DEFAULT_RUNTIME, PlannerRuntime
 from dcem_agents.training import MetricsLogger, load_checkpoint, save_checkpoint
-from dcem_agents.training.device import resolve_device
-from dcem_agents.training.run_dir import publish
+from dcem_agents.training.device import resolve_device, setup_torch
 from dcem_agents.training.planet import PlanetTrainer, TrainSettings
-from dcem_agents.training.rollout import run_episodes
+from dcem_agents.training.replay_store import REPLAY_FOLDER, ReplayStore
+from dcem_agents.evaluation.harness import evaluate_controller
+from dcem_agents.evaluation.stats import summarize
 
-__all__ = ["CHECKPOINT_NAME", "Config", "ModelConfig", "PlannerConfig", "RuntimeConfig", "build_agent", "evaluate", "evaluate_controller", "train"]
+__all__ = ["CHECKPOINT_NAME", "Config", "ModelConfig", "PlannerConfig", "RuntimeConfig", "build_agent", "env_factory", "evaluate", "final_evaluation",
+           "learning_curve", "load_agent", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +92,7 @@ class PlannerConfig(RuntimeConfig):
     warm_start: bool = field(True, help="start from the previous plan shifted by one step")
 
     def __post_init__(self) -> None:
-        if self.horizon < 1 or self.n_iters < 1 or not 1 <= self.n_elites <= self.n_samples:
-            raise ValueError(
-                f"planner: need horizon >= 1, n_iters >= 1 and 1 <= n_elites <= n_samples, got horizon={self.horizon}, "
-                f"n_iters={self.n_iters}, n_elites={self.n_elites}, n_samples={self.n_samples}"
-            )
+        check_cem_sizes(self.n_samples, self.n_elites, self.n_iters, self.horizon, where="planner")
 
 
 @dataclass
@@ -112,9 +111,9 @@ class Config:
     train: TrainSettings = field(default_factory=TrainSettings, help="schedule and optimization")
     final_eval_episodes: int = field(10, help="episodes of the independent evaluation at the end (0: skip)")
     final_eval_seed: int = field(2_000_000, help="seed of the first environment of the final evaluation")
-    results_json: str | None = field(None, help="also write the final summary here (e.g. results/<name>.json)")
-    export_checkpoint: str | None = field(None, help="copy the final checkpoint here (with results_json)")
-    export_progress: str | None = field(None, help="copy progress.csv here (with results_json)")
+    results_json: str | None = field(None, help="with train.py --publish: write the summary here (e.g. results/<name>.json)")
+    export_checkpoint: str | None = field(None, help="with train.py --publish: copy the run\'s checkpoint.pt here")
+    export_progress: str | None = field(None, help="with train.py --publish: copy the run\'s progress.csv here")
 
     def __post_init__(self) -> None:
         if self.action_repeat < 1:
@@ -125,12 +124,19 @@ class Config:
             raise ValueError(f"device must be one of auto, cpu, cuda (or cuda:N), got {self.device!r}")
 
 
+def env_factory(cfg: Config) -> Callable[[int | None], gym.Env]:
+    """``seed -> env``: the task of ``cfg`` with its action repeat (:func:`dcem_agents.envs.make_env`)."""
+
+    def env_fn(seed: int | None = None) -> gym.Env:
+        return make_env(cfg.env_id, action_repeat=cfg.action_repeat, seed=seed)
+
+    return env_fn
+
+
 def build_agent(cfg: Config, device: torch.device) -> tuple[Any, RSSM, CEMController]:
     """The environment factory, world model and controller of ``cfg`` (model initialized from ``cfg.seed``)."""
 
-    def env_fn(seed: int | None = None):
-        return make_env(cfg.env_id, action_repeat=cfg.action_repeat, seed=seed)
-
+    env_fn = env_factory(cfg)
     probe = env_fn(None)
     obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
     low = torch.as_tensor(probe.action_space.low, dtype=torch.float32)
@@ -147,17 +153,19 @@ def build_agent(cfg: Config, device: torch.device) -> tuple[Any, RSSM, CEMContro
 
 def train(cfg: Config, run_dir: Path) -> dict:
     """Train (or resume, if ``run_dir`` holds a checkpoint) and return the summary (see the module docstring)."""
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
-    device = resolve_device(cfg.device)
+    device = setup_torch(cfg.num_threads, cfg.device)
     env_fn, model, controller = build_agent(cfg, device)
     ckpt_path = run_dir / CHECKPOINT_NAME
     config_dict = to_dict(cfg)
 
+    store = ReplayStore(run_dir / REPLAY_FOLDER)
+
     def save_fn(state: dict[str, Any]) -> None:
         save_checkpoint(ckpt_path, "planet", config_dict, {"trainer": state})
+        store.prune(state["replay"])  # segments the saved checkpoint no longer lists
 
     trainer = PlanetTrainer(env_fn, model, controller, cfg.train, cfg.seed, cfg.action_repeat, save_fn=save_fn)
+    trainer.replay_store = store
     resume_step = None
     if ckpt_path.exists():
         checkpoint = load_checkpoint(ckpt_path, "planet", map_location=device)
@@ -171,15 +179,13 @@ def train(cfg: Config, run_dir: Path) -> dict:
     finally:
         trainer.logger.close()
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    if cfg.results_json:
-        _export(cfg, summary, run_dir)
     return summary
 
 
 def _final_summary(cfg: Config, trainer: PlanetTrainer, ckpt_path: Path) -> dict[str, Any]:
     c = trainer.counters
     summary: dict[str, Any] = {
-        "checkpoint": cfg.export_checkpoint or str(ckpt_path),
+        "checkpoint": str(ckpt_path),
         "env_id": cfg.env_id,
         "action_repeat": cfg.action_repeat,
         "env_steps": c["env_steps"],
@@ -188,45 +194,40 @@ def _final_summary(cfg: Config, trainer: PlanetTrainer, ckpt_path: Path) -> dict
         "wall_time_s": round(c["wall_time_s"], 1),
         "ms_per_plan": round(1000.0 * c["plan_seconds"] / max(c["plan_calls"], 1), 2),
         "planner": to_dict(cfg.planner),
-        "learning_curve": [{"env_steps": e["env_steps"], "return_mean": round(e["return_mean"], 1),
-                            "return_std": round(e["return_std"], 1)} for e in trainer.evaluations],
+        "learning_curve": learning_curve(trainer.evaluations),
     }
     if cfg.final_eval_episodes > 0:
-        seeds = [cfg.final_eval_seed + i for i in range(cfg.final_eval_episodes)]
-        returns, ms = evaluate_controller(trainer.env_fn, trainer.model, trainer.controller, seeds, cfg.final_eval_seed, 10)
-        summary.update({"eval_episodes": len(returns), "eval_seed": cfg.final_eval_seed,
-                        "eval_return_mean": round(float(np.mean(returns)), 1), "eval_return_std": round(float(np.std(returns)), 1),
-                        "eval_returns": [round(r, 1) for r in returns], "eval_ms_per_batched_plan": round(ms, 1)})
+        summary.update(final_evaluation(trainer, cfg.final_eval_seed, cfg.final_eval_episodes))
     return summary
 
 
-def _export(cfg: Config, summary: dict[str, Any], run_dir: Path) -> None:
-    publish(summary, cfg.results_json, [(run_dir / CHECKPOINT_NAME, cfg.export_checkpoint),
-                                        (run_dir / "progress.csv", cfg.export_progress)])
+def learning_curve(evaluations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The periodic evaluations as ``env_steps``, ``return_mean``, ``return_std`` (ddof 1, from their returns)."""
+    return [{"env_steps": e["env_steps"], "return_mean": round(float(np.mean(e["returns"])), 1),
+             "return_std": round(summarize(e["returns"])["std"], 1)} for e in evaluations]
 
 
-def evaluate_controller(env_fn: Callable[[int | None], gym.Env], model: RSSM, controller: Controller, seeds: list[int],
-                        gen_seed: int, batch: int, label: str = "evaluate") -> tuple[list[float], float]:
-    """Returns of episodes with ``seeds``, ``batch`` parallel environments at a time; and ms per batched plan.
+def final_evaluation(trainer: PlanetTrainer, seed: int, episodes: int) -> dict[str, Any]:
+    """The independent evaluation at the end of a run (seeds from ``seed``; the planner's generator seeded with it):
+    ``eval_episodes``, ``eval_seed``, ``eval_return_mean``, ``eval_return_std`` (ddof 1), ``eval_ci95``,
+    ``eval_returns`` and ``eval_ms_per_batched_plan``."""
+    seeds = [seed + i for i in range(episodes)]
+    gen = torch.Generator(device=trainer.torch_gen.device).manual_seed(seed)
+    run = evaluate_controller(lambda: trainer.env_fn(None), trainer.model, trainer.controller, seeds, generator=gen,
+                              label="final evaluation")
+    s = run.summary(decimals=1)
+    return {"eval_episodes": s["episodes"], "eval_seed": seed, "eval_return_mean": round(s["return_mean"], 1),
+            "eval_return_std": round(s["return_std"], 1), "eval_ci95": [round(x, 1) for x in s["ci95"]],
+            "eval_returns": s["returns"], "eval_ms_per_batched_plan": round(s["ms_per_plan"], 1)}
 
-    The planner's generator is seeded with ``gen_seed``; a progress bar named ``label`` counts finished episodes.
-    """
-    returns: list[float] = []
-    ms: list[float] = []
-    envs = [env_fn(None) for _ in range(min(batch, len(seeds)))]
-    param = next(model.parameters())
-    gen = torch.Generator(device=param.device).manual_seed(gen_seed)
-    with tqdm(total=len(seeds), desc=label, unit="episode", dynamic_ncols=True, leave=False) as bar:
-        for i in range(0, len(seeds), batch):
-            part = seeds[i : i + batch]
-            _, stats = run_episodes(envs[: len(part)], model, controller, part, generator=gen)
-            returns.extend(stats.returns)
-            ms.append(stats.ms_per_plan)
-            bar.update(len(part))
-            bar.set_postfix(ret=f"{np.mean(returns):.0f}")
-    for env in envs:
-        env.close()
-    return returns, float(np.mean(ms))
+
+def load_agent(checkpoint: dict[str, Any], device: torch.device) -> tuple[Config, Any, RSSM, CEMController]:
+    """The config, environment factory, trained world model (eval mode) and CEM controller of a ``planet`` checkpoint."""
+    cfg = build(Config, checkpoint["config"])
+    env_fn, model, controller = build_agent(cfg, device)
+    state = checkpoint["trainer"] if "trainer" in checkpoint else checkpoint
+    model.load_state_dict(state["model"])
+    return cfg, env_fn, model.eval(), controller
 
 
 def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
@@ -234,30 +235,15 @@ def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
     controller_name = options.controller or "cem"
     if controller_name not in CONTROLLERS:
         raise ValueError(f"unknown controller {controller_name!r} for a planet checkpoint; available: {', '.join(CONTROLLERS)}")
-    cfg = build(Config, checkpoint["config"])
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
     device = resolve_device(options.device)
-    env_fn, model, controller = build_agent(cfg, device)
-    state = checkpoint["trainer"] if "trainer" in checkpoint else checkpoint
-    model.load_state_dict(state["model"])
+    cfg, env_fn, model, controller = load_agent(checkpoint, device)
+    counters = checkpoint.get("trainer", checkpoint).get("counters", {})
     seeds = [options.seed + i for i in range(options.episodes)]
-    returns, ms = evaluate_controller(env_fn, model, controller, seeds, options.seed, min(10, options.episodes))
-    counters = state.get("counters", {})
-    result = {
-        "experiment": "planet",
-        "name": cfg.name,
-        "env_id": cfg.env_id,
-        "controller": controller_name,
-        "env_steps": counters.get("env_steps"),
-        "wall_time_s": counters.get("wall_time_s"),
-        "episodes": len(returns),
-        "seed": options.seed,
-        "returns": [round(r, 2) for r in returns],
-        "return_mean": float(np.mean(returns)),
-        "return_std": float(np.std(returns)),
-        "ms_per_batched_plan": ms,
-    }
+    run = evaluate_controller(lambda: env_fn(None), model, controller, seeds,
+                              generator=torch.Generator(device=device).manual_seed(options.seed))
+    result = {"experiment": "planet", "name": cfg.name, "env_id": cfg.env_id, "controller": controller_name,
+              "env_steps": counters.get("env_steps"), "wall_time_s": counters.get("wall_time_s"), "seed": options.seed,
+              **run.summary(decimals=2)}
     out = options.out or Path("results") / f"planet_{cfg.name}_eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -29,12 +29,11 @@ from stable_baselines3.common.vec_env import VecNormalize
 from dcem_agents.config import build, field, to_dict
 from dcem_agents.experiments import EvalOptions
 from dcem_agents.sb3 import BeliefSyncCallback, EmbeddedDCEMPolicy, make_belief_vec_env
-from dcem_agents.sb3.evaluation import evaluate_on_beliefs
+from dcem_agents.sb3.controllers import evaluate_belief_policy
 from dcem_agents.sb3.progress import TqdmCallback, make_sb3_logger
 from dcem_agents.training import save_checkpoint
-from dcem_agents.sb3.checkpoints import AtomicCheckpointCallback, load_latest
-from dcem_agents.training.device import resolve_device
-from dcem_agents.training.run_dir import publish
+from dcem_agents.sb3.checkpoints import AtomicCheckpointCallback, load_latest, resume_exactly
+from dcem_agents.training.device import resolve_device, setup_torch
 
 __all__ = ["Config", "PPOSettings", "PolicySettings", "evaluate", "train"]
 
@@ -95,8 +94,8 @@ class Config:
     eval_episodes: int = field(100, help="episodes of the before/after evaluations (0: skip)")
     eval_seed: int = field(3_000_000, help="seed of the before/after evaluations (same for both)")
     checkpoint_every: int = field(1024, help="save an SB3 checkpoint every this many agent steps")
-    results_json: str | None = field(None, help="also write the summary here")
-    export_checkpoint: str | None = field(None, help="copy the final checkpoint.pt here (with results_json)")
+    results_json: str | None = field(None, help="with train.py --publish: write the summary here (e.g. results/<name>.json)")
+    export_checkpoint: str | None = field(None, help="with train.py --publish: copy the run\'s checkpoint.pt here")
 
     def __post_init__(self) -> None:
         for name in ("n_envs", "total_timesteps", "checkpoint_every"):
@@ -115,9 +114,7 @@ def _policy_kwargs(cfg: Config) -> dict[str, Any]:
 
 def train(cfg: Config, run_dir: Path) -> dict:
     """Evaluate, fine-tune with PPO (or resume), evaluate again; see the module docstring."""
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
-    device = resolve_device(cfg.device)
+    device = setup_torch(cfg.num_threads, cfg.device)
     env = make_belief_vec_env(cfg.phase2_checkpoint, n_envs=cfg.n_envs, seed=cfg.seed)
     if cfg.normalize_reward:
         env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=cfg.ppo.gamma)
@@ -125,12 +122,16 @@ def train(cfg: Config, run_dir: Path) -> dict:
     policy_kwargs = _policy_kwargs(cfg)  # reads the phase-2 checkpoint for its architecture: once
     summary_path = run_dir / "summary.json"
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    latest = load_latest(sb3_dir, "ppo", lambda path: PPO.load(path, env=env, device=device))
+    def load(path: Path) -> PPO:
+        model = PPO.load(path, env=env, device=device, force_reset=False)
+        vecnorm = path.with_name(path.name.replace("ppo_", "ppo_vecnormalize_").replace(".zip", ".pkl"))
+        if cfg.normalize_reward and vecnorm.exists():
+            model.set_env(VecNormalize.load(str(vecnorm), env.venv), force_reset=False)
+        return model
+
+    latest = load_latest(sb3_dir, "ppo", load)
     if latest is not None:
         resume, model = latest
-        vecnorm = resume.with_name(resume.name.replace("ppo_", "ppo_vecnormalize_").replace(".zip", ".pkl"))
-        if cfg.normalize_reward and vecnorm.exists():
-            model.set_env(VecNormalize.load(str(vecnorm), env.venv))
         log.info("resumed PPO from %s at %d timesteps", resume, model.num_timesteps)
     else:
         p = cfg.ppo
@@ -139,13 +140,14 @@ def train(cfg: Config, run_dir: Path) -> dict:
                     ent_coef=p.ent_coef, vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm, target_kl=p.target_kl,
                     policy_kwargs=policy_kwargs, seed=cfg.seed, device=device)
     model.set_logger(make_sb3_logger(run_dir, model.num_timesteps if latest is not None else None))
+    if latest is not None:
+        resume_exactly(model, latest[0])  # environments, generators, pending log values
     if cfg.eval_episodes and "before" not in summary:
-        summary["before"] = evaluate_on_beliefs(model, cfg.phase2_checkpoint, cfg.eval_episodes, cfg.eval_seed,
-                                                label="evaluate before PPO")
+        summary["before"] = _evaluate(model.policy, cfg.eval_episodes, cfg.eval_seed, "evaluate before PPO")
         summary_path.write_text(json.dumps(summary, indent=2))
         log.info("before PPO: %.1f (95%% CI %.1f-%.1f)", summary["before"]["return_mean"], *summary["before"]["ci95"])
     callbacks = [AtomicCheckpointCallback(max(cfg.checkpoint_every // cfg.n_envs, 1), sb3_dir, name_prefix="ppo",
-                                          save_vecnormalize=True, at_rollout_start=True),
+                                          save_vecnormalize=True, at_rollout_start=True, save_resume_state=True),
                  TqdmCallback(cfg.total_timesteps)]
     if {"transition", "observation"} & set(cfg.policy.train_components):
         callbacks.append(BeliefSyncCallback())
@@ -159,27 +161,27 @@ def train(cfg: Config, run_dir: Path) -> dict:
                                 {"policy_kwargs": policy_kwargs, "policy_state": model.policy.state_dict(),
                                  "num_timesteps": model.num_timesteps})
     if cfg.eval_episodes:
-        summary["after"] = evaluate_on_beliefs(model, cfg.phase2_checkpoint, cfg.eval_episodes, cfg.eval_seed,
-                                               label="evaluate after PPO")
+        summary["after"] = _evaluate(model.policy, cfg.eval_episodes, cfg.eval_seed, "evaluate after PPO")
         log.info("after PPO: %.1f (95%% CI %.1f-%.1f)", summary["after"]["return_mean"], *summary["after"]["ci95"])
-    summary.update({"checkpoint": cfg.export_checkpoint or str(ckpt_path), "phase2_checkpoint": cfg.phase2_checkpoint,
+    summary.update({"checkpoint": str(ckpt_path), "phase2_checkpoint": cfg.phase2_checkpoint,
                     "ppo_timesteps": model.num_timesteps, "n_envs": cfg.n_envs,
                     "train_components": list(cfg.policy.train_components)})
     summary_path.write_text(json.dumps(summary, indent=2))
-    if cfg.results_json:
-        publish(summary, cfg.results_json, [(ckpt_path, cfg.export_checkpoint)])
     return {k: v for k, v in summary.items() if k not in ("before", "after")} | {
         f"{k}_return_mean": summary[k]["return_mean"] for k in ("before", "after") if k in summary}
 
 
-def load_policy(checkpoint: dict[str, Any], device: torch.device) -> EmbeddedDCEMPolicy:
-    """The fine-tuned policy of a ``ppo`` checkpoint (architecture from its phase-2 checkpoint, then its weights)."""
-    cfg = build(Config, checkpoint["config"])
-    env = make_belief_vec_env(cfg.phase2_checkpoint, n_envs=1)
-    policy = EmbeddedDCEMPolicy(env.observation_space, env.action_space, lambda _: 0.0, **checkpoint["policy_kwargs"])
-    env.close()
-    policy.load_state_dict(checkpoint["policy_state"])
-    return policy.to(device).eval()
+def _evaluate(policy: EmbeddedDCEMPolicy, episodes: int, seed: int, label: str) -> dict[str, Any]:
+    """Mean actions of ``policy`` on ``episodes`` episodes with environment seeds ``seed, seed + 1, ...``."""
+    run = evaluate_belief_policy(policy, [seed + i for i in range(episodes)], seed, label=label)
+    return {"seed": seed} | run.summary(decimals=2)
+
+
+def load_policy(checkpoint: dict[str, Any], device: torch.device, fine_tuned: bool = True) -> EmbeddedDCEMPolicy:
+    """The policy of a ``ppo`` checkpoint: its fine-tuned weights, or (``fine_tuned=False``) the same architecture with
+    the phase-2 weights it started from."""
+    state = checkpoint["policy_state"] if fine_tuned else None
+    return EmbeddedDCEMPolicy.for_evaluation(checkpoint["policy_kwargs"], state, device)
 
 
 def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
@@ -190,20 +192,12 @@ def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
         raise ValueError(f"unknown controller {unknown[0] if unknown else ''!r} for a ppo checkpoint; available: "
                          f"{', '.join(CONTROLLERS)} (comma-separated for several)")
     cfg = build(Config, checkpoint["config"])
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
     device = resolve_device(options.device)
     result: dict[str, Any] = {"experiment": "ppo", "name": cfg.name, "phase2_checkpoint": cfg.phase2_checkpoint,
                               "ppo_timesteps": checkpoint.get("num_timesteps"), "controllers": {}}
     for name in names:
-        policy = load_policy(checkpoint, device)
-        if name == "dcem":  # the same architecture with the phase-2 weights
-            env = make_belief_vec_env(cfg.phase2_checkpoint, n_envs=1)
-            policy = EmbeddedDCEMPolicy(env.observation_space, env.action_space, lambda _: 0.0,
-                                        **checkpoint["policy_kwargs"]).to(device).eval()
-            env.close()
-        result["controllers"][name] = evaluate_on_beliefs(policy, cfg.phase2_checkpoint, options.episodes, options.seed,
-                                                            label=f"evaluate {name}")
+        policy = load_policy(checkpoint, device, fine_tuned=name == "ppo")
+        result["controllers"][name] = _evaluate(policy, options.episodes, options.seed, f"evaluate {name}")
     out = options.out or Path("results") / f"ppo_{cfg.name}_eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

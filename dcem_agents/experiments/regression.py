@@ -12,8 +12,8 @@ Training follows the authors' released experiment where the paper is silent: Ada
 at 1, the learning rate halved when the full-training-set loss plateaus. It uses minibatches of ``batch_size`` random
 training points (the authors used single points, 3 updates each, for 100k updates) to fit a CPU budget.
 
-Outputs: ``progress.csv`` / ``tb/`` and ``checkpoint.pt`` in the run folder; ``results_path`` (JSON, also copied to
-the run folder) and four PNGs in ``figures_dir`` (also in the run folder): ``regression_loss.png``,
+Outputs, all in the run folder: ``progress.csv`` / ``tb/``, ``checkpoint.pt``, ``regression.json`` and four PNGs
+(``train.py --publish`` copies the JSON to ``results_path`` and the PNGs to ``figures_dir``): ``regression_loss.png``,
 ``regression_ablation.png``, ``regression_energy.png`` (fig. 1) and ``regression_predictions.png`` (fig. 6).
 """
 
@@ -23,20 +23,19 @@ import json
 import logging
 import math
 import platform
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from dcem_agents.math.cem import check_cem_sizes
 from dcem_agents.config import build, field, to_dict
 from dcem_agents.experiments import EvalOptions
-from dcem_agents.experiments.regression_figures import (
+from dcem_agents.evaluation.regression_figures import (
     plot_ablation,
     plot_energy_surfaces,
     plot_losses,
@@ -45,7 +44,8 @@ from dcem_agents.experiments.regression_figures import (
 from dcem_agents.models.energy import EnergyNet
 from dcem_agents.models.energy_predictors import DCEMPredictor, UnrolledGDPredictor
 from dcem_agents.training import MetricsLogger, save_checkpoint
-from dcem_agents.training.device import resolve_device
+from dcem_agents.training.energy_regression import RegressionMember, inner_iterates, regression_data, target
+from dcem_agents.training.device import resolve_device, setup_torch
 
 __all__ = ["Config", "DCEMConfig", "GDConfig", "evaluate", "make_data", "make_predictor", "train"]
 
@@ -100,8 +100,8 @@ class Config:
     eval_every: int = field(50, help="updates between evaluations of the full-training-set loss")
     ablation_max_steps: int = field(30, help="test both models with 1 ... this many inner steps (paper: 30)")
     surface_grid: int = field(200, help="grid points per axis of the energy-surface figure")
-    results_path: str = field("results/regression.json", help="results JSON (a copy goes to the run folder)")
-    figures_dir: str = field("results", help="folder of the PNG figures (also in the run folder); '' = run folder only")
+    results_path: str = field("results/regression.json", help="where --publish copies the run's regression.json")
+    figures_dir: str = field("results", help="where --publish copies the run's PNG figures ('': not copied)")
 
     def __post_init__(self) -> None:
         positive = {"n_seeds": self.n_seeds, "n_train": self.n_train, "n_test": self.n_test, "hidden": self.hidden,
@@ -117,25 +117,12 @@ class Config:
             raise ValueError("lr, gd.inner_lr, dcem.init_std and dcem.temperature must be > 0")
         if not 0 < self.lr_factor < 1 or self.lr_patience < 0 or self.clip_norm < 0:
             raise ValueError("need 0 < lr_factor < 1, lr_patience >= 0 and clip_norm >= 0")
-        if not 1 <= self.dcem.n_elites <= self.dcem.n_samples:
-            raise ValueError(
-                f"need 1 <= dcem.n_elites <= dcem.n_samples, got {self.dcem.n_elites} and {self.dcem.n_samples}"
-            )
-
-
-def target(x: Tensor) -> Tensor:
-    """The regression target ``f(x) = x sin x`` (sect. 5.1)."""
-    return x * torch.sin(x)
+        check_cem_sizes(self.dcem.n_samples, self.dcem.n_elites, self.dcem.n_iters, where="dcem")
 
 
 def make_data(cfg: Config, device: torch.device) -> dict[str, Tensor]:
-    """Training inputs (evenly spaced on [0, 2π], endpoints included) and test inputs (midpoints of an even grid).
-
-    :return: ``x_train``, ``y_train`` (n_train, 1), ``x_test``, ``y_test`` (n_test, 1).
-    """
-    x_train = torch.linspace(0.0, 2 * math.pi, cfg.n_train, device=device).unsqueeze(1)
-    x_test = ((torch.arange(cfg.n_test, device=device) + 0.5) * (2 * math.pi / cfg.n_test)).unsqueeze(1)
-    return {"x_train": x_train, "y_train": target(x_train), "x_test": x_test, "y_test": target(x_test)}
+    """The data of ``cfg`` (:func:`~dcem_agents.training.energy_regression.regression_data`)."""
+    return regression_data(cfg.n_train, cfg.n_test, device)
 
 
 def make_predictor(method: str, energy: EnergyNet, cfg: Config) -> nn.Module:
@@ -148,67 +135,10 @@ def make_predictor(method: str, energy: EnergyNet, cfg: Config) -> nn.Module:
     raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
 
 
-def inner_iterates(predictor: nn.Module, x: Tensor, n: int, noise_seed: int) -> Tensor:
-    """The predictor's estimates after 1 … ``n`` inner steps, ``(n, B, 1)``, without gradients (DCEM noise fixed)."""
-    with torch.no_grad():
-        if isinstance(predictor, DCEMPredictor):
-            gen = torch.Generator(device=x.device).manual_seed(noise_seed)
-            return predictor.iterates(x, n, generator=gen)
-        return predictor.iterates(x, n)
-
-
-@dataclass
-class _Member:
-    """One trained model: a method and a seed, with its optimizer, data stream and timers."""
-
-    method: str
-    seed: int
-    energy: EnergyNet
-    predictor: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
-    batches: torch.Generator
-    noise: torch.Generator
-    train_seconds: float = 0.0
-
-    @property
-    def key(self) -> str:
-        return f"{self.method}/seed{self.seed}"
-
-    def predict(self, x: Tensor) -> Tensor:
-        if isinstance(self.predictor, DCEMPredictor):
-            return self.predictor(x, generator=self.noise)
-        return self.predictor(x)
-
-
-def _make_member(method: str, seed: int, cfg: Config, device: torch.device) -> _Member:
-    energy = EnergyNet(1, 1, cfg.hidden, cfg.n_layers, generator=torch.Generator().manual_seed(seed)).to(device)
-    optimizer = torch.optim.Adam(energy.parameters(), lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, "min", patience=cfg.lr_patience, factor=cfg.lr_factor
-    )
-    batches = torch.Generator(device=device).manual_seed(seed)
-    noise = torch.Generator(device=device).manual_seed(seed + 1)
-    return _Member(method, seed, energy, make_predictor(method, energy, cfg), optimizer, scheduler, batches, noise)
-
-
-def _update(m: _Member, x: Tensor, y: Tensor, cfg: Config) -> Tensor:
-    """One Adam step of ``m`` on a random minibatch; returns the (detached) minibatch loss."""
-    start = time.perf_counter()
-    idx = torch.randint(x.shape[0], (cfg.batch_size,), generator=m.batches, device=x.device)
-    loss = F.mse_loss(m.predict(x[idx]), y[idx])
-    m.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.clip_norm > 0:
-        nn.utils.clip_grad_norm_(m.energy.parameters(), cfg.clip_norm)
-    m.optimizer.step()
-    m.train_seconds += time.perf_counter() - start
-    return loss.detach()
-
-
-def _mse_per_step(m: _Member, x: Tensor, y: Tensor, n: int, noise_seed: int) -> list[float]:
-    its = inner_iterates(m.predictor, x, n, noise_seed)
-    return ((its - y) ** 2).mean(dim=(1, 2)).tolist()
+def _make_member(method: str, seed: int, cfg: Config, device: torch.device) -> RegressionMember:
+    return RegressionMember.create(method, seed, lambda energy: make_predictor(method, energy, cfg), hidden=cfg.hidden,
+                                   n_layers=cfg.n_layers, lr=cfg.lr, lr_patience=cfg.lr_patience,
+                                   lr_factor=cfg.lr_factor, device=device)
 
 
 def _stats(per_seed: list[list[float]]) -> dict[str, list[float]]:
@@ -228,9 +158,7 @@ def _ablation_summary(steps: list[int], mse: list[float], trained: int) -> dict[
 def train(cfg: Config, run_dir: Path) -> dict:
     """Train both models per seed in lockstep, run the inner-step ablation, draw the figures, write the JSON."""
     t_start = time.perf_counter()
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
-    device = resolve_device(cfg.device)
+    device = setup_torch(cfg.num_threads, cfg.device)
     data = make_data(cfg, device)
     x, y = data["x_train"], data["y_train"]
     seeds = [cfg.seed + i for i in range(cfg.n_seeds)]
@@ -244,12 +172,12 @@ def train(cfg: Config, run_dir: Path) -> dict:
     for step in bar:
         if step > 0:
             for m in members:
-                window[m.key].append(_update(m, x, y, cfg))
+                window[m.key].append(m.update(x, y, cfg.batch_size, cfg.clip_norm))
         if step % cfg.eval_every and step != cfg.n_updates:
             continue
         eval_steps.append(step)
         for m in members:
-            train_mse = _mse_per_step(m, x, y, _train_steps(m.method, cfg), eval_seed)[-1]
+            train_mse = m.mse_per_step(x, y, _train_steps(m.method, cfg), eval_seed)[-1]
             if step > 0:
                 m.scheduler.step(train_mse)
                 logger.record(f"{m.key}/batch_loss", float(torch.stack(window[m.key]).mean()))
@@ -270,7 +198,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     steps = list(range(1, cfg.ablation_max_steps + 1))
     ablation: dict[str, object] = {"inner_steps": steps}
     for method in METHODS:
-        per_seed = [_mse_per_step(m, data["x_test"], data["y_test"], cfg.ablation_max_steps, eval_seed)
+        per_seed = [m.mse_per_step(data["x_test"], data["y_test"], cfg.ablation_max_steps, eval_seed)
                     for m in members if m.method == method]
         stats = _stats(per_seed)
         ablation[method] = {**stats, "summary": _ablation_summary(steps, stats["mean"], _train_steps(method, cfg))}
@@ -279,9 +207,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
     first = {m.method: m for m in members if m.seed == seeds[0]}
     save_checkpoint(run_dir / "checkpoint.pt", "regression", to_dict(cfg),
                     {"seeds": seeds, "models": {m.key: m.energy.state_dict() for m in members}})
-    fig_dirs = [run_dir] + ([Path(cfg.figures_dir)] if cfg.figures_dir else [])
     t_fig = time.perf_counter()
-    figures = _draw_figures(cfg, data, first, eval_steps, curves, ablation, seeds, eval_seed, fig_dirs)
+    figures = _draw_figures(cfg, data, first, eval_steps, curves, ablation, seeds, eval_seed, run_dir)
     fig_seconds = time.perf_counter() - t_fig
 
     results = {
@@ -314,12 +241,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
     results["wall_time_s"]["total"] = time.perf_counter() - t_start
     text = json.dumps(results, indent=2)
     (run_dir / "regression.json").write_text(text)
-    if cfg.results_path:
-        out = Path(cfg.results_path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-    log.info("wrote %s and %d figures", cfg.results_path or run_dir / "regression.json", len(figures))
-    return {"results": cfg.results_path, "wall_time_s": round(results["wall_time_s"]["total"], 1),
+    log.info("wrote %s and %d figures", run_dir / "regression.json", len(figures))
+    return {"results": str(run_dir / "regression.json"), "wall_time_s": round(results["wall_time_s"]["total"], 1),
             "final_train_mse": {k: v["mean"][0] for k, v in results["final_train_mse"].items()},
             **{f"{method}_test_mse_at_steps": ablation[method]["summary"]["mse_at_steps"] for method in METHODS}}
 
@@ -328,27 +251,23 @@ def _train_steps(method: str, cfg: Config) -> int:
     return cfg.gd.n_steps if method == "gd" else cfg.dcem.n_iters
 
 
-def _draw_figures(cfg: Config, data: dict[str, Tensor], first: dict[str, _Member], eval_steps: list[int],
+def _draw_figures(cfg: Config, data: dict[str, Tensor], first: dict[str, RegressionMember], eval_steps: list[int],
                   curves: dict[str, list[float]], ablation: dict, seeds: list[int], eval_seed: int,
-                  dirs: list[Path]) -> list[str]:
-    """Draw the four figures into ``dirs[0]`` (the run folder) and copy them to the other folders."""
+                  out: Path) -> list[str]:
+    """Draw the four figures into ``out`` (the run folder); return their paths."""
     x_test, n_max = data["x_test"], cfg.ablation_max_steps
     shown = sorted({s for s in (1, 5, 10, 20, 30, n_max) if s <= n_max})
     preds = {method: inner_iterates(m.predictor, x_test, n_max, eval_seed) for method, m in first.items()}
     paths = [
-        plot_losses(eval_steps, {k: v for k, v in curves.items()}, dirs[0] / "regression_loss.png"),
-        plot_ablation(ablation, _train_steps("gd", cfg), dirs[0] / "regression_ablation.png"),
+        plot_losses(eval_steps, {k: v for k, v in curves.items()}, out / "regression_loss.png"),
+        plot_ablation(ablation, _train_steps("gd", cfg), out / "regression_ablation.png"),
         plot_energy_surfaces({method: m.energy for method, m in first.items()},
                              {method: p[_train_steps(method, cfg) - 1] for method, p in preds.items()},
-                             x_test, cfg.surface_grid, seeds[0], dirs[0] / "regression_energy.png"),
+                             x_test, cfg.surface_grid, seeds[0], out / "regression_energy.png"),
         plot_predictions(x_test, {method: {s: p[s - 1] for s in shown} for method, p in preds.items()},
-                         dirs[0] / "regression_predictions.png"),
+                         out / "regression_predictions.png"),
     ]
-    for d in dirs[1:]:
-        d.mkdir(parents=True, exist_ok=True)
-        for p in paths:
-            shutil.copyfile(p, d / p.name)
-    return [str((dirs[-1] / p.name)) for p in paths]
+    return [str(p) for p in paths]
 
 
 def evaluate(checkpoint: dict, options: EvalOptions) -> dict:

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from dcem_agents.math.lml import lml
 
-__all__ = ["CEMIterate", "dcem", "hard_top_k"]
+__all__ = ["check_cem_sizes", "CEMIterate", "dcem", "hard_top_k"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,17 @@ def _reference_tensor(*candidates: Tensor | float | None) -> Tensor | None:
     return None
 
 
+def check_cem_sizes(n_samples: int, n_elites: int, n_iters: int, horizon: int = 1, where: str = "cem") -> None:
+    """The one validation of a (D)CEM planner's sizes, used by every settings class and planner of the package.
+
+    :param where: the setting's name in the message (e.g. ``planner`` for a config section).
+    :raises ValueError: unless ``1 <= n_elites <= n_samples``, ``n_iters >= 1`` and ``horizon >= 1``.
+    """
+    if not 1 <= n_elites <= n_samples or n_iters < 1 or horizon < 1:
+        raise ValueError(f"{where}: need 1 <= n_elites <= n_samples, n_iters >= 1 and horizon >= 1, got "
+                         f"n_elites={n_elites}, n_samples={n_samples}, n_iters={n_iters}, horizon={horizon}")
+
+
 def dcem(
     objective: Callable[[Tensor], Tensor],
     dim: int,
@@ -121,10 +132,7 @@ def dcem(
     :param dtype: dtype when no tensor argument fixes it (default: that of the tensor arguments, or float32).
     :return: the final mean ``(n_batch, dim)``, differentiable with respect to the objective's parameters.
     """
-    if n_samples < 1 or not 1 <= n_elites <= n_samples:
-        raise ValueError(f"dcem: need 1 <= n_elites <= n_samples, got n_elites={n_elites}, n_samples={n_samples}")
-    if n_iters < 1:
-        raise ValueError(f"dcem: n_iters must be >= 1, got {n_iters}")
+    check_cem_sizes(n_samples, n_elites, n_iters, where="dcem")
     if temperature is not None and temperature < 0:
         raise ValueError(f"dcem: temperature must be > 0, or None/0 for hard CEM, got {temperature}")
     if min_std <= 0:

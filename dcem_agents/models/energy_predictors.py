@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dcem_agents.math.cem import CEMIterate, dcem
+from dcem_agents.math.cem import CEMIterate, check_cem_sizes, dcem
 from dcem_agents.models.energy import EnergyNet
 
 __all__ = ["DCEMPredictor", "UnrolledGDPredictor"]
@@ -95,11 +95,9 @@ class DCEMPredictor(nn.Module):
         normalize: bool = True,
     ) -> None:
         super().__init__()
-        if n_iters < 1 or not 1 <= n_elites <= n_samples or init_std <= 0:
-            raise ValueError(
-                f"DCEMPredictor: need n_iters >= 1, 1 <= n_elites <= n_samples and init_std > 0, got "
-                f"n_iters={n_iters}, n_elites={n_elites}, n_samples={n_samples}, init_std={init_std}"
-            )
+        check_cem_sizes(n_samples, n_elites, n_iters, where="DCEMPredictor")
+        if init_std <= 0:
+            raise ValueError(f"DCEMPredictor: need init_std > 0, got {init_std}")
         self.energy = energy
         self.n_iters, self.n_samples, self.n_elites = n_iters, n_samples, n_elites
         self.temperature, self.init_std, self.y0, self.normalize = temperature, init_std, y0, normalize

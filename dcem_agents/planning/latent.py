@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from dcem_agents.math import CEMIterate, dcem
+from dcem_agents.math import CEMIterate, check_cem_sizes, dcem
 
 __all__ = ["ActionCost", "LatentCEMSettings", "LatentPlan", "latent_plan", "latent_cost_surface"]
 
@@ -47,8 +47,7 @@ class LatentCEMSettings:
     init_std: float = 0.5
 
     def __post_init__(self) -> None:
-        if not 1 <= self.n_elites <= self.n_samples or self.n_iters < 1:
-            raise ValueError(f"need 1 <= n_elites <= n_samples and n_iters >= 1, got {self}")
+        check_cem_sizes(self.n_samples, self.n_elites, self.n_iters, where="latent planner")
         if self.latent_bound <= 0 or self.init_std <= 0:
             raise ValueError(f"latent_bound and init_std must be > 0, got {self}")
 

@@ -22,6 +22,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from dcem_agents.math.cem import check_cem_sizes
 from dcem_agents.models.lean_rollout import imagine_rewards
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.action_space import action_space_plan
@@ -99,11 +100,7 @@ class CEMController:
         warm_start: bool = True,
         runtime: PlannerRuntime = DEFAULT_RUNTIME,
     ) -> None:
-        if horizon < 1 or n_iters < 1 or not 1 <= n_elites <= n_samples:
-            raise ValueError(
-                f"CEMController: need horizon >= 1, n_iters >= 1 and 1 <= n_elites <= n_samples, got "
-                f"{horizon}, {n_iters}, {n_elites}, {n_samples}"
-            )
+        check_cem_sizes(n_samples, n_elites, n_iters, horizon, where="CEMController")
         self.model = model
         self.action_low = torch.as_tensor(action_low).reshape(-1)
         self.action_high = torch.as_tensor(action_high).reshape(-1)

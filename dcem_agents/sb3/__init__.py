@@ -1,7 +1,7 @@
 """Stable-Baselines3 integration: :class:`EmbeddedDCEMPolicy` and the belief-carrying VecEnv wrapper (phase 3)."""
 
 from dcem_agents.sb3.belief_env import SEED_RANGE, BeliefSyncCallback, BeliefVecEnv, make_belief_vec_env
-from dcem_agents.sb3.components import (DCEMComponents, architecture, components_from_architecture, load_components,
+from dcem_agents.training.components import (DCEMComponents, architecture, components_from_architecture, load_components,
                                         resolve_components)
 from dcem_agents.sb3.policy import COMPONENTS, EmbeddedDCEMPolicy
 

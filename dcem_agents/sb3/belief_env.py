@@ -33,9 +33,9 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecMonitor
 
-from dcem_agents.envs.make import make_env
+from dcem_agents.envs.replayable import make_replayable_env
 from dcem_agents.models.rssm import RSSM
-from dcem_agents.sb3.components import load_components
+from dcem_agents.training.components import load_components
 
 __all__ = ["SEED_RANGE", "BeliefSyncCallback", "BeliefVecEnv", "make_belief_vec_env"]
 
@@ -144,7 +144,9 @@ def make_belief_vec_env(checkpoint: str | Path, n_envs: int = 1, seed: int = 0, 
     """``n_envs`` environments of a phase-2 checkpoint's task (its env id and action repeat), wrapped for the policy.
 
     Episode statistics (``VecMonitor``, for SB3's ``rollout/ep_rew_mean`` and ``evaluate_policy``) are in
-    environment reward units. Environment ``i`` is seeded with ``seed + i``; the noise seeds with ``seed``.
+    environment reward units. Environment ``i`` is a :class:`~dcem_agents.envs.ReplayableEnv` whose episodes are
+    seeded from the sequence ``seed + i`` (so a checkpoint can restore it exactly, :mod:`dcem_agents.sb3.resume`);
+    the noise seeds come from ``seed``.
 
     :param vec_env_cls: SB3's ``DummyVecEnv`` (default) or ``SubprocVecEnv`` (MuJoCo steps in worker processes), as
         in SB3's ``make_vec_env``. The belief filter stays in this process, batched over the environments; the
@@ -153,7 +155,7 @@ def make_belief_vec_env(checkpoint: str | Path, n_envs: int = 1, seed: int = 0, 
     """
     comps = load_components(checkpoint)
     env_id, action_repeat = comps.env_id, comps.action_repeat  # plain values: what a worker process receives
-    fns = [partial(make_env, env_id, action_repeat=action_repeat, seed=seed + i) for i in range(n_envs)]
+    fns = [partial(make_replayable_env, env_id, action_repeat=action_repeat, seed=seed + i) for i in range(n_envs)]
     venv: VecEnv = (vec_env_cls or DummyVecEnv)(fns, **(vec_env_kwargs or {}))
     if monitor:
         venv = VecMonitor(venv)

@@ -3,23 +3,29 @@
 SB3's ``CheckpointCallback`` writes ``PREFIX_<steps>_steps.zip`` in place: a kill during the write leaves a truncated
 zip that every later resume trips over. :class:`AtomicCheckpointCallback` writes the same files (same names, so SB3
 users find what they expect) to a temporary name and renames it, the companion files (``VecNormalize`` statistics,
-replay buffer) first and the model zip last, so a model zip never exists without them. :func:`load_latest` resumes
-from the newest model zip that loads, and says which broken ones it skipped.
+replay buffer, the exact-resume state of :mod:`dcem_agents.sb3.resume`) first and the model zip last, so a model zip
+never exists without them. :func:`load_latest` resumes from the newest model zip that loads, and says which broken
+ones it skipped; :func:`resume_exactly` puts the saved state back, so that the resumed run continues as the killed
+one would have (same episodes, same random numbers).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
+from dcem_agents.sb3.resume import capture, restore
 from dcem_agents.training.checkpoint import step_checkpoints
 
-__all__ = ["AtomicCheckpointCallback", "load_latest"]
+__all__ = ["AtomicCheckpointCallback", "load_latest", "resume_exactly", "resume_state_path"]
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +45,26 @@ class AtomicCheckpointCallback(BaseCallback):
     :param name_prefix: file prefix (``PREFIX_<steps>_steps.zip``).
     :param save_vecnormalize: also save the ``VecNormalize`` statistics (``PREFIX_vecnormalize_<steps>_steps.pkl``).
     :param save_replay_buffer: also save an off-policy replay buffer (``PREFIX_replay_buffer_<steps>_steps.pkl``).
-    :param at_rollout_start: for on-policy algorithms (PPO, A2C): save at the start of the first rollout at least
-        ``save_freq`` calls after the previous save, i.e. after an update and before new data, so that a resume
-        loses neither collected data nor an update (a save in the middle of a rollout loses the partial rollout
-        and shifts every later update).
+    :param at_rollout_start: save at the start of the first rollout at least ``save_freq`` calls after the previous
+        save, i.e. after an update and before new data, so that a resume loses neither collected data nor an update
+        (a save in the middle of a PPO rollout loses the partial rollout; one inside an off-policy step is taken
+        after the environment stepped but before the transition is stored). Needed for ``save_resume_state``.
+    :param save_resume_state: also save what the zip leaves out (environment states, episode statistics, random
+        generators: ``PREFIX_resume_<steps>_steps.pt``, :func:`dcem_agents.sb3.resume.capture`); the environments
+        must be :class:`~dcem_agents.envs.ReplayableEnv`.
     """
 
     def __init__(self, save_freq: int, save_path: str | Path, name_prefix: str = "rl_model",
                  save_vecnormalize: bool = False, save_replay_buffer: bool = False,
-                 at_rollout_start: bool = False) -> None:
+                 at_rollout_start: bool = False, save_resume_state: bool = False) -> None:
         super().__init__()
         if save_freq < 1:
             raise ValueError(f"save_freq must be >= 1, got {save_freq}")
         self.save_freq, self.save_path, self.name_prefix = save_freq, Path(save_path), name_prefix
         self.save_vecnormalize, self.save_replay_buffer = save_vecnormalize, save_replay_buffer
-        self.at_rollout_start = at_rollout_start
+        if save_resume_state and not at_rollout_start:
+            raise ValueError("save_resume_state needs at_rollout_start=True (a consistent point between updates)")
+        self.at_rollout_start, self.save_resume_state = at_rollout_start, save_resume_state
         self._saved_at_call = 0
 
     def _on_step(self) -> bool:
@@ -84,9 +95,36 @@ class AtomicCheckpointCallback(BaseCallback):
             _atomic(self.path("vecnormalize_", "pkl"), vecnorm.save)
         if self.save_replay_buffer and getattr(self.model, "replay_buffer", None) is not None:
             _atomic(self.path("replay_buffer_", "pkl"), self.model.save_replay_buffer)
+        if self.save_resume_state:
+            state = capture(self.model)
+            _atomic(self.path("resume_", "pt"), lambda tmp: torch.save(state, tmp))
         path = self.path()
         _atomic(path, self.model.save)
         return path
+
+
+def resume_state_path(zip_path: Path) -> Path:
+    """``PREFIX_resume_<steps>_steps.pt`` beside the model zip ``PREFIX_<steps>_steps.zip``."""
+    match = re.fullmatch(r"(.*)_(\d+)_steps\.zip", zip_path.name)
+    if match is None:
+        raise ValueError(f"{zip_path} is not named PREFIX_<steps>_steps.zip")
+    return zip_path.with_name(f"{match.group(1)}_resume_{match.group(2)}_steps.pt")
+
+
+def resume_exactly(model: BaseAlgorithm, zip_path: Path) -> bool:
+    """Restore the exact-resume state saved with ``zip_path`` into ``model`` (loaded with ``force_reset=False``, its
+    logger set).
+
+    Without that file (a checkpoint of another writer) the environments are reset at the next ``learn`` instead, and
+    False is returned: training continues, but not on the killed run's episodes and random numbers.
+    """
+    path = resume_state_path(zip_path)
+    if not path.is_file():
+        log.warning("%s has no resume state (%s): the environments restart their episodes", zip_path, path.name)
+        model._last_obs = None  # type: ignore[assignment]  # SB3 resets the environments at the next learn()
+        return False
+    restore(model, torch.load(path, map_location="cpu", weights_only=True))
+    return True
 
 
 def load_latest(folder: Path, prefix: str, load: Callable[[Path], Any]) -> tuple[Path, Any] | None:

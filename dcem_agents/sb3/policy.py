@@ -45,7 +45,7 @@ from dcem_agents.math.counter_noise import counter_normal
 from dcem_agents.planning.latent_mpc import LatentDCEMController
 from dcem_agents.planning.runtime import PlannerRuntime
 from dcem_agents.sb3.belief_env import SEED_RANGE
-from dcem_agents.sb3.components import architecture, load_components, resolve_components
+from dcem_agents.training.components import architecture, load_components, resolve_components
 
 __all__ = ["COMPONENTS", "EmbeddedDCEMPolicy"]
 
@@ -130,6 +130,24 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         """
         return dict(checkpoint=str(checkpoint), architecture=architecture(load_components(checkpoint)), **kwargs)
 
+    @classmethod
+    def for_evaluation(cls, policy_kwargs: dict[str, Any], state: dict[str, Tensor] | None = None,
+                       device: torch.device | str = "cpu") -> EmbeddedDCEMPolicy:
+        """A policy outside SB3's training loop (no learning-rate schedule), in eval mode on ``device``.
+
+        Its observation space ``[belief, seed]`` and action box come from its components (the phase-2 checkpoint of
+        ``policy_kwargs``, or their recorded architecture); ``state`` is a saved ``state_dict`` (None: the phase-2
+        weights it starts from).
+        """
+        comps = resolve_components(policy_kwargs.get("checkpoint"), policy_kwargs.get("architecture"))
+        obs_space = spaces.Box(-np.inf, np.inf, (comps.model.belief_dim + 1,), np.float32)
+        act_space = spaces.Box(comps.decoder.lower.numpy().astype(np.float32),
+                               comps.decoder.upper.numpy().astype(np.float32), dtype=np.float32)
+        policy = cls(obs_space, act_space, lambda _: 0.0, **policy_kwargs)
+        if state is not None:
+            policy.load_state_dict(state)
+        return policy.to(device).eval()
+
     # ---------------------------------------------------------------- construction
     def _build(self, lr_schedule: Schedule) -> None:
         """Load the model-based components, build the value network and log std, freeze, and make the optimizer."""
@@ -149,6 +167,7 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
             raise ValueError(f"action shape {self.action_space.shape} does not match the decoder's ({comps.decoder.action_dim},)")
         self.world_model = comps.model
         self.decoder = comps.decoder
+        self.env_id, self.action_repeat = comps.env_id, comps.action_repeat  # the task the components were trained on
         settings = comps.settings
         if self.n_samples_override or self.n_iters_override:
             settings = replace(settings, n_samples=self.n_samples_override or settings.n_samples,

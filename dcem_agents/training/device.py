@@ -1,10 +1,10 @@
-"""Resolve the ``device`` setting of a config: ``auto`` picks CUDA when present."""
+"""The torch preamble of every runner: threads and the ``device`` setting (``auto`` picks CUDA when present)."""
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["resolve_device"]
+__all__ = ["resolve_device", "setup_torch"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -15,3 +15,12 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but no CUDA GPU is available; use device=cpu or device=auto")
     return device
+
+
+def setup_torch(num_threads: int, device: str) -> torch.device:
+    """Set torch's intra-op CPU threads (``num_threads``; 0 keeps torch's default) and resolve ``device``."""
+    if num_threads < 0:
+        raise ValueError(f"num_threads must be >= 0, got {num_threads}")
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+    return resolve_device(device)

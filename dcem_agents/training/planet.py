@@ -5,7 +5,8 @@ world model's loss (:meth:`RSSM.loss <dcem_agents.models.rssm.RSSM.loss>`, terms
 the replay, and one episode collected with the controller plus Gaussian exploration noise. Every ``eval_every``
 environment steps the controller (without noise) runs ``eval_episodes`` episodes in parallel environments with fixed
 seeds. After every ``checkpoint_every`` iterations everything needed to resume is handed to ``save_fn``: model,
-optimizer, replay, the numpy and torch generator states, counters and evaluation history.
+optimizer, replay (or, with a :class:`~dcem_agents.training.replay_store.ReplayStore`, the manifest of its segment
+files: each episode is written once), the numpy and torch generator states, counters and evaluation history.
 
 The environment factory, model, controller, metrics logger and checkpoint writer are injected, so the loop knows
 nothing about configs, files or a particular environment.
@@ -25,10 +26,12 @@ import torch
 from tqdm import tqdm
 
 from dcem_agents.config import field
+from dcem_agents.evaluation.harness import evaluate_controller
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.mpc import Controller
 from dcem_agents.training.metrics import MetricsLogger
 from dcem_agents.training.replay import EpisodeReplay
+from dcem_agents.training.replay_store import ReplayStore, is_manifest
 from dcem_agents.training.rollout import RandomController, run_episodes
 
 __all__ = ["NonFiniteTrainingError", "PlanetTrainer", "TrainSettings"]
@@ -122,14 +125,20 @@ class PlanetTrainer:
                          "plan_calls": 0, "plan_seconds": 0.0, "next_eval": settings.eval_every or settings.total_env_steps}
         self.evaluations: list[dict[str, Any]] = []
         self._eval_envs: list[gym.Env] = []
+        #: where the replay is checkpointed incrementally (None: whole, inside the state dict)
+        self.replay_store: ReplayStore | None = None
 
     # ---------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly where the loop is (call between iterations)."""
+        """Everything needed to continue exactly where the loop is (call between iterations).
+
+        With :attr:`replay_store` set, the replay's new episodes are written to its segment files and the state holds
+        their manifest (:mod:`~dcem_agents.training.replay_store`); prune the store once the state is saved.
+        """
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "replay": self.replay.state_dict(),
+            "replay": self.replay.state_dict() if self.replay_store is None else self.replay_store.save(self.replay),
             "rng": self.rng.bit_generator.state,
             "torch_gen": self.torch_gen.get_state(),
             "counters": dict(self.counters),
@@ -140,7 +149,12 @@ class PlanetTrainer:
         """Restore from :meth:`state_dict`."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.replay.load_state_dict(state["replay"])
+        if is_manifest(state["replay"]):
+            if self.replay_store is None:
+                raise ValueError("this state's replay is stored in segment files: set the trainer's replay_store")
+            self.replay_store.load(state["replay"], self.replay)
+        else:
+            self.replay.load_state_dict(state["replay"])
         self.rng.bit_generator.state = state["rng"]
         self.torch_gen.set_state(state["torch_gen"])
         self.counters = dict(state["counters"])
@@ -269,10 +283,9 @@ class PlanetTrainer:
         seeds = [self.settings.eval_seed + i for i in range(n)]
         # a dedicated generator: evaluation never perturbs the training stream
         gen = torch.Generator(device=self.torch_gen.device).manual_seed(self.settings.eval_seed + self.counters["env_steps"])
-        _, stats = run_episodes(self._eval_envs[:n], self.model, self.controller, seeds, generator=gen)
-        returns = np.asarray(stats.returns)
-        result = {"env_steps": self.counters["env_steps"], "returns": returns.tolist(), "return_mean": float(returns.mean()),
-                  "return_std": float(returns.std()), "ms_per_plan": stats.ms_per_plan, "seconds": stats.seconds}
+        run = evaluate_controller(self._eval_envs, self.model, self.controller, seeds, generator=gen, n_envs=n,
+                                  label=None)
+        result = {"env_steps": self.counters["env_steps"]} | run.summary()
         self.evaluations.append(result)
         log.info("eval at %d env steps: return %.1f ± %.1f (%.0f ms per batched plan)", result["env_steps"],
                  result["return_mean"], result["return_std"], result["ms_per_plan"])

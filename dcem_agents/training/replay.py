@@ -101,6 +101,22 @@ class EpisodeReplay:
         rewards = np.stack([self._rewards[e][s : s + length] for e, s in zip(episodes, starts)])
         return Chunks(obs, actions, rewards)
 
+    def subset(self, start: int, stop: int) -> EpisodeReplay:
+        """A new buffer holding stored episodes ``start .. stop - 1`` (0 = oldest kept), sharing their arrays."""
+        part = EpisodeReplay(self.obs_dim, self.action_dim, capacity=2**62)
+        part._obs, part._actions = self._obs[start:stop], self._actions[start:stop]
+        part._rewards, part._terminated = self._rewards[start:stop], self._terminated[start:stop]
+        part.total_episodes = len(part._rewards)
+        return part
+
+    def restore(self, parts: list[EpisodeReplay], total_episodes: int, capacity: int) -> None:
+        """Become the concatenation of ``parts`` (oldest first), with ``total_episodes`` ever added and ``capacity``."""
+        self._obs = [a for p in parts for a in p._obs]
+        self._actions = [a for p in parts for a in p._actions]
+        self._rewards = [a for p in parts for a in p._rewards]
+        self._terminated = [t for p in parts for t in p._terminated]
+        self.total_episodes, self.capacity = total_episodes, capacity
+
     def obs_moments(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std (O,) of every stored observation (for input normalization)."""
         if not self._obs:

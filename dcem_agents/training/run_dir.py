@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["make_run_dir", "publish", "save_resolved_config"]
+from dcem_agents.training.checkpoint import load_checkpoint, save_checkpoint
+from dcem_agents.training.replay_store import inline_replay
+
+__all__ = ["PUBLISHED_FILES", "make_run_dir", "publish_run", "publish_targets", "save_resolved_config"]
 
 
 def make_run_dir(root: str | Path, experiment: str, name: str, seed: int) -> Path:
@@ -33,14 +35,57 @@ def save_resolved_config(run_dir: str | Path, config: dict[str, Any]) -> Path:
     return path
 
 
-def publish(summary: dict[str, Any], results_json: str | Path | None,
-            copies: Iterable[tuple[str | Path, str | Path | None]] = ()) -> None:
-    """Ship a run's outputs into the repository: copy each ``(source, destination)`` that has a destination, then
-    write ``summary`` as JSON to ``results_json`` when given (parent folders created)."""
-    for source, destination in copies:
-        if destination:
-            Path(destination).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, destination)
+#: config keys that name a destination in the repository -> the run-folder file copied there
+PUBLISHED_FILES = {"export_checkpoint": "checkpoint.pt", "export_zip": "model.zip", "export_progress": "progress.csv",
+                   "results_path": "regression.json"}
+#: summary keys that name a run-folder file -> the config key of its published copy
+_SUMMARY_PATHS = {"checkpoint": "export_checkpoint", "model": "export_zip"}
+
+
+def publish_run(cfg: Any, run_dir: str | Path, summary: dict[str, Any]) -> list[Path]:
+    """Ship a finished run into the repository (``train.py --publish``); return the paths written.
+
+    Copies every run-folder file whose config key (:data:`PUBLISHED_FILES`) names a destination (a checkpoint whose
+    replay lives in segment files is written self-contained, :func:`~dcem_agents.training.replay_store.inline_replay`),
+    the run's PNG figures
+    into ``figures_dir`` when the config has one, and writes ``summary`` to ``results_json`` with its file paths
+    (``checkpoint``, ``model``) pointing at the published copies. Keys a config lacks are skipped.
+
+    :raises FileNotFoundError: a destination is configured but the run folder lacks its file.
+    """
+    run_dir = Path(run_dir)
+    written: list[Path] = []
+
+    def copy(source: Path, destination: str | Path) -> None:
+        Path(destination).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, destination)
+        written.append(Path(destination))
+
+    for key, name in PUBLISHED_FILES.items():
+        if getattr(cfg, key, None) and name == "checkpoint.pt":  # self-contained: the replay segments inlined
+            checkpoint = load_checkpoint(run_dir / name)
+            save_checkpoint(getattr(cfg, key), checkpoint.pop("experiment"), checkpoint.pop("config"),
+                            inline_replay(checkpoint, run_dir / name))
+            written.append(Path(getattr(cfg, key)))
+        elif getattr(cfg, key, None):
+            copy(run_dir / name, getattr(cfg, key))
+    figures_dir = getattr(cfg, "figures_dir", None)
+    if figures_dir:
+        for png in sorted(run_dir.glob("*.png")):
+            copy(png, Path(figures_dir) / png.name)
+    results_json = getattr(cfg, "results_json", None)
     if results_json:
+        shipped = dict(summary)
+        for key, cfg_key in _SUMMARY_PATHS.items():
+            if key in shipped and getattr(cfg, cfg_key, None):
+                shipped[key] = getattr(cfg, cfg_key)
         Path(results_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(results_json).write_text(json.dumps(summary, indent=2))
+        Path(results_json).write_text(json.dumps(shipped, indent=2))
+        written.append(Path(results_json))
+    return written
+
+
+def publish_targets(cfg: Any) -> list[str]:
+    """Where :func:`publish_run` would write for ``cfg`` (empty: the config publishes nothing)."""
+    keys = [*PUBLISHED_FILES, "figures_dir", "results_json"]
+    return [str(getattr(cfg, k)) for k in keys if getattr(cfg, k, None)]

@@ -6,7 +6,7 @@ entry's planner computes (the same checkpoint under two runtimes, compared on th
 a faster rollout). :func:`load_entry` reads everything from the
 file — environment id, action repeat, model sizes, planner settings — and returns an :class:`Entry`: the world model
 whose filter gives the beliefs, and a :class:`~dcem_agents.planning.mpc.Controller` that acts on them, so every
-entry runs in the same batched loop (:func:`dcem_agents.training.rollout.run_episodes`).
+entry runs in the one evaluation loop (:func:`dcem_agents.evaluation.harness.evaluate_controller`).
 
 ======================  ===============  ===================================================================
 file                    controllers      what runs
@@ -21,9 +21,9 @@ SB3 model zip           ``policy``       any other SB3 policy (PPO, A2C, SAC, TD
                                          the environment's own observations, deterministic actions
 ======================  ===============  ===================================================================
 
-The first controller listed is the default. SB3 policies on beliefs act through :class:`PolicyController`, which builds
+The first controller listed is the default. SB3 policies on beliefs act through :class:`~dcem_agents.sb3.controllers.PolicyController`, which builds
 their observation ``[belief, planner-noise seed]`` (:mod:`dcem_agents.sb3.belief_env`) from the same beliefs; other SB3
-policies act through :class:`ObservationPolicyController` with no world model (:attr:`Entry.model` is None).
+policies act through :class:`~dcem_agents.sb3.controllers.ObservationPolicyController` with no world model (:attr:`Entry.model` is None).
 
 A model-free SB3 zip trained by this package's ``baseline`` experiment records its environment id and action repeat
 (:data:`dcem_agents.experiments.baseline.ENV_ATTRIBUTE`). Any other SB3 zip does not: it runs on the environment and
@@ -48,17 +48,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from dcem_agents.config import build
 from dcem_agents.experiments.baseline import ENV_ATTRIBUTE
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.mpc import CEMController, Controller
 from dcem_agents.planning.runtime import RUNTIME_PRESETS, PlannerRuntime
 from dcem_agents.training import CheckpointError, load_checkpoint
 
-__all__ = ["CONTROLLERS", "Entry", "EntryError", "EntrySpec", "ObservationPolicyController", "PolicyController",
-           "bind_environment", "is_sb3_zip", "load_entry", "parse_entry", "set_runtime"]
+__all__ = ["CONTROLLERS", "Entry", "EntryError", "EntrySpec", "bind_environment", "is_sb3_zip", "load_entry",
+           "parse_entry", "set_runtime"]
 
 #: file kind -> controllers it provides (the first is the default)
 CONTROLLERS: dict[str, tuple[str, ...]] = {"planet": ("cem",), "dcem": ("dcem", "latent-cem", "cem"),
@@ -151,51 +149,6 @@ class Entry:
         return torch.Generator(device=device).manual_seed(seed)
 
 
-class PolicyController:
-    """An SB3 policy on belief observations as a :class:`~dcem_agents.planning.mpc.Controller` (mean actions).
-
-    Each call draws one planner-noise seed per environment from ``generator`` and hands the policy
-    ``[belief, seed]`` (B, D + 1), the observation of :class:`~dcem_agents.sb3.belief_env.BeliefVecEnv`.
-    """
-
-    def __init__(self, policy: Any) -> None:
-        from dcem_agents.sb3 import SEED_RANGE
-
-        self.policy = policy
-        self.seed_range = SEED_RANGE
-
-    def reset(self, n_envs: int) -> None:
-        """Nothing to forget: the policy is a function of the observation."""
-
-    @torch.no_grad()
-    def act(self, belief: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Mean actions (n_envs, A) of the policy for the beliefs (n_envs, D)."""
-        device = generator.device if generator is not None else belief.device
-        seeds = torch.randint(0, self.seed_range, (belief.shape[0], 1), generator=generator, device=device)
-        obs = torch.cat([belief, seeds.to(belief.device, belief.dtype)], 1)
-        return self.policy._predict(obs, deterministic=True)
-
-
-class ObservationPolicyController:
-    """A model-free SB3 policy on the environment's observations as a :class:`~dcem_agents.planning.mpc.Controller`.
-
-    Deterministic actions through ``policy.predict``, which maps a squashed policy's ``[-1, 1]`` outputs (SAC, TD3)
-    to the action box and clips the others' (PPO, A2C).
-    """
-
-    def __init__(self, policy: Any) -> None:
-        self.policy = policy
-
-    def reset(self, n_envs: int) -> None:
-        """Nothing to forget: the policy is a function of the observation."""
-
-    @torch.no_grad()
-    def act(self, obs: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Actions (n_envs, A) for the observations (n_envs, O); ``generator`` is unused (deterministic)."""
-        actions, _ = self.policy.predict(obs.detach().cpu().numpy(), deterministic=True)
-        return torch.as_tensor(np.asarray(actions, np.float32).reshape(obs.shape[0], -1), device=obs.device)
-
-
 def _label(kind: str, controller: str) -> str:
     return _LABELS[(kind, controller)]
 
@@ -239,23 +192,9 @@ def _sb3_policy(policy_class: Any, obs_space: Any, act_space: Any, kwargs: dict[
     return policy.to(device).eval()
 
 
-def _belief_policy(policy_class: Any, kwargs: dict[str, Any], state: dict[str, Any] | None, comps: Any,
-                   device: torch.device, obs_space: Any = None, act_space: Any = None) -> Any:
-    """An SB3 policy on beliefs of ``comps``' model, with ``state`` loaded (None: the phase-2 weights)."""
-    import gymnasium as gym
-
-    from dcem_agents.envs import make_env
-
-    if obs_space is None:
-        obs_space = gym.spaces.Box(-np.inf, np.inf, (comps.model.belief_dim + 1,), np.float32)
-    if act_space is None:
-        probe = make_env(comps.env_id, action_repeat=comps.action_repeat)
-        act_space = probe.action_space
-        probe.close()
-    return _sb3_policy(policy_class, obs_space, act_space, kwargs, state, device)
-
-
 def _policy_entry(path: Path, kind: str, name: str, policy: Any, comps: Any, steps: int) -> dict[str, Any]:
+    from dcem_agents.sb3.controllers import PolicyController
+
     model = getattr(policy, "world_model", None)  # the filter PPO's rollouts used (synced when PPO trains it)
     model = comps.model if model is None else model
     settings = getattr(policy, "planner_settings", comps.settings)
@@ -280,8 +219,8 @@ def _load_sb3_zip(spec: EntrySpec, device: torch.device) -> dict[str, Any]:
         return _load_model_free_zip(spec, data, kwargs, params["policy"], device)
     name = _controller_name("sb3", spec)
     comps = _phase2(kwargs.get("checkpoint"), f"the SB3 model {spec.path}", kwargs.get("architecture"))
-    policy = _belief_policy(data["policy_class"], kwargs, params["policy"], comps, device, data["observation_space"],
-                            data["action_space"])
+    policy = _sb3_policy(data["policy_class"], data["observation_space"], data["action_space"], kwargs,
+                         params["policy"], device)
     return _policy_entry(spec.path, "sb3", name, policy, comps, int(data.get("num_timesteps", 0)))
 
 
@@ -289,6 +228,8 @@ def _load_model_free_zip(spec: EntrySpec, data: dict[str, Any], kwargs: dict[str
                          device: torch.device) -> dict[str, Any]:
     """An SB3 policy on the environment's observations; its environment is bound later (:func:`bind_environment`)."""
     import gymnasium as gym
+
+    from dcem_agents.sb3.controllers import ObservationPolicyController
 
     name = _controller_name("sb3-obs", spec)
     obs_space, act_space = data.get("observation_space"), data.get("action_space")
@@ -343,11 +284,10 @@ def bind_environment(entry: Entry, env_id: str, action_repeat: int,
 
 
 def _load_ppo(ckpt: dict[str, Any], spec: EntrySpec, name: str, device: torch.device) -> dict[str, Any]:
-    from dcem_agents.sb3 import EmbeddedDCEMPolicy
+    from dcem_agents.experiments import ppo
 
     comps = _phase2(ckpt["config"]["phase2_checkpoint"], f"the ppo checkpoint {spec.path}")
-    state = ckpt["policy_state"] if name == "ppo" else None  # dcem: the architecture with the phase-2 weights
-    policy = _belief_policy(EmbeddedDCEMPolicy, ckpt["policy_kwargs"], state, comps, device)
+    policy = ppo.load_policy(ckpt, device, fine_tuned=name == "ppo")  # dcem: the architecture, phase-2 weights
     steps = int(ckpt.get("num_timesteps") or 0) if name == "ppo" else 0
     return _policy_entry(spec.path, "ppo", name, policy, comps, steps)
 
@@ -357,10 +297,7 @@ def _load_planner(ckpt: dict[str, Any], spec: EntrySpec, name: str, device: torc
 
     kind = ckpt["experiment"]
     if kind == "planet":
-        p1 = build(planet.Config, ckpt["config"])
-        _, model, controller = planet.build_agent(p1, device)
-        model.load_state_dict(ckpt["trainer"]["model"])
-        model.eval()
+        p1, _, model, controller = planet.load_agent(ckpt, device)
     else:
         _, p1, _, model, controller = dcem.load_latent_agent(ckpt, device)
         if name == "cem":  # the phase-1 full-space planner on the phase-2 model

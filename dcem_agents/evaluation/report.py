@@ -1,10 +1,6 @@
-"""Statistics and report files of a controller comparison (``evaluate.py --entry ...``; paper fig. 4).
+"""Report files of a controller comparison (``evaluate.py --entry ...``; paper fig. 4).
 
-Statistics of one entry's per-episode returns (:func:`summarize`): mean, sample std, median, interquartile mean
-(:func:`interquartile_mean`, the 25 %-trimmed mean of rliable) and a percentile-bootstrap 95 % confidence interval of
-the mean (:func:`bootstrap_ci`, a fixed-seed numpy generator, 10,000 resamples by default). Entries run on the same
-environment seeds, so :func:`paired_differences` compares every pair episode by episode (a paired bootstrap).
-
+The statistics in them are those of :mod:`dcem_agents.evaluation.stats` (the package's one convention).
 :func:`write_report` writes ``PREFIX.json`` (the summary dict as given), ``PREFIX.md`` (:func:`markdown_table`),
 ``PREFIX.png`` (:func:`box_plot`, the entries side by side) and ``PREFIX_episodes.csv`` (one row per episode).
 """
@@ -14,85 +10,12 @@ from __future__ import annotations
 import csv
 import json
 import textwrap
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "box_plot", "interquartile_mean", "markdown_table", "paired_differences", "report_paths",
-           "summarize", "write_report"]
-
-
-def interquartile_mean(x: Sequence[float]) -> float:
-    """Mean of the middle half of ``x``: ``⌊n/4⌋`` values cut at each end of the sorted values.
-
-    The same as ``scipy.stats.trim_mean(x, 0.25)`` and rliable's IQM.
-    """
-    v = np.sort(np.asarray(x, dtype=np.float64))
-    if v.size == 0:
-        raise ValueError("interquartile_mean of an empty sequence")
-    k = int(0.25 * v.size)
-    return float(v[k : v.size - k].mean())
-
-
-def bootstrap_ci(x: Sequence[float], *, level: float = 0.95, n_resamples: int = 10_000,
-                 seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap confidence interval of the mean of ``x``.
-
-    :param x: the sample (n,).
-    :param level: coverage of the interval.
-    :param n_resamples: bootstrap resamples of size n, drawn with replacement.
-    :param seed: seed of the numpy generator (the interval is a deterministic function of ``x`` and ``seed``).
-    :return: ``(low, high)``; ``(x_0, x_0)`` for a single value.
-    """
-    v = np.asarray(x, dtype=np.float64)
-    if v.size == 0 or not 0 < level < 1 or n_resamples < 1:
-        raise ValueError(f"bootstrap_ci needs a non-empty sample, 0 < level < 1 and n_resamples >= 1, got n={v.size}, "
-                         f"level={level}, n_resamples={n_resamples}")
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_resamples)
-    chunk = max(1, 2_000_000 // v.size)  # bounded memory for long samples
-    for i in range(0, n_resamples, chunk):
-        m = min(chunk, n_resamples - i)
-        means[i : i + m] = v[rng.integers(0, v.size, size=(m, v.size))].mean(1)
-    alpha = 0.5 * (1.0 - level)
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(low), float(high)
-
-
-def summarize(returns: Sequence[float], *, n_resamples: int = 10_000, seed: int = 0) -> dict[str, Any]:
-    """``mean``, ``std`` (ddof 1; 0 for one value), ``median``, ``iqm``, ``ci95`` (bootstrap), ``min``, ``max``."""
-    v = np.asarray(returns, dtype=np.float64)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "median": float(np.median(v)),
-            "iqm": interquartile_mean(v), "ci95": list(bootstrap_ci(v, n_resamples=n_resamples, seed=seed)),
-            "min": float(v.min()), "max": float(v.max())}
-
-
-def paired_differences(labels: Sequence[str], returns: Sequence[Sequence[float]], *, n_resamples: int = 10_000,
-                       seed: int = 0) -> list[dict[str, Any]]:
-    """Episode-by-episode differences ``B − A`` for every pair of entries ``A`` before ``B``.
-
-    Episode ``i`` of every entry starts from the same environment seed, so the difference of two entries is estimated
-    from the per-episode differences ``d_i = R_B,i − R_A,i``: their mean, a percentile-bootstrap 95 % interval of that
-    mean (:func:`bootstrap_ci` on ``d``) and the fraction of episodes in which ``B`` scored higher.
-
-    :param labels: the entries' labels (E,).
-    :param returns: the entries' per-episode returns (E, n), episode ``i`` on the same seed in every entry.
-    :return: one dict per pair ``(a, b, mean, ci95, b_higher)``, in the order (0, 1), (0, 2), ..., (1, 2), ...
-    """
-    r = [np.asarray(x, dtype=np.float64) for x in returns]
-    if len(labels) != len(r) or len({x.size for x in r}) > 1:
-        raise ValueError(f"paired_differences needs one label per entry and the same episodes in every entry, got "
-                         f"{len(labels)} labels and episode counts {[x.size for x in r]}")
-    out = []
-    for i in range(len(r)):
-        for j in range(i + 1, len(r)):
-            d = r[j] - r[i]
-            out.append({"a": labels[i], "b": labels[j], "mean": float(d.mean()),
-                        "ci95": list(bootstrap_ci(d, n_resamples=n_resamples, seed=seed)),
-                        "b_higher": float((d > 0).mean())})
-    return out
+__all__ = ["box_plot", "markdown_table", "report_paths", "write_report"]
 
 
 def report_paths(prefix: Path) -> dict[str, Path]:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from dcem_agents.math import CEMIterate
 from dcem_agents.models.decoder import LatentActionDecoder
-from dcem_agents.planning.latent import latent_cost_surface
+from dcem_agents.planning.latent import ActionCost, latent_cost_surface
 
 __all__ = ["plot_iterates", "plot_cost_surfaces"]
 
@@ -33,15 +33,19 @@ def _pyplot():
 
 
 @torch.no_grad()
-def plot_iterates(cfg: Any, decoder: LatentActionDecoder, planners: dict, x_init: Tensor, path: Path) -> Path:
-    """Fig. 3: CEM over the full action space vs DCEM over the learned latent space, from ``x_init`` (1, 4)."""
-    from dcem_agents.experiments.cartpole_embed import EXPERT, make_cost
+def plot_iterates(cfg: Any, decoder: LatentActionDecoder, planners: dict, cost: ActionCost, x_init: Tensor, path: Path,
+                  expert: str, latent: str = "latent_dcem") -> Path:
+    """Fig. 3: CEM over the full action space vs DCEM over the learned latent space, from ``x_init`` (1, 4).
 
+    :param planners: name -> ``(settings, plan)`` with ``plan(x_init, generator, on_iterate)``, holding ``expert``
+        (the full-space planner) and ``latent``.
+    :param cost: the controller cost of ``x_init``: actions (1, N, H, A) -> costs (1, N).
+    """
     plt = _pyplot()
     traces: dict[str, list[CEMIterate]] = {"full": [], "latent": []}
-    for key, name in (("full", EXPERT), ("latent", "latent_dcem")):
+    for key, name in (("full", expert), ("latent", latent)):
         planners[name][1](x_init, torch.Generator(device=x_init.device).manual_seed(0), traces[key].append)
-    grid, surface = latent_cost_surface(make_cost(x_init), decoder, 1, latent_bound=cfg.latent_bound)
+    grid, surface = latent_cost_surface(cost, decoder, 1, latent_bound=cfg.latent_bound)
     shown = [t for t in _SHOWN_ITERS if t < min(len(traces["full"]), len(traces["latent"]))]
     fig, axes = plt.subplots(3, len(shown), figsize=(3.2 * len(shown), 8.4), squeeze=False)
     steps = torch.arange(1, cfg.horizon + 1)
@@ -81,12 +85,11 @@ def plot_iterates(cfg: Any, decoder: LatentActionDecoder, planners: dict, x_init
 
 
 @torch.no_grad()
-def plot_cost_surfaces(cfg: Any, decoder: LatentActionDecoder, x_init: Tensor, path: Path) -> Path:
-    """Fig. 10: the learned cost surface ``C(f_dec(z); x_init)`` for each state of ``x_init`` (B, 4)."""
-    from dcem_agents.experiments.cartpole_embed import make_cost
-
+def plot_cost_surfaces(cfg: Any, decoder: LatentActionDecoder, cost: ActionCost, x_init: Tensor, path: Path) -> Path:
+    """Fig. 10: the learned cost surface ``C(f_dec(z); x_init)`` for each state of ``x_init`` (B, 4) under ``cost``
+    (actions (B, N, H, A) -> costs (B, N))."""
     plt = _pyplot()
-    grid, surface = latent_cost_surface(make_cost(x_init), decoder, x_init.shape[0], latent_bound=cfg.latent_bound,
+    grid, surface = latent_cost_surface(cost, decoder, x_init.shape[0], latent_bound=cfg.latent_bound,
                                         resolution=80)
     n = x_init.shape[0]
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)

@@ -1,8 +1,9 @@
-"""Rebuild the model-based components of a phase-2 (``dcem``) checkpoint without the experiment layer.
+"""The one loader of a phase-2 (``dcem``) checkpoint's model-based components, below the experiment layer.
 
-The SB3 policy and the belief wrapper are constructed from a checkpoint *path* (a plain value that SB3 pickles into
-its zip); this module reads the sizes from the checkpoint's stored configs and state dicts and returns the world
-model, the decoder and the latent planner settings, on CPU.
+The phase-2 runner, the SB3 policy and the belief wrapper all load a ``dcem`` checkpoint through
+:func:`load_components` (the SB3 side from a checkpoint *path*, a plain value that SB3 pickles into its zip): it reads
+the sizes from the checkpoint's stored configs and state dicts and returns the world model, the decoder and the
+latent planner settings, on CPU.
 
 :func:`architecture` turns components into plain values (sizes, decoder config, planner settings, environment), and
 :func:`components_from_architecture` rebuilds them from those values alone, with untrained weights: what an SB3 zip
@@ -22,8 +23,8 @@ from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.latent import LatentCEMSettings
 from dcem_agents.training.checkpoint import load_checkpoint
 
-__all__ = ["DCEMComponents", "architecture", "components_from_architecture", "load_components",
-           "resolve_components"]
+__all__ = ["DCEMComponents", "architecture", "components_from_architecture", "components_from_checkpoint",
+           "load_components", "resolve_components"]
 
 
 @dataclass
@@ -51,7 +52,11 @@ def load_components(path: str | Path, map_location: str | torch.device = "cpu") 
 
     :raises CheckpointError: the file is missing or is not a phase-2 (``dcem``) checkpoint.
     """
-    ckpt = load_checkpoint(path, "dcem", map_location=map_location)
+    return components_from_checkpoint(load_checkpoint(path, "dcem", map_location=map_location))
+
+
+def components_from_checkpoint(ckpt: dict[str, Any]) -> DCEMComponents:
+    """The components of a loaded ``dcem`` checkpoint (see :func:`load_components`)."""
     state: dict[str, Any] = ckpt["trainer"]
     p1, cfg = ckpt["phase1_config"], ckpt["config"]
     model_state, dec_state = state["model"], state["decoder"]

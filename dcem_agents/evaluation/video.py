@@ -17,8 +17,8 @@ import gymnasium as gym
 import numpy as np
 
 from dcem_agents.envs import make_env
-from dcem_agents.experiments.compare_entries import Entry
-from dcem_agents.training.rollout import run_episodes
+from dcem_agents.evaluation.entries import Entry
+from dcem_agents.evaluation.harness import evaluate_controller
 
 __all__ = ["FrameRecorder", "RenderError", "check_rendering", "record_episode", "video_format", "write_video"]
 
@@ -120,11 +120,11 @@ def record_episode(entry: Entry, seed: int, stem: Path) -> dict[str, Any]:
     env = _make_render_env(entry.env_id, entry.action_repeat)
     gen = entry.generator(seed)
     try:
-        episodes, _ = run_episodes([env], entry.model, entry.controller, [seed], generator=gen)
+        run = evaluate_controller([env], entry.model, entry.controller, [seed], generator=gen, label=None)
         fps = _agent_fps(env, entry.action_repeat)
         frames = env.frames
     finally:
         env.close()
     path = write_video(frames, stem, fps)
     return {"label": entry.label, "path": str(path), "format": path.suffix[1:], "seed": seed,
-            "return": episodes[0].return_, "frames": len(frames), "fps": round(fps, 3)}
+            "return": run.returns[0], "frames": len(frames), "fps": round(fps, 3)}

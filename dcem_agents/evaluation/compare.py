@@ -1,9 +1,9 @@
 """Compare controllers on the same test episodes: ``python evaluate.py --entry A --entry B ... --out PREFIX`` (fig. 4).
 
-Every entry (:mod:`~dcem_agents.experiments.compare_entries`: a checkpoint or SB3 zip and one of its controllers) runs
+Every entry (:mod:`~dcem_agents.evaluation.entries`: a checkpoint or SB3 zip and one of its controllers) runs
 ``episodes`` episodes on the same initial states — episode ``i`` resets its environment with seed ``seed + i`` —
 ``n_envs`` environments at a time with ONE batched planning call per step
-(:func:`~dcem_agents.training.rollout.run_episodes`). The planner's sampling generator is seeded with ``seed`` at the
+(:func:`~dcem_agents.evaluation.harness.evaluate_controller`). The planner's sampling generator is seeded with ``seed`` at the
 start of every entry, so a seed determines the run on one machine and torch build (repeated runs in one process give
 identical returns). Across installs, floating-point differences in the batched matrix products can change a planner's
 choice: two runs of the shipped report on fresh installs of the same kind of machine differed by at most 1.2 per
@@ -13,8 +13,8 @@ around the controller calls only.
 The default ``seed`` (:data:`DEFAULT_SEED`) keeps the test episodes apart from the seeds training and its
 evaluations use (random collection seeds below 2^31 are unlikely to hit it; evaluation seeds start at 1e6, 2e6, 3e6
 and PPO's first resets at 0). Results: ``PREFIX.json``, ``.md``, ``.png``, ``_episodes.csv``
-(:func:`~dcem_agents.experiments.compare_report.write_report`) and with ``video`` one ``PREFIX_video_<label>.gif``
-(or ``.mp4``) per entry (:mod:`~dcem_agents.experiments.compare_video`).
+(:func:`~dcem_agents.evaluation.report.write_report`) and with ``video`` one ``PREFIX_video_<label>.gif``
+(or ``.mp4``) per entry (:mod:`~dcem_agents.evaluation.video`).
 """
 
 from __future__ import annotations
@@ -23,63 +23,34 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 from tqdm import tqdm
 
 from dcem_agents.envs import make_env
-from dcem_agents.experiments.compare_entries import Entry, EntryError, EntrySpec, bind_environment, load_entry
-from dcem_agents.experiments.compare_report import paired_differences, report_paths, summarize, write_report
-from dcem_agents.planning.mpc import Controller
-from dcem_agents.training.rollout import run_episodes
+from dcem_agents.evaluation.entries import Entry, EntryError, EntrySpec, bind_environment, load_entry
+from dcem_agents.evaluation.harness import EvaluationRun, evaluate_controller
+from dcem_agents.evaluation.report import report_paths, write_report
+from dcem_agents.evaluation.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, convention, paired_differences,
+                                          summarize)
 
-__all__ = ["DEFAULT_SEED", "EntryRun", "compare", "load_entries", "run_entry"]
+__all__ = ["DEFAULT_SEED", "compare", "load_entries", "run_entry"]
 
 log = logging.getLogger(__name__)
 
 #: first environment seed of the comparison's test episodes
 DEFAULT_SEED = 4_000_000
-#: resamples of the bootstrap confidence intervals and the seed of their generator
-BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 10_000, 0
-
-
-@dataclass
-class EntryRun:
-    """Per-episode ``returns`` and ``agent_steps``; planning seconds and batched calls; total seconds."""
-
-    returns: list[float]
-    agent_steps: list[int]
-    plan_seconds: float
-    plan_calls: int
-    seconds: float
-
-
-class _Ticking:
-    """A controller that calls ``on_step()`` after every batched :meth:`act` (drives the progress bar)."""
-
-    def __init__(self, controller: Controller, on_step: Callable[[], None]) -> None:
-        self.controller, self.on_step = controller, on_step
-
-    def reset(self, n_envs: int) -> None:
-        self.controller.reset(n_envs)
-
-    def act(self, belief: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        actions = self.controller.act(belief, generator)
-        self.on_step()
-        return actions
 
 
 def load_entries(specs: Sequence[EntrySpec], device: torch.device | str = "cpu", runtime: str | None = None) -> list[Entry]:
     """Load every entry; labels made unique (file stem, then a number); all must be on the same environment id.
 
     Model-free SB3 zips that do not record their environment run on the environment and action repeat of the first
-    entry that does (:func:`~dcem_agents.experiments.compare_entries.bind_environment`).
+    entry that does (:func:`~dcem_agents.evaluation.entries.bind_environment`).
 
-    :raises EntryError: see :func:`~dcem_agents.experiments.compare_entries.load_entry`, mismatched env ids, or only
+    :raises EntryError: see :func:`~dcem_agents.evaluation.entries.load_entry`, mismatched env ids, or only
         model-free SB3 zips (no environment to run them on).
     """
     if not specs:
@@ -110,45 +81,27 @@ def load_entries(specs: Sequence[EntrySpec], device: torch.device | str = "cpu",
 
 
 def run_entry(entry: Entry, seeds: Sequence[int], *, n_envs: int, seed: int,
-              on_step: Callable[[], None] | None = None, on_batch: Callable[[int], None] | None = None) -> EntryRun:
+              on_step: Callable[[], None] | None = None, on_batch: Callable[[int], None] | None = None) -> EvaluationRun:
     """One episode per seed in ``seeds``, ``n_envs`` at a time, batched planning (generator seeded with ``seed``).
 
     :param on_step: called after every batched planning call.
     :param on_batch: called with the number of episodes after every finished batch.
     """
-    envs = [make_env(entry.env_id, action_repeat=entry.action_repeat) for _ in range(min(n_envs, len(seeds)))]
-    controller = entry.controller if on_step is None else _Ticking(entry.controller, on_step)
-    gen = entry.generator(seed)
-    run = EntryRun([], [], 0.0, 0, 0.0)
-    t0 = time.perf_counter()
-    try:
-        for i in range(0, len(seeds), len(envs)):
-            part = list(seeds[i : i + len(envs)])
-            episodes, stats = run_episodes(envs[: len(part)], entry.model, controller, part, generator=gen)
-            run.returns += [e.return_ for e in episodes]
-            run.agent_steps += [len(e.rewards) for e in episodes]
-            run.plan_seconds += stats.plan_seconds
-            run.plan_calls += stats.plan_calls
-            if on_batch is not None:
-                on_batch(len(part))
-    finally:
-        for env in envs:
-            env.close()
-    run.seconds = time.perf_counter() - t0
-    return run
+    return evaluate_controller(lambda: make_env(entry.env_id, action_repeat=entry.action_repeat), entry.model,
+                               entry.controller, seeds, generator=entry.generator(seed), n_envs=n_envs, label=None,
+                               on_step=on_step, on_batch=on_batch)
 
 
-def _entry_summary(entry: Entry, run: EntryRun, n_envs: int) -> dict[str, Any]:
+def _entry_summary(entry: Entry, run: EvaluationRun, n_envs: int) -> dict[str, Any]:
     actions = sum(run.agent_steps)
     return {
         "label": entry.label, "checkpoint": str(entry.path), "kind": entry.kind, "controller": entry.controller_name,
         "env_id": entry.env_id, "action_repeat": entry.action_repeat, "train_env_steps": entry.train_env_steps,
         "episodes": len(run.returns),
-        "stats": summarize(run.returns, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED),
+        "stats": summarize(run.returns),
         "eval_agent_steps": actions, "eval_env_steps": actions * entry.action_repeat,
         "samples_per_action": entry.samples_per_action,
-        "ms_per_action": 1000.0 * run.plan_seconds / max(actions, 1),
-        "ms_per_planning_call": 1000.0 * run.plan_seconds / max(run.plan_calls, 1), "n_envs": n_envs,
+        "ms_per_action": run.ms_per_action, "ms_per_planning_call": run.ms_per_plan, "n_envs": n_envs,
         "wall_time_s": run.seconds,
         "returns": [round(r, 4) for r in run.returns], "agent_steps": run.agent_steps,
     }
@@ -164,7 +117,7 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
     """Evaluate every entry on the same ``episodes`` seeds and write the report files under the prefix ``out``.
 
     :param video: first record one episode per entry (seed ``seed``); raises
-        :class:`~dcem_agents.experiments.compare_video.RenderError` before any evaluation when rendering is impossible.
+        :class:`~dcem_agents.evaluation.video.RenderError` before any evaluation when rendering is impossible.
     :param command: the command line, stored in the JSON.
     :param runtime: planner runtime preset of the entries that name none (None: each checkpoint's own).
     :return: the summary written to ``PREFIX.json`` (``files`` lists the written paths).
@@ -176,7 +129,7 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
     entries = load_entries(specs, device, runtime)
     videos: list[dict[str, Any]] = []
     if video:
-        from dcem_agents.experiments.compare_video import check_rendering, record_episode
+        from dcem_agents.evaluation.video import check_rendering, record_episode
 
         check_rendering(entries[0].env_id, entries[0].action_repeat)
         for e in entries:
@@ -203,9 +156,9 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
         "env_id": entries[0].env_id, "episodes": episodes, "seed": seed, "episode_seeds": [seeds[0], seeds[-1]],
         "n_envs": min(n_envs, episodes), "device": str(device),
         "bootstrap": {"method": "percentile", "level": 0.95, "resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED},
+        "statistics": convention(),
         "command": command, "wall_time_s": time.perf_counter() - t0, "entries": results,
-        "paired_differences": paired_differences([r["label"] for r in results], [r["returns"] for r in results],
-                                                 n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED),
+        "paired_differences": paired_differences([r["label"] for r in results], [r["returns"] for r in results]),
         "videos": videos,
         "files": {k: str(p) for k, p in report_paths(out).items()} | {f"video {v['label']}": v["path"] for v in videos},
     }
