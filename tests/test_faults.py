@@ -162,6 +162,12 @@ def test_non_finite_updates_are_skipped_then_stop_the_run() -> None:
     ("configs/planet/debug.yaml", "env_id=CartPole-v1", "unsupported action space Discrete"),
     ("configs/dcem/debug.yaml", "phase1_checkpoint=nowhere.pt", "checkpoint not found: nowhere.pt"),
     ("configs/ppo/debug.yaml", "phase2_checkpoint=checkpoints/planet_cartpole_swingup.pt", "expected 'dcem'"),
+    ("configs/ppo/debug.yaml", "ppo.gamma=1.5", "need 0 < gamma <= 1"),
+    ("configs/ppo/debug.yaml", "ppo.batch_size=1", "batch_size >= 2"),
+    ("configs/ppo/debug.yaml", "ppo.batch_size=64", "exceeds a rollout"),
+    ("configs/ppo/debug.yaml", "policy.train_components=[decoder, critic]", "'critic' is not a component"),
+    ("configs/baselines/debug.yaml", "algo_kwargs.batch_size=0", "algo_kwargs.batch_size must be an integer >= 1"),
+    ("configs/baselines/debug.yaml", "algo_kwargs.gamma=2", "algo_kwargs.gamma must be a number in [0.0, 1.0]"),
 ])
 def test_train_validates_inputs_before_the_run_folder_exists(tmp_path: Path, config: str, override: str,
                                                             message: str) -> None:

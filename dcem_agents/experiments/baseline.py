@@ -48,6 +48,14 @@ def _algorithm(name: str) -> type:
     return getattr(stable_baselines3, ALGORITHMS[name])
 
 
+#: SB3 arguments checked before a run starts: (lowest, highest or None, type)
+_ALGO_KWARG_RANGES: dict[str, tuple[float, float | None, type | tuple[type, ...]]] = {
+    "batch_size": (1, None, int), "buffer_size": (1, None, int), "learning_starts": (0, None, int),
+    "n_steps": (1, None, int), "n_epochs": (1, None, int), "policy_delay": (1, None, int),
+    "gamma": (0.0, 1.0, (int, float)), "tau": (0.0, 1.0, (int, float)), "gae_lambda": (0.0, 1.0, (int, float)),
+}
+
+
 @dataclass
 class Config:
     """A model-free SB3 baseline on the planning agents' environment."""
@@ -86,6 +94,14 @@ class Config:
         if unknown:
             raise ValueError(f"algo_kwargs: {unknown[0]!r} is not an argument of {ALGORITHMS[self.algorithm]} (or is "
                              f"set by the experiment); allowed: {', '.join(sorted(allowed))}")
+        for key, value in self.algo_kwargs.items():
+            low, high, kind = _ALGO_KWARG_RANGES.get(key, (None, None, None))
+            if kind is None:
+                continue
+            if not isinstance(value, kind) or isinstance(value, bool) or value < low or (high is not None and value > high):
+                bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+                raise ValueError(f"algo_kwargs.{key} must be {'an integer' if kind is int else 'a number'} {bound}, "
+                                 f"got {value!r}")
 
     @property
     def agent_steps(self) -> int:

@@ -28,7 +28,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from dcem_agents.config import build, field, to_dict
 from dcem_agents.experiments import EvalOptions
-from dcem_agents.sb3 import BeliefSyncCallback, EmbeddedDCEMPolicy, make_belief_vec_env
+from dcem_agents.sb3 import COMPONENTS, BeliefSyncCallback, EmbeddedDCEMPolicy, make_belief_vec_env
 from dcem_agents.sb3.controllers import evaluate_belief_policy
 from dcem_agents.sb3.progress import TqdmCallback, make_sb3_logger
 from dcem_agents.training import save_checkpoint
@@ -58,6 +58,18 @@ class PPOSettings:
     max_grad_norm: float = field(0.5, help="gradient clipping")
     target_kl: float | None = field(None, help="stop an update early past this KL (None: never)")
 
+    def __post_init__(self) -> None:
+        if self.n_steps < 1 or self.n_epochs < 1 or self.batch_size < 2:
+            raise ValueError(f"ppo: need n_steps >= 1, n_epochs >= 1 and batch_size >= 2 (SB3 normalizes advantages "
+                             f"per minibatch), got {self.n_steps}, {self.n_epochs}, {self.batch_size}")
+        if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            raise ValueError(f"ppo: need 0 < gamma <= 1 and 0 <= gae_lambda <= 1, got {self.gamma}, {self.gae_lambda}")
+        for name in ("learning_rate", "clip_range", "max_grad_norm"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ppo.{name} must be > 0, got {getattr(self, name)}")
+        if self.ent_coef < 0 or self.vf_coef < 0 or (self.target_kl is not None and self.target_kl <= 0):
+            raise ValueError("ppo: need ent_coef >= 0, vf_coef >= 0 and target_kl > 0 (or null)")
+
 
 @dataclass
 class PolicySettings:
@@ -74,6 +86,12 @@ class PolicySettings:
     def __post_init__(self) -> None:
         if self.std_init <= 0:
             raise ValueError(f"policy.std_init must be > 0, got {self.std_init}")
+        unknown = [c for c in self.train_components if c not in COMPONENTS]
+        if unknown or not self.train_components:
+            raise ValueError(f"policy.train_components: {unknown[0] if unknown else 'empty'!r} is not a component; "
+                             f"choose from {', '.join(COMPONENTS)}")
+        if any(w < 1 for w in self.value_arch):
+            raise ValueError(f"policy.value_arch widths must be >= 1, got {self.value_arch}")
 
 
 @dataclass
@@ -103,6 +121,9 @@ class Config:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.eval_episodes < 0:
             raise ValueError("eval_episodes must be >= 0")
+        if self.ppo.batch_size > self.ppo.n_steps * self.n_envs:
+            raise ValueError(f"ppo.batch_size ({self.ppo.batch_size}) exceeds a rollout (ppo.n_steps x n_envs = "
+                             f"{self.ppo.n_steps * self.n_envs} samples)")
 
 
 def _policy_kwargs(cfg: Config) -> dict[str, Any]:
