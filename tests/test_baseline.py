@@ -59,7 +59,8 @@ def test_trains_evaluates_and_checkpoints(baseline_run: Path) -> None:
     assert abs(at_200 - at_400) > 0.1  # training changed the policy: the two evaluations are told apart
     saved = sorted(p.name for p in (baseline_run / "sb3_checkpoints").iterdir())
     assert saved == ["sac_25_steps.zip", "sac_50_steps.zip", "sac_replay_buffer_25_steps.pkl",
-                     "sac_replay_buffer_50_steps.pkl"]  # every 200 env steps = 25 agent steps
+                     "sac_replay_buffer_50_steps.pkl", "sac_resume_25_steps.pt",
+                     "sac_resume_50_steps.pt"]  # every 200 env steps = 25 agent steps, with the exact-resume state
     assert "eval/mean_reward" in (baseline_run / "progress.csv").read_text().splitlines()[0]
     assert [e[0] for e in summary["evaluations"]] == [200, 400]  # every eval_every env steps, in env steps
 

@@ -8,7 +8,10 @@ planning agents use) for ``env_steps`` environment steps, evaluates it every ``e
 The zip records its environment id and action repeat (the attribute :data:`ENV_ATTRIBUTE`), so ``evaluate.py --entry model.zip`` compares it with the planners with nothing to repeat.
 
 Interrupted runs resume from the last SB3 checkpoint in ``sb3_checkpoints/`` (with the replay buffer of off-policy
-algorithms) when re-run with ``--run-dir``.
+algorithms and the exact-resume state of :mod:`dcem_agents.sb3.resume`) when re-run with ``--run-dir``, and continue
+as the uninterrupted run would have: the training environment is a :class:`~dcem_agents.envs.ReplayableEnv`, and
+evaluations and checkpoints happen between updates. Every evaluation runs through
+:func:`~dcem_agents.evaluation.harness.evaluate_controller` (episode ``i`` seeded ``eval_seed + i``).
 """
 
 from __future__ import annotations
@@ -125,33 +128,48 @@ def _callbacks(cfg: Config, run_dir: Path, summary: dict[str, Any]) -> list[Any]
     from dcem_agents.sb3.progress import TqdmCallback
 
     class PeriodicEvaluation(BaseCallback):
-        """Every ``eval_every`` environment steps: evaluate, log ``eval/mean_reward``, append ``[env_steps, mean
-        return]`` to ``summary["evaluations"]`` and save it."""
+        """Every ``eval_every`` environment steps, between updates (at the start of a rollout, and at the end of
+        training): evaluate, log ``eval/mean_reward``, append ``[env_steps, mean return]`` to
+        ``summary["evaluations"]`` and save it. It runs before the checkpoint callback, so a checkpoint taken at the
+        same moment comes after the evaluation's row."""
 
         def __init__(self) -> None:
             super().__init__()
             self.every = max(cfg.eval_every // cfg.action_repeat, 1)
+            self.next = self.every
+
+        def _on_training_start(self) -> None:
+            self.next = (self.num_timesteps // self.every + 1) * self.every  # a resumed run: the next one due
+
+        def _on_rollout_start(self) -> None:
+            if self.num_timesteps >= self.next:
+                self.evaluate()
+
+        def _on_training_end(self) -> None:
+            if self.num_timesteps >= self.next:
+                self.evaluate()
 
         def _on_step(self) -> bool:
-            if self.num_timesteps % self.every == 0:
-                result = _evaluate(cfg, self.model.policy, None)
-                mean = result["return_mean"]
-                self.logger.record("eval/mean_reward", mean)
-                self.logger.record("eval/mean_ep_length", float(sum(result["agent_steps"]) / result["episodes"]))
-                self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
-                self.logger.dump(self.num_timesteps)
-                summary.setdefault("evaluations", []).append([self.num_timesteps * cfg.action_repeat, mean])
-                (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             return True
 
-    callbacks: list[Any] = [
+        def evaluate(self) -> None:
+            self.next = (self.num_timesteps // self.every + 1) * self.every
+            result = _evaluate(cfg, self.model.policy, None)
+            mean = result["return_mean"]
+            self.logger.record("eval/mean_reward", mean)
+            self.logger.record("eval/mean_ep_length", float(sum(result["agent_steps"]) / result["episodes"]))
+            self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
+            self.logger.dump(self.num_timesteps)
+            summary.setdefault("evaluations", []).append([self.num_timesteps * cfg.action_repeat, mean])
+            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    callbacks: list[Any] = [PeriodicEvaluation()] if cfg.eval_every > 0 else []
+    callbacks += [
         AtomicCheckpointCallback(max(cfg.checkpoint_every // cfg.action_repeat, 1), run_dir / "sb3_checkpoints",
                                  name_prefix=cfg.algorithm, save_replay_buffer=cfg.algorithm != "ppo",
                                  at_rollout_start=True, save_resume_state=True),
         TqdmCallback(cfg.agent_steps, desc=cfg.algorithm),
     ]
-    if cfg.eval_every > 0:
-        callbacks.append(PeriodicEvaluation())
     return callbacks
 
 
@@ -179,6 +197,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
     if latest is not None:
         resume, model = latest
         log.info("resumed %s from %s at %d agent steps", cfg.algorithm, resume, model.num_timesteps)
+        done = model.num_timesteps * cfg.action_repeat  # evaluations past the checkpoint are run again
+        summary["evaluations"] = [e for e in summary.get("evaluations", []) if e[0] <= done]
     else:
         model = algo("MlpPolicy", env, learning_rate=cfg.learning_rate, seed=cfg.seed, device=device,
                      policy_kwargs={"net_arch": list(cfg.net_arch)}, **cfg.algo_kwargs)
