@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from dcem_agents.math.cem import check_cem_sizes
 from dcem_agents.config import build, field, to_dict
+from dcem_agents.evaluation.stats import summarize
 from dcem_agents.models.cartpole import ACTION_DIM, FORCE_BOUND, cartpole_cost, cartpole_return, sample_initial_states
 from dcem_agents.models.decoder import LatentActionDecoder
 from dcem_agents.planning.action_space import action_space_plan
@@ -243,11 +244,12 @@ def evaluate(checkpoint: dict[str, Any], options: Any) -> dict[str, Any]:
     iters = {n: cfg.n_iters if n.startswith("latent") else cfg.full_iters for n in names}
     controllers = {}
     for name in names:
-        r = torch.tensor(returns[name], dtype=torch.float64)
+        stats = summarize(returns[name])  # the package's statistics convention (ddof 1, bootstrap CI)
         controllers[name] = {
-            "mean_return": float(r.mean()),
-            "std_return": float(r.std()) if len(r) > 1 else 0.0,
-            "improvement_factor": improvement_factor(float(r.mean()), expert_mean),
+            "mean_return": stats["mean"],
+            "std_return": stats["std"],
+            "ci95": stats["ci95"],
+            "improvement_factor": improvement_factor(stats["mean"], expert_mean),
             "samples_per_iter": planners[name][0],
             "iters": iters[name],
             "transitions_per_plan": planners[name][0] * iters[name] * cfg.horizon,
