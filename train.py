@@ -49,8 +49,9 @@ def changed_keys(old: object, new: object, prefix: str = "") -> list[str]:
 _CHECKPOINT_KEYS = {"phase1_checkpoint": "planet", "phase2_checkpoint": "dcem"}
 
 
-def validate_inputs(cfg: object, check_checkpoints: bool = True) -> None:
-    """Check what a config points to before a run folder exists: the environment (id, spaces) and the checkpoints.
+def validate_inputs(cfg: object, check_checkpoints: bool = True, module: object = None) -> None:
+    """Check what a config points to before a run folder exists: the environment (id, spaces), the checkpoints and
+    the runner's own checks of them (its ``validate(cfg)``, if it has one).
 
     :raises Exception: the first problem found (the caller prints it as one line).
     """
@@ -64,6 +65,8 @@ def validate_inputs(cfg: object, check_checkpoints: bool = True) -> None:
             path = getattr(cfg, key, None)
             if path is not None:
                 load_checkpoint(path, experiment)
+        if hasattr(module, "validate"):
+            module.validate(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     resuming = args.run_dir is not None and (args.run_dir / "checkpoint.pt").is_file()
     try:
-        validate_inputs(cfg, check_checkpoints=not resuming)
+        validate_inputs(cfg, check_checkpoints=not resuming, module=module)
     except Exception as e:  # noqa: BLE001 - one line for anything the inputs get wrong, before any folder exists
         if args.debug:
             raise

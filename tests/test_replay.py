@@ -26,10 +26,11 @@ def _filled(lengths: list[int], capacity: int = 10_000) -> EpisodeReplay:
 
 
 def test_chunks_never_cross_episode_boundaries() -> None:
-    replay = _filled([12, 5, 30, 10, 11])
+    replay = _filled([12, 30, 10, 11])
     rng = np.random.default_rng(0)
     chunks = replay.sample(2000, 10, rng)
     assert chunks.obs.shape == (2000, 11, 3) and chunks.actions.shape == (2000, 10, 2) and chunks.rewards.shape == (2000, 10)
+    assert (chunks.mask == 1).all() and (chunks.cont == 1).all()  # no short episode, none terminated
     episodes = chunks.obs[:, :, 0]
     assert (episodes == episodes[:, :1]).all(), "a chunk mixes episodes"
     steps = chunks.obs[:, :, 1]
@@ -37,12 +38,35 @@ def test_chunks_never_cross_episode_boundaries() -> None:
     # actions and rewards are aligned with the observation they follow
     np.testing.assert_array_equal(chunks.actions[:, :, 1], steps[:, :-1])
     np.testing.assert_array_equal(chunks.rewards, 1000.0 * episodes[:, :-1] + steps[:, :-1])
-    # the 5-step episode (id 1) is too short for 10-step chunks; all others are sampled, up to their last step
-    seen = set(np.unique(episodes).astype(int))
-    assert 1 not in seen and seen == {0, 2, 3, 4}
-    assert steps[episodes[:, 0] == 2].max() == 30  # the last observation of the 30-step episode is reachable
-    # uniform over (episode, start): the 30-step episode has 21 of the 3+21+1+2 = 27 valid starts
-    assert abs((episodes[:, 0] == 2).mean() - 21 / 27) < 0.05
+    assert set(np.unique(episodes).astype(int)) == {0, 1, 2, 3}
+    assert steps[episodes[:, 0] == 1].max() == 30  # the last observation of the 30-step episode is reachable
+    # uniform over (episode, start): the 30-step episode has 21 of the 3+21+1+2 = 27 starts
+    assert abs((episodes[:, 0] == 1).mean() - 21 / 27) < 0.05
+
+
+def test_short_episodes_are_padded_and_masked() -> None:
+    """An episode shorter than the chunk (terminated early) gives one chunk from its start, zero-padded, masked."""
+    replay = EpisodeReplay(3, 2)
+    replay.add_episode(*_episode(0, 4), terminated=True)  # fell after 4 steps
+    replay.add_episode(*_episode(1, 6), terminated=False)  # cut by a time limit after 6 steps
+    replay.add_episode(*_episode(2, 20), terminated=True)
+    chunks = replay.sample(3000, 8, np.random.default_rng(1))
+    ep = chunks.obs[:, 0, 0].astype(int)
+    # uniform over (episode, start): 1 + 1 + 13 starts
+    assert abs((ep == 0).mean() - 1 / 15) < 0.02 and abs((ep == 1).mean() - 1 / 15) < 0.02
+    first = np.flatnonzero(ep == 0)[0]
+    np.testing.assert_array_equal(chunks.mask[first], [1, 1, 1, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(chunks.cont[first], [1, 1, 1, 0, 1, 1, 1, 1])  # terminated at its 4th transition
+    np.testing.assert_array_equal(chunks.obs[first, :5, 1], [0, 1, 2, 3, 4])  # x_0 .. x_4, then zeros
+    assert (chunks.obs[first, 5:] == 0).all() and (chunks.actions[first, 4:] == 0).all() and (chunks.rewards[first, 4:] == 0).all()
+    trunc = np.flatnonzero(ep == 1)[0]
+    np.testing.assert_array_equal(chunks.mask[trunc], [1, 1, 1, 1, 1, 1, 0, 0])
+    assert (chunks.cont[trunc] == 1).all()  # a time limit is not a termination
+    # the long terminated episode: only a chunk that reaches its last transition has a 0 target, there
+    long = ep == 2
+    ends = chunks.obs[long, -1, 1] == 20
+    assert (chunks.cont[long][ends, -1] == 0).all() and (chunks.cont[long][~ends] == 1).all()
+    assert (chunks.mask[long] == 1).all()
 
 
 def test_sample_is_reproducible_with_the_same_generator() -> None:
@@ -53,10 +77,9 @@ def test_sample_is_reproducible_with_the_same_generator() -> None:
         np.testing.assert_array_equal(x, y)
 
 
-def test_no_episode_long_enough_raises() -> None:
-    replay = _filled([4, 6])
-    with pytest.raises(ValueError, match="no stored episode has 7 steps"):
-        replay.sample(1, 7, np.random.default_rng(0))
+def test_sampling_an_empty_buffer_raises() -> None:
+    with pytest.raises(ValueError, match="cannot sample chunks of 7 steps from 0 episodes"):
+        EpisodeReplay(3, 2).sample(1, 7, np.random.default_rng(0))
 
 
 def test_capacity_evicts_oldest_episodes() -> None:

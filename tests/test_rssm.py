@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
@@ -143,3 +146,62 @@ def test_imagined_rewards_are_differentiable_in_the_actions() -> None:
 def test_bad_sizes_raise() -> None:
     with pytest.raises(ValueError, match="sizes"):
         RSSM(0, 1)
+
+
+# ---------------------------------------------------------------- continuation head (episodes that terminate)
+def _constant_heads(model: RSSM, reward: float, cont_logit: float) -> None:
+    """Make the reward head output ``reward`` and the continuation head ``cont_logit`` everywhere."""
+    with torch.no_grad():
+        for head, value in ((model.reward_head, reward), (model.cont_head, cont_logit)):
+            head[4].weight.zero_()
+            head[4].bias.fill_(value)
+
+
+def test_continuation_weights_the_imagined_return_as_computed_by_hand() -> None:
+    """Reward 2 per step, continuation σ(0.5) = c: the planned return is 2 · (1 + c + c² + c³), on both rollouts."""
+    from dcem_agents.models.lean_rollout import imagine_rewards
+    from dcem_agents.planning.mpc import imagined_return_cost
+    from dcem_agents.planning.runtime import RUNTIME_PRESETS
+
+    torch.manual_seed(0)
+    model = RSSM(5, 2, 16, 12, continuation=True).double()
+    _constant_heads(model, 2.0, 0.5)
+    c = 1.0 / (1.0 + math.exp(-0.5))
+    belief = torch.randn(3, model.belief_dim, dtype=torch.float64)
+    actions = torch.randn(3, 4, 2, dtype=torch.float64)
+    im = model.imagine(belief, actions)
+    expected = torch.tensor([1.0, c, c**2, c**3], dtype=torch.float64).expand(3, 4)
+    torch.testing.assert_close(im.weights, expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(im.rewards, torch.full((3, 4), 2.0, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(imagine_rewards(model, belief, actions), 2.0 * expected, rtol=0, atol=1e-12)
+    for runtime in ("reference", "fp32"):
+        cost = imagined_return_cost(model, belief, RUNTIME_PRESETS[runtime])(actions.unsqueeze(1))
+        torch.testing.assert_close(cost, torch.full((3, 1), -2.0 * (1 + c + c**2 + c**3), dtype=torch.float64),
+                                   rtol=0, atol=1e-12)
+    plain = RSSM(5, 2, 16, 12).double()  # no head: weights are ones, the return is the plain sum
+    assert plain.cont_head is None and (plain.imagine(belief, actions).weights == 1).all()
+
+
+def test_continuation_loss_on_terminated_and_truncated_episodes() -> None:
+    """The head predicting "goes on" (logit 6) costs log(1 + e^6) at a termination and ~0 elsewhere; a time limit
+    (truncation) is never a target 0; padding after a short episode's end counts nothing."""
+    from dcem_agents.training.replay import EpisodeReplay
+
+    torch.manual_seed(0)
+    model = RSSM(3, 1, 8, 8, continuation=True).double()
+    _constant_heads(model, 0.0, 6.0)
+    rng = np.random.default_rng(0)
+    replay = EpisodeReplay(3, 1)
+    replay.add_episode(rng.standard_normal((5, 3)), rng.standard_normal((4, 1)), np.zeros(4), terminated=True)
+    replay.add_episode(rng.standard_normal((7, 3)), rng.standard_normal((6, 1)), np.zeros(6), terminated=False)
+    chunks = replay.sample(50, 8, np.random.default_rng(0))
+    real = chunks.mask.sum(1)
+    order = [int(np.flatnonzero(real == 4)[0]), int(np.flatnonzero(real == 6)[0])]  # terminated, then truncated
+    t = {k: torch.as_tensor(v[order], dtype=torch.float64) for k, v in chunks._asdict().items()}
+    hit, miss = math.log1p(math.exp(6.0)), math.log1p(math.exp(-6.0))  # BCE of logit 6 against 0 and 1
+    for rows, expected in (([0], (3 * miss + hit) / 4), ([1], miss), ([0, 1], (9 * miss + hit) / 10)):
+        terms = model.loss(t["obs"][rows], t["actions"][rows], t["rewards"][rows], mask=t["mask"][rows],
+                           cont=t["cont"][rows])
+        assert terms["continuation"].item() == pytest.approx(expected, rel=1e-12)
+    no_head = RSSM(3, 1, 8, 8).double()
+    assert "continuation" not in no_head.loss(t["obs"], t["actions"], t["rewards"], mask=t["mask"], cont=t["cont"])

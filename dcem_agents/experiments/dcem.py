@@ -121,6 +121,18 @@ def build_latent_agent(p1: planet.Config, cfg: Config, device: torch.device) -> 
     return env_fn, model, LatentDCEMController(model, decoder.to(device), cfg.planner.settings(), cfg.planner.runtime())
 
 
+def validate(cfg: Config) -> None:
+    """Before a run starts: ``train.total_env_steps`` must exceed the phase-1 checkpoint's steps (it counts from
+    the start of phase 1)."""
+    _check_budget(cfg, load_checkpoint(cfg.phase1_checkpoint, "planet")["trainer"]["counters"]["env_steps"])
+
+
+def _check_budget(cfg: Config, phase1_steps: int) -> None:
+    if cfg.train.total_env_steps <= phase1_steps:
+        raise ValueError(f"train.total_env_steps={cfg.train.total_env_steps} counts from the start of phase 1 and must "
+                         f"exceed the phase-1 checkpoint's {phase1_steps} env steps")
+
+
 def train(cfg: Config, run_dir: Path) -> dict:
     """Phase 2 from ``cfg.phase1_checkpoint`` (or resume from ``run_dir/checkpoint.pt``); returns the summary."""
     device = setup_torch(cfg.num_threads, cfg.device)
@@ -152,11 +164,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
             trainer.counters[key] = p1_state["counters"][key]
         trainer.counters["phase1_env_steps"] = p1_state["counters"]["env_steps"]
         trainer.counters["next_eval"] = trainer.counters["env_steps"] + (cfg.train.eval_every or cfg.train.total_env_steps)
-        if cfg.train.total_env_steps <= trainer.counters["env_steps"]:
-            raise ValueError(
-                f"train.total_env_steps={cfg.train.total_env_steps} counts from the start of phase 1 and must exceed the "
-                f"phase-1 checkpoint's {trainer.counters['env_steps']} env steps"
-            )
+        _check_budget(cfg, trainer.counters["env_steps"])
     trainer.logger = MetricsLogger(run_dir, resume_step=resume_step)
     try:
         pretrain = trainer.pretrain_decoder()

@@ -63,6 +63,13 @@ class ModelConfig:
     hidden_size: int = field(200, help="GRU state size of f_trans")
     layer_size: int = field(200, help="width of the embedding and of the 2 hidden layers of f_odec and f_rew")
     min_std: float = field(0.01, help="lower bound of the observation model's std (normalized units)")
+    continuation: bool | None = field(None, help="continuation head c = P(not terminated) weighting imagined rewards "
+                                                 "(null: on unless the task is DeepMind Control, whose episodes never "
+                                                 "terminate)")
+
+    def uses_continuation(self, env_id: str) -> bool:
+        """Whether the model has the continuation head on ``env_id`` (``continuation``, or the null default)."""
+        return (not env_id.startswith("dm_control/")) if self.continuation is None else self.continuation
 
     def __post_init__(self) -> None:
         if self.hidden_size < 1 or self.layer_size < 1 or self.min_std <= 0:
@@ -143,7 +150,8 @@ def build_agent(cfg: Config, device: torch.device) -> tuple[Any, RSSM, CEMContro
     high = torch.as_tensor(probe.action_space.high, dtype=torch.float32)
     probe.close()
     torch.manual_seed(cfg.seed)
-    model = RSSM(obs_dim, act_dim, cfg.model.hidden_size, cfg.model.layer_size, cfg.model.min_std).to(device)
+    model = RSSM(obs_dim, act_dim, cfg.model.hidden_size, cfg.model.layer_size, cfg.model.min_std,
+                 cfg.model.uses_continuation(cfg.env_id)).to(device)
     model.eval()
     p = cfg.planner
     controller = CEMController(model, low, high, p.horizon, p.n_samples, p.n_elites, p.n_iters, p.warm_start,

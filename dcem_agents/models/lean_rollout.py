@@ -60,16 +60,24 @@ class _Weights:
 
         self.w_ex, self.w_eu, self.b_e = c(emb.weight[:, :o]), c(emb.weight[:, o:]), c(emb.bias)
         self.w_ih, self.b_ih = c(cell.weight_ih), c(cell.bias_ih)
-        # rows: [W_hh (3·hidden) | W_o1 (layer) | W_rh (layer)] applied to h_{t+1}
-        self.w_h = c(torch.cat([cell.weight_hh, o1.weight, r1.weight[:, :hid]], 0))
-        self.b_h = c(torch.cat([cell.bias_hh, o1.bias, r1.bias], 0))
+        heads = [r1] if model.cont_head is None else [r1, model.cont_head[0]]
+        # rows: [W_hh (3·hidden) | W_o1 (layer) | W_rh (layer) | W_ch (layer), with the continuation head] on h_{t+1}
+        self.w_h = c(torch.cat([cell.weight_hh, o1.weight] + [m.weight[:, :hid] for m in heads], 0))
+        self.b_h = c(torch.cat([cell.bias_hh, o1.bias] + [m.bias for m in heads], 0))
         self.gates = 3 * hid
         self.layer = o1.weight.shape[0]
+        self.sizes = [self.gates] + [self.layer] * (1 + len(heads))  # the split of one product on h
         self.w_o2, self.b_o2 = c(o2.weight), c(o2.bias)
         self.w_o3, self.b_o3 = c(o3.weight[:o]), c(o3.bias[:o])
         self.w_rx = c(r1.weight[:, hid:])
         self.w_r2, self.b_r2 = c(r2.weight), c(r2.bias)
         self.w_r3, self.b_r3 = c(r3.weight), c(r3.bias)
+        self.cont = model.cont_head is not None
+        if self.cont:
+            c1, c2, c3 = model.cont_head[0], model.cont_head[2], model.cont_head[4]
+            self.w_cx = c(c1.weight[:, hid:])
+            self.w_c2, self.b_c2 = c(c2.weight), c(c2.bias)
+            self.w_c3, self.b_c3 = c(c3.weight), c(c3.bias)
 
 
 _CACHE: "weakref.WeakKeyDictionary[RSSM, tuple[tuple, _Weights]]" = weakref.WeakKeyDictionary()
@@ -93,17 +101,19 @@ def _weights(model: RSSM, dtype: torch.dtype) -> _Weights:
 
 
 def _rollout(w: _Weights, h: Tensor, x: Tensor, act_emb: Tensor) -> Tensor:
-    """Rewards (M, H) of the rows ``h`` (M, hidden), ``x̃`` (M, O) under ``W_u u + b_e`` (M, H, L).
+    """Rewards (M, H) of the rows ``h`` (M, hidden), ``x̃`` (M, O) under ``W_u u + b_e`` (M, H, L); with the
+    continuation head, each weighted by the survival probability ``Π_{k<t} c_k``.
 
     Wide products are cut with ``split`` (one backward node that concatenates) rather than slicing (one zero-filled
     full-size gradient per slice in the backward pass).
     """
     horizon = act_emb.shape[1]
     hid = h.shape[-1]
-    g, lay = w.gates, w.layer
+    g = w.gates
     gh = F.linear(h, w.w_h[:g], w.b_h[:g])  # W_hh h_0 + b_hh
     acts = act_emb.unbind(1)  # one backward node (indexing per step would fill a (M, H, L) zero gradient per step)
     rewards = []
+    alive = None  # Π_{k<t} c_k, with the continuation head
     for t in range(horizon):
         e = F.elu(torch.addmm(acts[t], x, w.w_ex.t()))
         gi_rz, gi_n = torch.addmm(w.b_ih, e, w.w_ih.t()).split([2 * hid, hid], 1)
@@ -112,14 +122,22 @@ def _rollout(w: _Weights, h: Tensor, x: Tensor, act_emb: Tensor) -> Tensor:
         n = torch.tanh(torch.addcmul(gi_n, r, gh_n))
         h = torch.addcmul(n, z, h - n)  # (1 - z) n + z h
         if t + 1 < horizon:
-            gh, o1, rh = torch.addmm(w.b_h, h, w.w_h.t()).split([g, lay, lay], 1)
+            gh, o1, rh, *ch = torch.addmm(w.b_h, h, w.w_h.t()).split(w.sizes, 1)
         else:  # the last step needs no hidden gates for a next step
-            o1, rh = torch.addmm(w.b_h[g:], h, w.w_h[g:].t()).split([lay, lay], 1)
+            o1, rh, *ch = torch.addmm(w.b_h[g:], h, w.w_h[g:].t()).split(w.sizes[1:], 1)
         obs = F.elu(torch.addmm(w.b_o2, F.elu(o1), w.w_o2.t()))
         x = torch.addmm(w.b_o3, obs, w.w_o3.t())  # the mean x̃_{t+1}
         q = F.elu(torch.addmm(rh, x, w.w_rx.t()))
         q = F.elu(torch.addmm(w.b_r2, q, w.w_r2.t()))
-        rewards.append(torch.addmm(w.b_r3, q, w.w_r3.t()))
+        reward = torch.addmm(w.b_r3, q, w.w_r3.t())
+        if w.cont:
+            rewards.append(reward if alive is None else reward * alive)
+            q = F.elu(torch.addmm(ch[0], x, w.w_cx.t()))
+            q = F.elu(torch.addmm(w.b_c2, q, w.w_c2.t()))
+            cont = torch.sigmoid(torch.addmm(w.b_c3, q, w.w_c3.t()))
+            alive = cont if alive is None else alive * cont
+        else:
+            rewards.append(reward)
     return torch.cat(rewards, 1)
 
 
@@ -136,7 +154,8 @@ def imagine_rewards(
     model: RSSM, belief: Tensor, actions: Tensor, precision: Precision = "fp32", chunk: int = 1024,
     compile: bool = False,
 ) -> Tensor:
-    """Predicted rewards of open-loop rollouts: the same function as ``model.imagine(belief, actions).rewards``.
+    """Predicted rewards of open-loop rollouts: the same function as ``im.rewards * im.weights`` of
+    ``im = model.imagine(belief, actions)`` (the rewards alone for a model without the continuation head).
 
     :param model: the world model (its parameters fix device and dtype of the result).
     :param belief: start beliefs ``[h, x̃]`` (M, belief_dim), one per action sequence.
@@ -146,8 +165,8 @@ def imagine_rewards(
     :param chunk: rows rolled out together (cache blocking); the result does not depend on it beyond rounding.
     :param compile: run the step loop through ``torch.compile`` (fuses the activations with their neighbours; the
         first call compiles, 10-60 s on a CPU).
-    :return: rewards ``r̂_t .. r̂_{t+H-1}`` (M, H) in the model's dtype, differentiable w.r.t. the inputs and the
-        model's parameters.
+    :return: rewards ``r̂_t .. r̂_{t+H-1}`` (M, H), weighted by the survival probabilities with the continuation head,
+        in the model's dtype, differentiable w.r.t. the inputs and the model's parameters.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"imagine_rewards: precision must be one of {PRECISIONS}, got {precision!r}")

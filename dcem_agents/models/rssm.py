@@ -5,6 +5,7 @@ Deterministic recurrent state and stochastic proprioceptive observations (all ob
     h_{t+1} = f_trans(h_t, x̃_t, u_t)          GRU cell (``hidden_size``, 200) on an ELU embedding of [x̃_t, u_t]
     x̃_t     ~ N(μ(h_t), σ(h_t))              f_odec, MLP 2 × ``layer_size``
     r_t     = f_rew(h_{t+1}, x̃_{t+1})        f_rew, MLP 2 × ``layer_size``, reward of the transition (x_t, u_t)
+    c_t     = σ(f_cont(h_{t+1}, x̃_{t+1}))    optional continuation head: P(the episode goes on after (x_t, u_t))
 
 The **belief** after observing ``x_t`` is the flat tensor ``[h_t, x̃_t]`` (B, ``belief_dim``): filtering feeds real
 observations (:meth:`initial`, :meth:`observe_step`, :meth:`observe`); imagination (:meth:`imagine`) feeds back the
@@ -18,7 +19,14 @@ predicted mean ``μ(h)`` (or a sample), which is what a planner scores action se
   every teacher-forced belief ``(h_s, x̃_s)`` and feed back ``μ(h)`` for ``K`` steps with the recorded actions,
   squared errors averaged over ``k = 1..K``. Planning rolls the model out open-loop, so pure teacher forcing leaves the
   compounding error of the fed-back predictions untrained; this term trains exactly what the planner uses
-  (a deterministic variant of PlaNet's overshooting).
+  (a deterministic variant of PlaNet's overshooting);
+- ``continuation`` (with the continuation head and targets): binary cross-entropy of ``c_t`` against ``1 -
+  terminated_t`` (Dreamer's discount predictor). A time limit is not a termination: truncated episodes keep target 1.
+
+Chunks may hold padding (episodes shorter than the chunk): with a ``mask`` (B, L) every term averages over real
+transitions only. Imagination weights the reward of step ``t`` by the predicted probability of still running,
+``w_t = Π_{k<t} c_k`` (:attr:`Imagination.weights`; all ones without the head), so a planner sees that an episode which
+ends earns nothing after it.
 """
 
 from __future__ import annotations
@@ -38,10 +46,13 @@ class Imagination(NamedTuple):
 
     :param rewards: predicted rewards ``r_t .. r_{t+H-1}`` (B, H).
     :param obs: predicted observations ``x_{t+1} .. x_{t+H}`` in the environment's units (B, H, O).
+    :param weights: probability that the episode still runs when reward ``t`` is received, ``Π_{k<t} c_k`` (B, H);
+        ones for a model without the continuation head. The planned return is ``(rewards * weights).sum(-1)``.
     """
 
     rewards: Tensor
     obs: Tensor
+    weights: Tensor
 
 
 def _mlp(inp: int, width: int, out: int) -> nn.Sequential:
@@ -56,9 +67,11 @@ class RSSM(nn.Module):
     :param hidden_size: size of the GRU state ``h`` (paper: 200).
     :param layer_size: width of the embedding and of the two hidden layers of ``f_odec`` and ``f_rew`` (paper: 200).
     :param min_std: lower bound of the observation model's std (normalized units).
+    :param continuation: add the continuation head ``f_cont`` (for environments whose episodes can terminate).
     """
 
-    def __init__(self, obs_dim: int, action_dim: int, hidden_size: int = 200, layer_size: int = 200, min_std: float = 0.01) -> None:
+    def __init__(self, obs_dim: int, action_dim: int, hidden_size: int = 200, layer_size: int = 200, min_std: float = 0.01,
+                 continuation: bool = False) -> None:
         super().__init__()
         if min(obs_dim, action_dim, hidden_size, layer_size) < 1 or min_std <= 0:
             raise ValueError("RSSM: sizes must be >= 1 and min_std > 0")
@@ -67,6 +80,7 @@ class RSSM(nn.Module):
         self.cell = nn.GRUCell(layer_size, hidden_size)
         self.obs_head = _mlp(hidden_size, layer_size, 2 * obs_dim)
         self.reward_head = _mlp(hidden_size + obs_dim, layer_size, 1)
+        self.cont_head = _mlp(hidden_size + obs_dim, layer_size, 1) if continuation else None
         self.register_buffer("obs_loc", torch.zeros(obs_dim))
         self.register_buffer("obs_scale", torch.ones(obs_dim))
 
@@ -103,6 +117,17 @@ class RSSM(nn.Module):
         """``r = f_rew(h, x̃)`` (...,)."""
         return self.reward_head(torch.cat([h, obs_n], -1)).squeeze(-1)
 
+    def continuation_logit(self, h: Tensor, obs_n: Tensor) -> Tensor:
+        """Logit of ``c = P(not terminated)`` after the transition into ``(h, x̃)`` (...,); requires the head."""
+        if self.cont_head is None:
+            raise ValueError("this RSSM has no continuation head (continuation=False)")
+        return self.cont_head(torch.cat([h, obs_n], -1)).squeeze(-1)
+
+    @staticmethod
+    def survival_weights(cont: Tensor) -> Tensor:
+        """``w_t = Π_{k<t} c_k`` (B, H) from continuation probabilities ``c`` (B, H): ``w_0 = 1``."""
+        return torch.cat([torch.ones_like(cont[:, :1]), torch.cumprod(cont[:, :-1], 1)], 1)
+
     # ---------------------------------------------------------------- filtering
     def split(self, belief: Tensor) -> tuple[Tensor, Tensor]:
         """``(h, x̃)`` of a belief (..., belief_dim)."""
@@ -133,10 +158,10 @@ class RSSM(nn.Module):
 
         :param sample: feed back samples of ``f_odec`` instead of its mean.
         :param generator: generator of those samples.
-        :return: :class:`Imagination` with rewards (B, H) and predicted observations (B, H, O).
+        :return: :class:`Imagination` with rewards (B, H), predicted observations (B, H, O) and survival weights.
         """
         h, x = self.split(belief)
-        rewards, observations = [], []
+        rewards, observations, conts = [], [], []
         for t in range(actions.shape[1]):
             h = self.transition(h, x, actions[:, t])
             if sample:
@@ -146,21 +171,34 @@ class RSSM(nn.Module):
                 x = self.obs_head(h)[..., : self.obs_dim]  # the mean, without computing the std
             rewards.append(self.reward(h, x))
             observations.append(x)
-        return Imagination(torch.stack(rewards, 1), self.denormalize(torch.stack(observations, 1)))
+            if self.cont_head is not None:
+                conts.append(torch.sigmoid(self.continuation_logit(h, x)))
+        r = torch.stack(rewards, 1)
+        weights = self.survival_weights(torch.stack(conts, 1)) if conts else torch.ones_like(r)
+        return Imagination(r, self.denormalize(torch.stack(observations, 1)), weights)
 
     # ---------------------------------------------------------------- maximum likelihood
     def loss(
-        self, obs: Tensor, actions: Tensor, rewards: Tensor, overshooting: int = 0, overshoot_stride: int = 1
+        self, obs: Tensor, actions: Tensor, rewards: Tensor, overshooting: int = 0, overshoot_stride: int = 1,
+        mask: Tensor | None = None, cont: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Named loss terms (see the module docstring) on chunks ``obs`` (B, L+1, O), ``actions`` (B, L, A), ``rewards`` (B, L).
 
         :param overshooting: open-loop steps ``K`` (0 disables the overshooting terms; clipped to ``L``).
         :param overshoot_stride: open-loop rollouts start at every ``stride``-th step ``s = 0, stride, ... <= L - K``
             (neighbouring starts are strongly correlated; a stride > 1 cuts the cost of the term by about that factor).
-        :return: ``obs_nll``, ``reward`` and, if ``K > 0``, ``overshoot_obs`` and ``overshoot_reward`` (scalars).
+        :param mask: 1 for the chunk's real transitions, 0 for padding after an episode's end (B, L); None: all real.
+        :param cont: continuation targets ``1 - terminated_t`` (B, L); with the continuation head, adds the
+            ``continuation`` term.
+        :return: ``obs_nll``, ``reward``, with ``K > 0`` ``overshoot_obs`` and ``overshoot_reward``, and with the head
+            and ``cont`` ``continuation`` (scalars).
         """
         x = self.normalize(obs)
         batch, length = actions.shape[:2]
+
+        def mean(values: Tensor, m: Tensor | None) -> Tensor:  # over real transitions only
+            return values.mean() if m is None else (values * m).sum() / m.sum().clamp_min(1)
+
         inputs = self.embed(torch.cat([x[:, :-1], actions], -1))
         h = torch.zeros(batch, self.hidden_size, device=obs.device, dtype=obs.dtype)
         hs = []
@@ -168,12 +206,15 @@ class RSSM(nn.Module):
             h = self.cell(inputs[:, t], h)
             hs.append(h)
         hs = torch.stack(hs, 1)  # h_1 .. h_L  (B, L, hidden)
-        mean, std = self.obs_distribution(hs)
-        nll = 0.5 * ((x[:, 1:] - mean) / std) ** 2 + std.log() + 0.5 * math.log(2 * math.pi)
+        mu, std = self.obs_distribution(hs)
+        nll = 0.5 * ((x[:, 1:] - mu) / std) ** 2 + std.log() + 0.5 * math.log(2 * math.pi)
         terms = {
-            "obs_nll": nll.sum(-1).mean(),
-            "reward": (self.reward(hs, x[:, 1:]) - rewards).pow(2).mean(),
+            "obs_nll": mean(nll.sum(-1), mask),
+            "reward": mean((self.reward(hs, x[:, 1:]) - rewards).pow(2), mask),
         }
+        if self.cont_head is not None and cont is not None:
+            logits = self.continuation_logit(hs, x[:, 1:])
+            terms["continuation"] = mean(F.binary_cross_entropy_with_logits(logits, cont, reduction="none"), mask)
         k_max = min(overshooting, length)
         if k_max > 0:
             # starts s = 0, stride, ... <= L-K, each with K targets inside the chunk; h_0 = 0, h_s teacher-forced
@@ -185,8 +226,9 @@ class RSSM(nn.Module):
             for k in range(1, k_max + 1):
                 h = self.transition(h, xk, actions[:, starts + k - 1].reshape(-1, self.action_dim))
                 xk = self.obs_distribution(h)[0]
-                obs_err = obs_err + (xk - x[:, starts + k].reshape(-1, self.obs_dim)).pow(2).sum(-1).mean()
-                rew_err = rew_err + (self.reward(h, xk) - rewards[:, starts + k - 1].reshape(-1)).pow(2).mean()
+                mk = None if mask is None else mask[:, starts + k - 1].reshape(-1)
+                obs_err = obs_err + mean((xk - x[:, starts + k].reshape(-1, self.obs_dim)).pow(2).sum(-1), mk)
+                rew_err = rew_err + mean((self.reward(h, xk) - rewards[:, starts + k - 1].reshape(-1)).pow(2), mk)
             terms["overshoot_obs"] = obs_err / k_max
             terms["overshoot_reward"] = rew_err / k_max
         return terms

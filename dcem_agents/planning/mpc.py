@@ -47,7 +47,8 @@ class Controller(Protocol):
 
 
 def imagined_return_cost(model: RSSM, belief: Tensor, runtime: PlannerRuntime = DEFAULT_RUNTIME) -> ActionCost:
-    """The cost ``(B, N, H, A) -> (B, N)``: minus the sum of rewards the model predicts from ``belief`` (B, D).
+    """The cost ``(B, N, H, A) -> (B, N)``: minus the sum of rewards the model predicts from ``belief`` (B, D), each
+    weighted by the predicted probability that the episode still runs (the continuation head; 1 without it).
 
     Each of the ``B·N`` candidate sequences is rolled out open-loop from its row's belief, mean observations fed
     back: :func:`~dcem_agents.models.lean_rollout.imagine_rewards` (``runtime.rollout == "lean"``) or
@@ -60,7 +61,8 @@ def imagined_return_cost(model: RSSM, belief: Tensor, runtime: PlannerRuntime = 
         start = belief.unsqueeze(1).expand(b, n, belief.shape[-1]).reshape(b * n, -1)
         flat = actions.reshape(b * n, h, a)
         if runtime.rollout == "reference" or not isinstance(model, RSSM):  # other models: their own imagine
-            rewards = model.imagine(start, flat).rewards
+            im = model.imagine(start, flat)
+            rewards = im.rewards * im.weights if hasattr(im, "weights") else im.rewards
         else:
             rewards = imagine_rewards(model, start, flat, runtime.precision, runtime.chunk, runtime.compile)
         return -rewards.sum(-1).view(b, n)

@@ -60,13 +60,14 @@ class DecoderSettings:
 
 
 def decoder_loss(controller: LatentDCEMController, belief: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Alg. 2's loss: the model's predicted cost ``-Σ_t r̂_t`` of the DCEM plan from each belief (B, D), averaged.
+    """Alg. 2's loss: the model's predicted cost ``-Σ_t w_t r̂_t`` of the DCEM plan from each belief (B, D), averaged
+    (``w_t``: the survival weights of the continuation head, ones without it).
 
     Differentiable w.r.t. the decoder (and the model, if its parameters require gradients).
     """
     plan = controller.plan(belief, generator)
-    rewards = controller.model.imagine(belief, plan.actions).rewards  # (B, H)
-    return -rewards.sum(-1).mean()
+    im = controller.model.imagine(belief, plan.actions)
+    return -(im.rewards * im.weights).sum(-1).mean()  # (B, H) -> scalar
 
 
 class LatentPhaseTrainer(PlanetTrainer):
@@ -121,10 +122,13 @@ class LatentPhaseTrainer(PlanetTrainer):
         """Beliefs (n, D) at random steps of chunks from the replay, filtered with the current model."""
         s = self.decoder_settings
         param = next(self.model.parameters())
-        obs, actions, _ = (torch.as_tensor(x, device=param.device, dtype=param.dtype)
-                           for x in self.replay.sample(n, s.chunk_length, self.rng))
+        chunk = self.replay.sample(n, s.chunk_length, self.rng)
+        obs, actions = (torch.as_tensor(x, device=param.device, dtype=param.dtype) for x in chunk[:2])
         beliefs = self.model.observe(obs, actions)  # (n, L+1, D)
-        t = torch.as_tensor(self.rng.integers(0, beliefs.shape[1], size=n), device=param.device)
+        real = chunk.mask.sum(1).astype(np.int64)  # beliefs 0 .. real[i] are filtered from real observations
+        steps = self.rng.integers(0, beliefs.shape[1], size=n) if (real == s.chunk_length).all() \
+            else self.rng.integers(0, real + 1)
+        t = torch.as_tensor(steps, device=param.device)
         return beliefs[torch.arange(n, device=param.device), t]
 
     def decoder_step(self) -> dict[str, float]:

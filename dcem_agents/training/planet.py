@@ -56,6 +56,7 @@ class TrainSettings:
     overshoot_weight: float = field(1.0, help="weight of the overshoot_obs and overshoot_reward terms")
     overshoot_stride: int = field(1, help="open-loop rollouts start at every stride-th step of a chunk")
     reward_weight: float = field(1.0, help="weight of the reward terms")
+    continuation_weight: float = field(1.0, help="weight of the continuation term (models with the continuation head)")
     learning_rate: float = field(1e-3, help="Adam learning rate")
     adam_eps: float = field(1e-4, help="Adam epsilon")
     grad_clip: float = field(100.0, help="max global gradient norm")
@@ -81,8 +82,9 @@ class TrainSettings:
             raise ValueError("train.seed_episodes must be >= 1 (the observation normalization is fitted on them)")
         if self.learning_rate <= 0 or self.adam_eps <= 0 or self.grad_clip <= 0:
             raise ValueError("train.learning_rate, train.adam_eps and train.grad_clip must be > 0")
-        if self.exploration_noise < 0 or self.overshoot_weight < 0 or self.reward_weight < 0:
-            raise ValueError("train.exploration_noise, train.overshoot_weight and train.reward_weight must be >= 0")
+        if min(self.exploration_noise, self.overshoot_weight, self.reward_weight, self.continuation_weight) < 0:
+            raise ValueError("train.exploration_noise, train.overshoot_weight, train.reward_weight and "
+                             "train.continuation_weight must be >= 0")
 
 
 class PlanetTrainer:
@@ -234,9 +236,12 @@ class PlanetTrainer:
         self.model.train()
         for _ in range(s.updates_per_episode):
             chunk = self.replay.sample(s.batch_size, s.chunk_length, self.rng)
-            obs, actions, rewards = (torch.as_tensor(x, device=param.device, dtype=param.dtype) for x in chunk)
-            terms = self.model.loss(obs, actions, rewards, s.overshooting, s.overshoot_stride)
-            weights = {"reward": s.reward_weight, "overshoot_obs": s.overshoot_weight,
+            obs, actions, rewards, mask, cont = (torch.as_tensor(x, device=param.device, dtype=param.dtype)
+                                                 for x in chunk)
+            terms = self.model.loss(obs, actions, rewards, s.overshooting, s.overshoot_stride,
+                                    mask=None if bool(mask.all()) else mask,  # full chunks: the plain means
+                                    cont=cont if self.model.cont_head is not None else None)
+            weights = {"reward": s.reward_weight, "continuation": s.continuation_weight, "overshoot_obs": s.overshoot_weight,
                        "overshoot_reward": s.overshoot_weight * s.reward_weight}
             total = sum(weights.get(k, 1.0) * v for k, v in terms.items())
             self.optimizer.zero_grad(set_to_none=True)

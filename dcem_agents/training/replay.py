@@ -3,9 +3,12 @@
 An episode of ``T`` agent steps is stored as observations ``x_0..x_T`` (T+1, O), actions ``u_0..u_{T-1}`` (T, A) and
 rewards ``r_0..r_{T-1}`` (T,), where ``r_t`` is the reward received for taking ``u_t`` in ``x_t`` (Gymnasium's
 convention). A chunk of length ``L`` starting at ``s`` holds ``x_s..x_{s+L}``, ``u_s..u_{s+L-1}``, ``r_s..r_{s+L-1}``
-from ONE episode: chunks never cross episode boundaries, and episodes shorter than ``L`` are never sampled. Chunks are
-drawn uniformly over all valid (episode, start) pairs with an explicit ``numpy.random.Generator``. Memory is bounded by
-``capacity`` transitions: the oldest episodes are dropped first.
+from ONE episode: chunks never cross episode boundaries. An episode shorter than ``L`` (one that terminated early)
+gives one chunk from its start, padded with zeros after its end and marked by the chunk's ``mask``. Chunks are drawn
+uniformly over all (episode, start) pairs with an explicit ``numpy.random.Generator``. Each chunk also carries its
+continuation targets ``1 - terminated_t``: 0 at the last transition of an episode that terminated, 1 everywhere else
+(a time limit is not a termination). Memory is bounded by ``capacity`` transitions: the oldest episodes are dropped
+first.
 """
 
 from __future__ import annotations
@@ -24,11 +27,15 @@ class Chunks(NamedTuple):
     :param obs: observations (B, L+1, O).
     :param actions: actions (B, L, A).
     :param rewards: rewards (B, L).
+    :param mask: 1 for real transitions, 0 for padding after a short episode's end (B, L); None for a single episode.
+    :param cont: continuation targets ``1 - terminated_t`` (B, L); None for a single episode.
     """
 
     obs: np.ndarray
     actions: np.ndarray
     rewards: np.ndarray
+    mask: np.ndarray | None = None
+    cont: np.ndarray | None = None
 
 
 class EpisodeReplay:
@@ -83,23 +90,34 @@ class EpisodeReplay:
         return Chunks(self._obs[index], self._actions[index], self._rewards[index])
 
     def sample(self, batch_size: int, length: int, rng: np.random.Generator) -> Chunks:
-        """``batch_size`` chunks of ``length`` steps, uniform over all (episode, start) pairs that fit in an episode.
+        """``batch_size`` chunks of ``length`` steps, uniform over all (episode, start) pairs; an episode shorter
+        than ``length`` has one start (0) and is padded (see the module docstring).
 
-        :raises ValueError: no stored episode has at least ``length`` steps.
+        :raises ValueError: the buffer is empty or ``length < 1``.
         """
-        starts_per_episode = np.array([len(r) - length + 1 for r in self._rewards], dtype=np.int64)
-        starts_per_episode = np.maximum(starts_per_episode, 0)
+        if length < 1 or not self._rewards:
+            raise ValueError(f"cannot sample chunks of {length} steps from {len(self)} episodes")
+        lengths = np.array([len(r) for r in self._rewards], dtype=np.int64)
+        starts_per_episode = np.maximum(lengths - length + 1, 1)
         total = int(starts_per_episode.sum())
-        if length < 1 or total == 0:
-            raise ValueError(f"no stored episode has {length} steps (episodes: {[len(r) for r in self._rewards]})")
         flat = rng.integers(0, total, size=batch_size)
         bounds = np.cumsum(starts_per_episode)
         episodes = np.searchsorted(bounds, flat, side="right")
         starts = flat - (bounds[episodes] - starts_per_episode[episodes])
-        obs = np.stack([self._obs[e][s : s + length + 1] for e, s in zip(episodes, starts)])
-        actions = np.stack([self._actions[e][s : s + length] for e, s in zip(episodes, starts)])
-        rewards = np.stack([self._rewards[e][s : s + length] for e, s in zip(episodes, starts)])
-        return Chunks(obs, actions, rewards)
+        obs = np.zeros((batch_size, length + 1, self.obs_dim), np.float32)
+        actions = np.zeros((batch_size, length, self.action_dim), np.float32)
+        rewards = np.zeros((batch_size, length), np.float32)
+        mask = np.zeros((batch_size, length), np.float32)
+        cont = np.ones((batch_size, length), np.float32)
+        for i, (e, s) in enumerate(zip(episodes, starts)):
+            n = min(length, lengths[e] - s)  # real transitions in this chunk
+            obs[i, : n + 1] = self._obs[e][s : s + n + 1]
+            actions[i, :n] = self._actions[e][s : s + n]
+            rewards[i, :n] = self._rewards[e][s : s + n]
+            mask[i, :n] = 1.0
+            if self._terminated[e] and s + n == lengths[e]:
+                cont[i, n - 1] = 0.0  # the episode's last transition ended it
+        return Chunks(obs, actions, rewards, mask, cont)
 
     def subset(self, start: int, stop: int) -> EpisodeReplay:
         """A new buffer holding stored episodes ``start .. stop - 1`` (0 = oldest kept), sharing their arrays."""
