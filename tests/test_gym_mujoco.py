@@ -6,6 +6,8 @@ the terminations (on by default off DeepMind Control).
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -17,6 +19,7 @@ from dcem_agents.config import build
 from dcem_agents.experiments import planet
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 def _mujoco_v5_box_tasks() -> list[str]:
@@ -45,3 +48,23 @@ def test_phase1_debug_trains_on(env_id: str, tmp_path: Path) -> None:
     assert summary["env_steps"] >= 2100 and summary["updates"] >= 2
     assert np.isfinite(summary["learning_curve"][-1]["return_mean"])
     assert (summary["planner"]["horizon"], cfg.model.uses_continuation(env_id)) == (4, True)
+
+
+@pytest.mark.slow
+def test_inverted_pendulum_through_all_three_phases(tmp_path: Path) -> None:
+    """Phase 1, phase 2 (latent DCEM) and phase 3 (PPO through the policy) on a task that terminates early."""
+    from _scripts import run_script
+
+    p1, p2, p3 = tmp_path / "p1", tmp_path / "p2", tmp_path / "p3"
+    common = ["--set", "env_id=InvertedPendulum-v5", "--set", "action_repeat=2"]
+    assert run_script("train.py", "--config", "configs/planet/debug.yaml", *common, "--run-dir", str(p1)).returncode == 0
+    steps = json.loads((p1 / "summary.json").read_text())["env_steps"]
+    r = run_script("train.py", "--config", "configs/dcem/debug.yaml", "--set", f"phase1_checkpoint={p1 / 'checkpoint.pt'}",
+                   "--set", f"train.total_env_steps={steps + 2000}", "--run-dir", str(p2))
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_script("train.py", "--config", "configs/ppo/debug.yaml", "--set", f"phase2_checkpoint={p2 / 'checkpoint.pt'}",
+                   "--run-dir", str(p3))
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((p3 / "summary.json").read_text())
+    assert summary["ppo_timesteps"] == 64 and summary["after"]["episodes"] == 2
+    assert all(1 <= n <= 500 for n in summary["after"]["agent_steps"])  # the pendulum falls: episodes end early
