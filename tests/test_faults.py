@@ -264,6 +264,7 @@ def _sb3_stop_and_resume(common: list[str], tmp_path: Path, key: str, total: int
     return whole, parts
 
 
+@pytest.mark.slow
 def test_a_resumed_sac_run_is_the_uninterrupted_one(tmp_path: Path) -> None:
     """Same episodes, same random numbers, same log rows (every column but time/*) as a run that never stopped.
 
@@ -283,6 +284,7 @@ def test_a_resumed_sac_run_is_the_uninterrupted_one(tmp_path: Path) -> None:
     assert _progress(blind)[:2] == _progress(whole)[:2] and _progress(blind) != _progress(whole)
 
 
+@pytest.mark.slow
 def test_a_resumed_ppo_run_is_the_uninterrupted_one(phase2_checkpoint: Path, tmp_path: Path) -> None:
     """PPO with reward normalization: environments, VecNormalize returns, generators and the losses logged with
     the next row all come back."""
