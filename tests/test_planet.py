@@ -194,3 +194,15 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
         np.testing.assert_array_equal(value, b["replay"][key], err_msg=key)
     for key, value in a["model"].items():
         torch.testing.assert_close(value, b["model"][key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize(("per_step", "updates", "credit"), [(0.1, 25, 0.0), (0.013, 3, 0.25)])
+def test_updates_per_step_pays_for_the_agent_steps_collected(tmp_path: Path, per_step: float, updates: int,
+                                                             credit: float) -> None:
+    """2 seed episodes of 125 agent steps earn 250 x per_step gradient steps before the third; the remainder waits."""
+    from dcem_agents.experiments.planet import train
+
+    summary = train(_config(f"train.updates_per_step={per_step}", "final_eval_episodes=0"), tmp_path)
+    assert summary["updates"] == updates
+    state = load_checkpoint(tmp_path / CHECKPOINT_NAME)["trainer"]["counters"]
+    assert state["update_credit"] == pytest.approx(credit) and state["new_steps"] == 125  # the third episode's steps

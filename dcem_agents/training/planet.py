@@ -50,6 +50,8 @@ class TrainSettings:
     total_env_steps: int = field(2_000_000, help="environment steps (action repeats included) to train for")
     seed_episodes: int = field(5, help="episodes of uniform random actions before planning starts")
     updates_per_episode: int = field(100, help="model gradient steps before each collected episode")
+    updates_per_step: float | None = field(None, help="instead: model gradient steps per agent step collected (for "
+                                                      "tasks whose episodes vary in length; null: per episode)")
     batch_size: int = field(50, help="chunks per gradient step")
     chunk_length: int = field(50, help="agent steps per chunk")
     overshooting: int = field(12, help="open-loop steps K of the overshooting loss terms (0: teacher forcing only)")
@@ -80,6 +82,8 @@ class TrainSettings:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.seed_episodes < 1:
             raise ValueError("train.seed_episodes must be >= 1 (the observation normalization is fitted on them)")
+        if self.updates_per_step is not None and self.updates_per_step <= 0:
+            raise ValueError(f"train.updates_per_step must be > 0 (or null), got {self.updates_per_step}")
         if self.learning_rate <= 0 or self.adam_eps <= 0 or self.grad_clip <= 0:
             raise ValueError("train.learning_rate, train.adam_eps and train.grad_clip must be > 0")
         if min(self.exploration_noise, self.overshoot_weight, self.reward_weight, self.continuation_weight) < 0:
@@ -182,6 +186,7 @@ class PlanetTrainer:
             self.replay.add_episode(episode.obs, episode.actions, episode.rewards, episode.terminated)
             c["episodes"] += 1
             c["env_steps"] += stats.steps * self.action_repeat
+            c["new_steps"] = c.get("new_steps", 0) + stats.steps  # agent steps not yet paid in updates_per_step
             if not c["normalized"] and c["episodes"] >= s.seed_episodes:
                 mean, std = self.replay.obs_moments()
                 self.model.set_obs_normalization(torch.as_tensor(mean), torch.as_tensor(std))
@@ -229,12 +234,19 @@ class PlanetTrainer:
                 and last["return_mean"] >= s.stop_return)
 
     def _update(self) -> dict[str, float]:
-        """``updates_per_episode`` gradient steps; returns the mean of each loss term and of the total."""
+        """``updates_per_episode`` gradient steps (or, with ``updates_per_step``, as many as the agent steps collected
+        since the last update earned); returns the mean of each loss term and of the total."""
         s = self.settings
+        if s.updates_per_step is None:
+            n_updates = s.updates_per_episode
+        else:  # the fractional remainder carries over (and is checkpointed with the counters)
+            credit = self.counters.get("update_credit", 0.0) + s.updates_per_step * self.counters.get("new_steps", 0)
+            n_updates = int(credit)
+            self.counters["update_credit"], self.counters["new_steps"] = credit - n_updates, 0
         param = next(self.model.parameters())
         sums: dict[str, float] = {}
         self.model.train()
-        for _ in range(s.updates_per_episode):
+        for _ in range(n_updates):
             chunk = self.replay.sample(s.batch_size, s.chunk_length, self.rng)
             obs, actions, rewards, mask, cont = (torch.as_tensor(x, device=param.device, dtype=param.dtype)
                                                  for x in chunk)
@@ -254,7 +266,7 @@ class PlanetTrainer:
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             self.counters["updates"] += 1
         self.model.eval()
-        return {k: v / max(s.updates_per_episode, 1) for k, v in sums.items()}
+        return {k: v / max(n_updates, 1) for k, v in sums.items()}
 
     def finite_step(self, loss: torch.Tensor, grad_norm: torch.Tensor, what: str) -> bool:
         """Whether a gradient step may be taken: False (and the gradients dropped) for a NaN/inf loss or gradient.
