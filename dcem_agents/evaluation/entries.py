@@ -21,9 +21,10 @@ SB3 model zip           ``policy``       any other SB3 policy (PPO, A2C, SAC, TD
                                          the environment's own observations, deterministic actions
 ======================  ===============  ===================================================================
 
-The first controller listed is the default. SB3 policies on beliefs act through :class:`~dcem_agents.sb3.controllers.PolicyController`, which builds
-their observation ``[belief, planner-noise seed]`` (:mod:`dcem_agents.sb3.belief_env`) from the same beliefs; other SB3
-policies act through :class:`~dcem_agents.sb3.controllers.ObservationPolicyController` with no world model (:attr:`Entry.model` is None).
+The first controller listed is the default. SB3 policies on beliefs act through
+:class:`~dcem_agents.sb3.controllers.PolicyController`, which builds their observation ``[belief, planner-noise seed]``
+(:mod:`dcem_agents.sb3.belief_env`) from the same beliefs; other SB3 policies act through
+:class:`~dcem_agents.sb3.controllers.ObservationPolicyController` with no world model (:attr:`Entry.model` is None).
 
 A model-free SB3 zip trained by this package's ``baseline`` experiment records its environment id and action repeat
 (:data:`dcem_agents.experiments.baseline.ENV_ATTRIBUTE`). Any other SB3 zip does not: it runs on the environment and

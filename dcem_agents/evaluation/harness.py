@@ -34,7 +34,7 @@ __all__ = ["EpisodeRecord", "EvaluationRun", "evaluate_controller"]
 
 @dataclass(frozen=True)
 class EpisodeRecord:
-    """One evaluation episode: its environment ``seed``, ``return_`` (sum of environment rewards) and ``agent_steps``."""
+    """One evaluation episode: its environment ``seed``, ``return_`` (sum of environment rewards), ``agent_steps``."""
 
     seed: int
     return_: float

@@ -67,7 +67,8 @@ def bootstrap_ci(x: Sequence[float], *, level: float = 0.95, n_resamples: int = 
     return float(low), float(high)
 
 
-def summarize(returns: Sequence[float], *, n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
+def summarize(returns: Sequence[float], *, n_resamples: int = BOOTSTRAP_RESAMPLES,
+              seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
     """``mean``, ``std`` (ddof 1; 0 for one value), ``median``, ``iqm``, ``ci95`` (bootstrap), ``min``, ``max``."""
     v = np.asarray(returns, dtype=np.float64)
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "median": float(np.median(v)),
@@ -75,8 +76,8 @@ def summarize(returns: Sequence[float], *, n_resamples: int = BOOTSTRAP_RESAMPLE
             "min": float(v.min()), "max": float(v.max())}
 
 
-def paired_differences(labels: Sequence[str], returns: Sequence[Sequence[float]], *, n_resamples: int = BOOTSTRAP_RESAMPLES,
-                       seed: int = BOOTSTRAP_SEED) -> list[dict[str, Any]]:
+def paired_differences(labels: Sequence[str], returns: Sequence[Sequence[float]], *,
+                       n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> list[dict[str, Any]]:
     """Episode-by-episode differences ``B − A`` for every pair of entries ``A`` before ``B``.
 
     Episode ``i`` of every entry starts from the same environment seed, so the difference of two entries is estimated

@@ -68,6 +68,16 @@ class BeliefVecEnv(VecEnvWrapper):
             self.rng = np.random.default_rng(seed)
         return self.venv.seed(seed)
 
+    def get_resume_state(self) -> dict[str, Any]:
+        """The filter's beliefs (n_envs, D) and the noise-seed generator's state (for an exact resume)."""
+        return {"rng": self.rng.bit_generator.state,
+                "belief": None if self._belief is None else self._belief.detach().cpu().clone()}
+
+    def set_resume_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`get_resume_state` (the beliefs go to the filter model's device)."""
+        self.rng.bit_generator.state = state["rng"]
+        self._belief = None if state["belief"] is None else state["belief"].to(self._param().device)
+
     def _param(self) -> torch.Tensor:
         return next(self.model.parameters())
 

@@ -50,8 +50,7 @@ def capture(model: BaseAlgorithm) -> dict[str, Any]:
     wrappers: list[dict[str, Any]] = []
     for venv in _chain(env):
         if isinstance(venv, BeliefVecEnv):
-            wrappers.append({"kind": "belief", "rng": venv.rng.bit_generator.state,
-                             "belief": venv._belief.detach().cpu().clone() if venv._belief is not None else None})
+            wrappers.append({"kind": "belief", **venv.get_resume_state()})
         elif isinstance(venv, VecMonitor):
             wrappers.append({"kind": "monitor", "returns": torch.as_tensor(venv.episode_returns, dtype=torch.float64),
                              "lengths": torch.as_tensor(venv.episode_lengths), "count": int(venv.episode_count)})
@@ -59,7 +58,7 @@ def capture(model: BaseAlgorithm) -> dict[str, Any]:
             wrappers.append({"kind": "normalize", "returns": torch.as_tensor(venv.returns, dtype=torch.float64)})
     base = _chain(env)[-1]
     envs = [{**s, "actions": torch.as_tensor(s["actions"])} for s in base.env_method("get_resume_state")]
-    space_rng = model.action_space.np_random.bit_generator.state if model.action_space._np_random is not None else None
+    space_rng = model.action_space.np_random.bit_generator.state  # SB3 seeds it (random warm-up actions)
     logger = model.logger
     pending = {k: [torch.as_tensor(v) if isinstance(v, np.number) else v, int(logger.name_to_count.get(k, 0)),
                    list(logger.name_to_excluded.get(k, ()))]  # numpy scalars keep their dtype (and their CSV text)
@@ -100,8 +99,7 @@ def restore(model: BaseAlgorithm, state: dict[str, Any]) -> None:
         raise ValueError("the environment's wrappers are not those of the resume state: build it as the run did")
     for venv, w in zip(present, state["wrappers"]):
         if w["kind"] == "belief":
-            venv.rng.bit_generator.state = w["rng"]
-            venv._belief = None if w["belief"] is None else w["belief"].to(next(venv.model.parameters()).device)
+            venv.set_resume_state(w)
         elif w["kind"] == "monitor":
             venv.episode_returns = w["returns"].numpy().astype(np.float32)
             venv.episode_lengths = w["lengths"].numpy()
@@ -113,8 +111,7 @@ def restore(model: BaseAlgorithm, state: dict[str, Any]) -> None:
     n = rng["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     random.setstate(_tuple(rng["random"]))
-    if rng["action_space"] is not None:
-        model.action_space.np_random.bit_generator.state = rng["action_space"]
+    model.action_space.np_random.bit_generator.state = rng["action_space"]
     # values recorded after the last dump (e.g. PPO's losses of the update just before the checkpoint, dumped with
     # the next rollout): into the run's logger, so the next row has them as the killed run's would have
     logger = model.logger
