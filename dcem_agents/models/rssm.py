@@ -47,12 +47,16 @@ class Imagination(NamedTuple):
     :param rewards: predicted rewards ``r_t .. r_{t+H-1}`` (B, H).
     :param obs: predicted observations ``x_{t+1} .. x_{t+H}`` in the environment's units (B, H, O).
     :param weights: probability that the episode still runs when reward ``t`` is received, ``Π_{k<t} c_k`` (B, H);
-        ones for a model without the continuation head. The planned return is ``(rewards * weights).sum(-1)``.
+        ones for a model without the continuation head, None from a model that does not predict terminations.
     """
 
     rewards: Tensor
     obs: Tensor
-    weights: Tensor
+    weights: Tensor | None = None
+
+    def weighted_rewards(self) -> Tensor:
+        """``rewards * weights`` (B, H): what a planner sums (the rewards themselves without weights)."""
+        return self.rewards if self.weights is None else self.rewards * self.weights
 
 
 def _mlp(inp: int, width: int, out: int) -> nn.Sequential:

@@ -61,8 +61,7 @@ def imagined_return_cost(model: RSSM, belief: Tensor, runtime: PlannerRuntime = 
         start = belief.unsqueeze(1).expand(b, n, belief.shape[-1]).reshape(b * n, -1)
         flat = actions.reshape(b * n, h, a)
         if runtime.rollout == "reference" or not isinstance(model, RSSM):  # other models: their own imagine
-            im = model.imagine(start, flat)
-            rewards = im.rewards * im.weights if hasattr(im, "weights") else im.rewards
+            rewards = model.imagine(start, flat).weighted_rewards()
         else:
             rewards = imagine_rewards(model, start, flat, runtime.precision, runtime.chunk, runtime.compile)
         return -rewards.sum(-1).view(b, n)

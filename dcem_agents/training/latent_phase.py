@@ -66,8 +66,7 @@ def decoder_loss(controller: LatentDCEMController, belief: Tensor, generator: to
     Differentiable w.r.t. the decoder (and the model, if its parameters require gradients).
     """
     plan = controller.plan(belief, generator)
-    im = controller.model.imagine(belief, plan.actions)
-    return -(im.rewards * im.weights).sum(-1).mean()  # (B, H) -> scalar
+    return -controller.model.imagine(belief, plan.actions).weighted_rewards().sum(-1).mean()  # (B, H) -> scalar
 
 
 class LatentPhaseTrainer(PlanetTrainer):
