@@ -46,10 +46,10 @@ def publish_run(cfg: Any, run_dir: str | Path, summary: dict[str, Any]) -> list[
     """Ship a finished run into the repository (``train.py --publish``); return the paths written.
 
     Copies every run-folder file whose config key (:data:`PUBLISHED_FILES`) names a destination (a checkpoint whose
-    replay lives in segment files is written self-contained, :func:`~dcem_agents.training.replay_store.inline_replay`),
-    the run's PNG figures
-    into ``figures_dir`` when the config has one, and writes ``summary`` to ``results_json`` with its file paths
-    (``checkpoint``, ``model``) pointing at the published copies. Keys a config lacks are skipped.
+    replay lives in segment files is written self-contained, :func:`~dcem_agents.training.replay_store.inline_replay`)
+    and the run's PNG figures into ``figures_dir`` when the config has one, then writes ``summary`` to
+    ``results_json`` with its file paths (``checkpoint``, ``model``) pointing at the published copies. Keys a config
+    lacks are skipped.
 
     :raises FileNotFoundError: a destination is configured but the run folder lacks its file.
     """
@@ -62,13 +62,16 @@ def publish_run(cfg: Any, run_dir: str | Path, summary: dict[str, Any]) -> list[
         written.append(Path(destination))
 
     for key, name in PUBLISHED_FILES.items():
-        if getattr(cfg, key, None) and name == "checkpoint.pt":  # self-contained: the replay segments inlined
+        destination = getattr(cfg, key, None)
+        if not destination:
+            continue
+        if name == "checkpoint.pt":  # self-contained: the replay segments inlined
             checkpoint = load_checkpoint(run_dir / name)
-            save_checkpoint(getattr(cfg, key), checkpoint.pop("experiment"), checkpoint.pop("config"),
+            save_checkpoint(destination, checkpoint.pop("experiment"), checkpoint.pop("config"),
                             inline_replay(checkpoint, run_dir / name))
-            written.append(Path(getattr(cfg, key)))
-        elif getattr(cfg, key, None):
-            copy(run_dir / name, getattr(cfg, key))
+            written.append(Path(destination))
+        else:
+            copy(run_dir / name, destination)
     figures_dir = getattr(cfg, "figures_dir", None)
     if figures_dir:
         for png in sorted(run_dir.glob("*.png")):
