@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from dcem_agents.config import field, to_dict
 from dcem_agents.envs import make_env, make_replayable_env
-from dcem_agents.sb3.checkpoints import AtomicCheckpointCallback, load_latest, resume_exactly
+from dcem_agents.sb3.checkpoints import AtomicCheckpointCallback, companion_path, load_latest, resume_exactly
 from dcem_agents.training.device import setup_torch
 from dcem_agents.evaluation.harness import evaluate_controller
 
@@ -188,7 +188,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
 
     def load(path: Path) -> Any:
         model = algo.load(path, env=env, device=device, force_reset=False)
-        buffer = path.with_name(f"{cfg.algorithm}_replay_buffer_{model.num_timesteps}_steps.pkl")
+        buffer = companion_path(path, "replay_buffer_", "pkl")
         if buffer.exists():
             model.load_replay_buffer(buffer)
         return model

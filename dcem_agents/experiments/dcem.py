@@ -142,15 +142,12 @@ def train(cfg: Config, run_dir: Path) -> dict:
     ckpt_path = run_dir / planet.CHECKPOINT_NAME
     config_dict = to_dict(cfg)
 
-    store = ReplayStore(run_dir / REPLAY_FOLDER)
-
     def save_fn(state: dict[str, Any]) -> None:
         save_checkpoint(ckpt_path, "dcem", config_dict, {"trainer": state, "phase1_config": phase1_ckpt["config"]})
-        store.prune(state["replay"])
 
     trainer = LatentPhaseTrainer(env_fn, model, controller, cfg.train, cfg.decoder_training, cfg.seed,
                                  p1.action_repeat, save_fn=save_fn)
-    trainer.replay_store = store
+    trainer.replay_store = ReplayStore(run_dir / REPLAY_FOLDER)
     resume_step = None
     if ckpt_path.exists():
         trainer.load_state_dict(load_checkpoint(ckpt_path, "dcem", map_location=device)["trainer"])

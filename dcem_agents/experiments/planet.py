@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
-import numpy as np
 import torch
 
 from dcem_agents.math.cem import check_cem_sizes
@@ -166,14 +165,11 @@ def train(cfg: Config, run_dir: Path) -> dict:
     ckpt_path = run_dir / CHECKPOINT_NAME
     config_dict = to_dict(cfg)
 
-    store = ReplayStore(run_dir / REPLAY_FOLDER)
-
     def save_fn(state: dict[str, Any]) -> None:
         save_checkpoint(ckpt_path, "planet", config_dict, {"trainer": state})
-        store.prune(state["replay"])  # segments the saved checkpoint no longer lists
 
     trainer = PlanetTrainer(env_fn, model, controller, cfg.train, cfg.seed, cfg.action_repeat, save_fn=save_fn)
-    trainer.replay_store = store
+    trainer.replay_store = ReplayStore(run_dir / REPLAY_FOLDER)
     resume_step = None
     if ckpt_path.exists():
         checkpoint = load_checkpoint(ckpt_path, "planet", map_location=device)
@@ -211,8 +207,12 @@ def _final_summary(cfg: Config, trainer: PlanetTrainer, ckpt_path: Path) -> dict
 
 def learning_curve(evaluations: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The periodic evaluations as ``env_steps``, ``return_mean``, ``return_std`` (ddof 1, from their returns)."""
-    return [{"env_steps": e["env_steps"], "return_mean": round(float(np.mean(e["returns"])), 1),
-             "return_std": round(summarize(e["returns"])["std"], 1)} for e in evaluations]
+    curve = []
+    for e in evaluations:
+        stats = summarize(e["returns"])
+        curve.append({"env_steps": e["env_steps"], "return_mean": round(stats["mean"], 1),
+                      "return_std": round(stats["std"], 1)})
+    return curve
 
 
 def final_evaluation(trainer: PlanetTrainer, seed: int, episodes: int) -> dict[str, Any]:

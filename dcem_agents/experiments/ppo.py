@@ -32,7 +32,7 @@ from dcem_agents.sb3 import COMPONENTS, BeliefSyncCallback, EmbeddedDCEMPolicy, 
 from dcem_agents.sb3.controllers import evaluate_belief_policy
 from dcem_agents.sb3.progress import TqdmCallback, make_sb3_logger
 from dcem_agents.training import save_checkpoint
-from dcem_agents.sb3.checkpoints import AtomicCheckpointCallback, load_latest, resume_exactly
+from dcem_agents.sb3.checkpoints import AtomicCheckpointCallback, companion_path, load_latest, resume_exactly
 from dcem_agents.training.device import resolve_device, setup_torch
 
 __all__ = ["Config", "PPOSettings", "PolicySettings", "evaluate", "train"]
@@ -145,7 +145,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     def load(path: Path) -> PPO:
         model = PPO.load(path, env=env, device=device, force_reset=False)
-        vecnorm = path.with_name(path.name.replace("ppo_", "ppo_vecnormalize_").replace(".zip", ".pkl"))
+        vecnorm = companion_path(path, "vecnormalize_", "pkl")
         if cfg.normalize_reward and vecnorm.exists():
             model.set_env(VecNormalize.load(str(vecnorm), env.venv), force_reset=False)
         return model

@@ -130,14 +130,12 @@ def _rollout(w: _Weights, h: Tensor, x: Tensor, act_emb: Tensor) -> Tensor:
         q = F.elu(torch.addmm(rh, x, w.w_rx.t()))
         q = F.elu(torch.addmm(w.b_r2, q, w.w_r2.t()))
         reward = torch.addmm(w.b_r3, q, w.w_r3.t())
+        rewards.append(reward if alive is None else reward * alive)
         if w.cont:
-            rewards.append(reward if alive is None else reward * alive)
             q = F.elu(torch.addmm(ch[0], x, w.w_cx.t()))
             q = F.elu(torch.addmm(w.b_c2, q, w.w_c2.t()))
             cont = torch.sigmoid(torch.addmm(w.b_c3, q, w.w_c3.t()))
             alive = cont if alive is None else alive * cont
-        else:
-            rewards.append(reward)
     return torch.cat(rewards, 1)
 
 

@@ -25,7 +25,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from dcem_agents.sb3.resume import capture, restore
 from dcem_agents.training.checkpoint import step_checkpoints
 
-__all__ = ["AtomicCheckpointCallback", "load_latest", "resume_exactly", "resume_state_path"]
+__all__ = ["AtomicCheckpointCallback", "companion_path", "load_latest", "resume_exactly"]
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +103,13 @@ class AtomicCheckpointCallback(BaseCallback):
         return path
 
 
-def resume_state_path(zip_path: Path) -> Path:
-    """``PREFIX_resume_<steps>_steps.pt`` beside the model zip ``PREFIX_<steps>_steps.zip``."""
+def companion_path(zip_path: Path, kind: str, extension: str) -> Path:
+    """``PREFIX_<kind><steps>_steps.<extension>`` beside the model zip ``PREFIX_<steps>_steps.zip`` (the names
+    :meth:`AtomicCheckpointCallback.path` writes: ``vecnormalize_`` / ``replay_buffer_`` ``.pkl``, ``resume_`` ``.pt``)."""
     match = re.fullmatch(r"(.*)_(\d+)_steps\.zip", zip_path.name)
     if match is None:
         raise ValueError(f"{zip_path} is not named PREFIX_<steps>_steps.zip")
-    return zip_path.with_name(f"{match.group(1)}_resume_{match.group(2)}_steps.pt")
+    return zip_path.with_name(f"{match.group(1)}_{kind}{match.group(2)}_steps.{extension}")
 
 
 def resume_exactly(model: BaseAlgorithm, zip_path: Path) -> bool:
@@ -118,7 +119,7 @@ def resume_exactly(model: BaseAlgorithm, zip_path: Path) -> bool:
     Without that file (a checkpoint of another writer) the environments are reset at the next ``learn`` instead, and
     False is returned: training continues, but not on the killed run's episodes and random numbers.
     """
-    path = resume_state_path(zip_path)
+    path = companion_path(zip_path, "resume_", "pt")
     if not path.is_file():
         log.warning("%s has no resume state (%s): the environments restart their episodes", zip_path, path.name)
         model._last_obs = None  # type: ignore[assignment]  # SB3 resets the environments at the next learn()

@@ -167,8 +167,7 @@ class LatentPhaseTrainer(PlanetTrainer):
             self.logger.record("pretrain/decoder_updates", len(losses))
             self.logger.dump(self.counters["env_steps"])
         self.counters["pretrained"] = 1
-        if self.save_fn is not None:
-            self.save_fn(self.state_dict())
+        self.save()
         return losses
 
     def _update(self) -> dict[str, float]:

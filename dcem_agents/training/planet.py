@@ -139,7 +139,7 @@ class PlanetTrainer:
         """Everything needed to continue exactly where the loop is (call between iterations).
 
         With :attr:`replay_store` set, the replay's new episodes are written to its segment files and the state holds
-        their manifest (:mod:`~dcem_agents.training.replay_store`); prune the store once the state is saved.
+        their manifest (:mod:`~dcem_agents.training.replay_store`); :meth:`save` prunes the store once it is saved.
         """
         return {
             "model": self.model.state_dict(),
@@ -165,6 +165,15 @@ class PlanetTrainer:
         self.torch_gen.set_state(state["torch_gen"])
         self.counters = dict(state["counters"])
         self.evaluations = list(state["evaluations"])
+
+    def save(self) -> None:
+        """Hand :meth:`state_dict` to ``save_fn``; then drop the replay segments the saved state no longer lists."""
+        if self.save_fn is None:
+            return
+        state = self.state_dict()
+        self.save_fn(state)
+        if self.replay_store is not None:
+            self.replay_store.prune(state["replay"])
 
     # ---------------------------------------------------------------- the loop
     def train(self, max_iterations: int | None = None) -> dict[str, Any]:
@@ -217,14 +226,13 @@ class PlanetTrainer:
             bar.set_postfix(ret=f"{episode.return_:.0f}", sps=f"{record['time/steps_per_s']:.0f}",
                             eval=f"{self.evaluations[-1]['return_mean']:.0f}" if self.evaluations else "-")
             iterations += 1
-            if self.save_fn is not None and (c["episodes"] % s.checkpoint_every == 0 or stop):
-                self.save_fn(self.state_dict())
+            if c["episodes"] % s.checkpoint_every == 0 or stop:
+                self.save()
             if stop:
                 log.info("evaluation mean return %.1f reached stop_return %.1f", self.evaluations[-1]["return_mean"], s.stop_return)
                 break
         bar.close()
-        if self.save_fn is not None:
-            self.save_fn(self.state_dict())
+        self.save()
         return {"counters": dict(c), "evaluations": self.evaluations}
 
     def _reached_stop_return(self) -> bool:
@@ -251,10 +259,10 @@ class PlanetTrainer:
             obs, actions, rewards, mask, cont = (torch.as_tensor(x, device=param.device, dtype=param.dtype)
                                                  for x in chunk)
             terms = self.model.loss(obs, actions, rewards, s.overshooting, s.overshoot_stride,
-                                    mask=None if bool(mask.all()) else mask,  # full chunks: the plain means
+                                    mask=None if chunk.mask.all() else mask,  # full chunks: the plain means
                                     cont=cont if self.model.cont_head is not None else None)
-            weights = {"reward": s.reward_weight, "continuation": s.continuation_weight, "overshoot_obs": s.overshoot_weight,
-                       "overshoot_reward": s.overshoot_weight * s.reward_weight}
+            weights = {"reward": s.reward_weight, "continuation": s.continuation_weight,
+                       "overshoot_obs": s.overshoot_weight, "overshoot_reward": s.overshoot_weight * s.reward_weight}
             total = sum(weights.get(k, 1.0) * v for k, v in terms.items())
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
