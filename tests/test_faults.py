@@ -21,7 +21,7 @@ from dcem_agents.training.checkpoint import CHECKPOINT_FORMAT
 from dcem_agents.training.replay import EpisodeReplay
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _scripts import run_script  # noqa: E402
+from _scripts import run_main, run_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,7 +172,7 @@ def test_non_finite_updates_are_skipped_then_stop_the_run() -> None:
 def test_train_validates_inputs_before_the_run_folder_exists(tmp_path: Path, config: str, override: str,
                                                             message: str) -> None:
     runs = tmp_path / "runs"
-    p = run_script("train.py", "--config", config, "--runs-dir", str(runs), "--set", override)
+    p = run_main("train.py", "--config", config, "--runs-dir", str(runs), "--set", override)
     assert p.returncode == 2
     lines = [line for line in p.stderr.splitlines() if line.startswith("train.py:")]
     assert len(lines) == 1 and message in lines[0], p.stderr[-2000:]
@@ -184,8 +184,8 @@ def test_a_resume_with_a_changed_config_key_names_the_keys(tmp_path: Path) -> No
     run = tmp_path / "run"
     first = run_script("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(run))
     assert first.returncode == 0, first.stderr[-2000:]
-    p = run_script("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(run),
-                   "--set", "model.hidden_size=32", "--set", "train.total_env_steps=3500")
+    p = run_main("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(run),
+                 "--set", "model.hidden_size=32", "--set", "train.total_env_steps=3500")
     assert p.returncode == 2
     assert "other values of model.hidden_size;" in p.stderr  # total_env_steps is safe to change, so not named
     ok = run_script("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(run),

@@ -1,4 +1,5 @@
-"""Smoke tests of ``train.py`` and ``evaluate.py`` as a user runs them (subprocesses)."""
+"""Smoke tests of ``train.py`` and ``evaluate.py`` as a user runs them (subprocesses; input errors through the same
+``main`` in this process, :func:`_scripts.run_main`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+
+from _scripts import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = "configs/demo_rastrigin.yaml"
@@ -53,25 +56,26 @@ def test_train_default_demo_small(tmp_path: Path) -> None:
 def test_train_rejects_bad_config(tmp_path: Path) -> None:
     p = _run("train.py", "--config", DEMO, "--run-dir", str(tmp_path / "r"), "--set", "n_iter=3")
     assert p.returncode == 2 and "unknown config key 'n_iter'" in p.stderr and "n_iters" in p.stderr
-    p = _run("train.py", "--config", DEMO, "--run-dir", str(tmp_path / "r"), "--set", "function=sphere")
+    # the same main() in this process for the other inputs (no interpreter start-up each)
+    p = run_main("train.py", "--config", DEMO, "--run-dir", str(tmp_path / "r"), "--set", "function=sphere")
     assert p.returncode == 2 and "must be one of ['rastrigin', 'ackley']" in p.stderr
-    p = _run("train.py", "--config", str(tmp_path / "missing.yaml"))
+    p = run_main("train.py", "--config", str(tmp_path / "missing.yaml"))
     assert p.returncode == 2 and "config file not found" in p.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("experiment: nonsense\n")
-    p = _run("train.py", "--config", str(bad))
+    p = run_main("train.py", "--config", str(bad))
     assert p.returncode == 2 and "unknown experiment 'nonsense'" in p.stderr
     assert not (tmp_path / "r").exists()  # nothing runs before the config is valid
 
 
 def test_help_config_lists_keys() -> None:
-    p = _run("train.py", "--config", DEMO, "--help-config")
+    p = run_main("train.py", "--config", DEMO, "--help-config")
     assert p.returncode == 0 and "n_elites" in p.stdout and "temperature" in p.stdout
 
 
 def test_default_config_is_the_cpu_agent() -> None:
     """``python train.py`` with no arguments trains phase 1 on cartpole-swingup (the README's first command)."""
-    p = _run("train.py", "--help-config")
+    p = run_main("train.py", "--help-config")
     assert p.returncode == 0, p.stderr
     assert "default 'planet'" in p.stdout
     assert "overshooting" in p.stdout and "action_repeat" in p.stdout
