@@ -90,3 +90,21 @@ def test_every_shipped_preset_validates(preset: Path) -> None:
 
     raw = load_yaml(preset)
     build(get_experiment(raw["experiment"]).Config, raw)
+
+
+def test_every_experiment_starts_with_the_shared_run_header() -> None:
+    """One header (RunConfig) for every preset: the same first keys, the same checks, whatever the runner."""
+    import dataclasses
+
+    from dcem_agents.experiments import EXPERIMENTS, get_experiment
+    from dcem_agents.training.run_config import RunConfig
+
+    header = [f.name for f in dataclasses.fields(RunConfig)]
+    assert header == ["experiment", "name", "seed", "device", "num_threads"]
+    for name in EXPERIMENTS:
+        cfg_cls = get_experiment(name).Config
+        assert issubclass(cfg_cls, RunConfig), name
+        assert [f.name for f in dataclasses.fields(cfg_cls)][:5] == header, name
+        assert cfg_cls().experiment == name
+        with pytest.raises(ValueError, match="device must be one of"):
+            cfg_cls(device="tpu")

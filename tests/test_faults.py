@@ -168,6 +168,10 @@ def test_non_finite_updates_are_skipped_then_stop_the_run() -> None:
     ("configs/ppo/debug.yaml", "policy.train_components=[decoder, critic]", "'critic' is not a component"),
     ("configs/baselines/debug.yaml", "algo_kwargs.batch_size=0", "algo_kwargs.batch_size must be an integer >= 1"),
     ("configs/baselines/debug.yaml", "algo_kwargs.gamma=2", "algo_kwargs.gamma must be a number in [0.0, 1.0]"),
+    ("configs/baselines/debug.yaml", "device=gpu", "device must be one of auto, cpu, cuda (or cuda:N), got 'gpu'"),
+    ("configs/ppo/debug.yaml", "device=cuda:x", "device must be one of auto, cpu, cuda (or cuda:N)"),
+    ("configs/demo_rastrigin.yaml", "num_threads=-1", "num_threads must be >= 0"),
+    ("configs/cartpole_embed.yaml", "threads=1", "unknown config key 'threads'"),
 ])
 def test_train_validates_inputs_before_the_run_folder_exists(tmp_path: Path, config: str, override: str,
                                                             message: str) -> None:

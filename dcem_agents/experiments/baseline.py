@@ -29,8 +29,8 @@ from typing import Any, Literal
 from dcem_agents.config import field, to_dict
 from dcem_agents.envs import make_env, make_replayable_env
 from dcem_agents.sb3.checkpoints import AtomicCheckpointCallback, companion_path, load_latest, resume_exactly
-from dcem_agents.training.device import setup_torch
 from dcem_agents.evaluation.harness import evaluate_controller
+from dcem_agents.training.run_config import RunConfig
 
 __all__ = ["ALGORITHMS", "Config", "ENV_ATTRIBUTE", "train"]
 
@@ -60,14 +60,13 @@ _ALGO_KWARG_RANGES: dict[str, tuple[float, float | None, type | tuple[type, ...]
 
 
 @dataclass
-class Config:
+class Config(RunConfig):
     """A model-free SB3 baseline on the planning agents' environment."""
 
     experiment: Literal["baseline"] = field("baseline", help="experiment name (selects this runner)")
     name: str = field("sac_cartpole_swingup", help="run name, part of the run folder's name")
     seed: int = field(0, help="seed of the algorithm and the training environment")
-    device: str = field("cpu", help="auto, cpu or cuda")
-    num_threads: int = field(0, help="torch intra-op CPU threads (0: torch's default)")
+    device: str = field("cpu", help="auto, cpu, cuda or cuda:N")
     env_id: str = field("dm_control/cartpole-swingup-v0", help="Gymnasium id (dm_control/<domain>-<task>-v0 too)")
     action_repeat: int = field(8, help="environment steps per agent step (as the planning agent's preset)")
     algorithm: Literal["sac", "td3", "ppo"] = field("sac", help="the SB3 algorithm")
@@ -85,6 +84,7 @@ class Config:
     results_json: str | None = field(None, help="with train.py --publish: write the summary here (e.g. results/<name>.json)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("action_repeat", "env_steps", "checkpoint_every", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -179,7 +179,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
 
     from dcem_agents.sb3.progress import make_sb3_logger
 
-    device = setup_torch(cfg.num_threads, cfg.device)
+    device = cfg.setup_torch()
     algo = _algorithm(cfg.algorithm)
     # a replayable environment (every episode seeded, its actions recorded): checkpoints restore it exactly
     env = VecMonitor(DummyVecEnv([partial(make_replayable_env, cfg.env_id, cfg.action_repeat, cfg.seed)]))

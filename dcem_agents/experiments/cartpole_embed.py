@@ -37,8 +37,9 @@ from dcem_agents.models.decoder import LatentActionDecoder
 from dcem_agents.planning.action_space import action_space_plan
 from dcem_agents.planning.latent import ActionCost, LatentCEMSettings, latent_plan
 from dcem_agents.training import MetricsLogger, save_checkpoint
-from dcem_agents.training.device import resolve_device, setup_torch
+from dcem_agents.training.device import resolve_device
 from dcem_agents.training.embed import EmbeddingTrainer
+from dcem_agents.training.run_config import RunConfig
 
 __all__ = ["Config", "CONTROLLERS", "EXPERT", "train", "evaluate", "improvement_factor", "make_cost", "load_decoder"]
 
@@ -60,14 +61,14 @@ IMPROVEMENT_DEFINITION = (
 
 
 @dataclass
-class Config:
+class Config(RunConfig):
     """Learning a 2-D latent action space for the cartpole with alg. 2, and its evaluation."""
 
     experiment: Literal["cartpole_embed"] = field("cartpole_embed", help="experiment name (selects this runner)")
     name: str = field("dcem", help="run name, part of the run folder's name")
     seed: int = field(0, help="seed of the initial-state sampler, the DCEM noise and the decoder's initialization")
-    device: str = field("cpu", help="auto, cpu or cuda")
-    threads: int = field(1, help="torch CPU threads (1 is fastest for these small, overhead-bound ops)")
+    device: str = field("cpu", help="auto, cpu, cuda or cuda:N")
+    num_threads: int = field(1, help="torch CPU threads (1 is fastest for these small, overhead-bound ops; 0: torch's default)")
     horizon: int = field(20, help="planning horizon H")
     latent_dim: int = field(2, help="dimension of the latent space Z")
     latent_bound: float = field(1.0, help="the latent space is the box [-b, b]^latent_dim")
@@ -90,8 +91,9 @@ class Config:
     checkpoint: str = field("checkpoint.pt", help="checkpoint file name inside the run folder")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for key in ("horizon", "latent_dim", "n_iters", "n_steps", "batch_size", "n_val_states", "val_interval",
-                    "full_iters", "threads"):
+                    "full_iters"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         check_cem_sizes(self.n_samples, self.n_elites, self.n_iters, self.horizon, where="cartpole_embed")
@@ -126,7 +128,7 @@ def build_decoder(cfg: Config) -> LatentActionDecoder:
 
 def train(cfg: Config, run_dir: Path) -> dict[str, Any]:
     """Alg. 2 on the cartpole; writes metrics and ``checkpoint.pt`` (the best-validation decoder) into ``run_dir``."""
-    device = setup_torch(cfg.threads, cfg.device)
+    device = cfg.setup_torch()
     torch.manual_seed(cfg.seed)
     decoder = build_decoder(cfg).to(device)
     trainer = EmbeddingTrainer(
@@ -216,7 +218,10 @@ def evaluate(checkpoint: dict[str, Any], options: Any) -> dict[str, Any]:
     returns are reproducible on CPU; ``ms_per_plan`` is the mean wall time of one such call (machine-dependent).
     ``options.controller`` restricts the run to one controller (plus the expert, needed for the improvement factor).
     """
-    cfg = build(Config, checkpoint["config"])
+    config = dict(checkpoint["config"])
+    if "threads" in config:  # written before the shared run header (RunConfig) named it num_threads
+        config["num_threads"] = config.pop("threads")
+    cfg = build(Config, config)
     device = resolve_device(options.device)
     decoder = load_decoder(checkpoint, device)
     planners = _planners(cfg, decoder)

@@ -32,11 +32,12 @@ from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.latent import LatentCEMSettings
 from dcem_agents.planning.latent_mpc import LatentDCEMController
 from dcem_agents.training import MetricsLogger, load_checkpoint, save_checkpoint
-from dcem_agents.training.device import resolve_device, setup_torch
+from dcem_agents.training.device import resolve_device
 from dcem_agents.training.components import components_from_checkpoint
 from dcem_agents.training.latent_phase import DecoderSettings, LatentPhaseTrainer
 from dcem_agents.training.planet import TrainSettings
 from dcem_agents.training.replay_store import REPLAY_FOLDER, ReplayStore, load_replay
+from dcem_agents.training.run_config import RunConfig
 
 __all__ = ["Config", "DecoderConfig", "LatentPlannerConfig", "build_latent_agent", "evaluate", "train"]
 
@@ -80,14 +81,12 @@ class LatentPlannerConfig(planet.RuntimeConfig):
 
 
 @dataclass
-class Config:
+class Config(RunConfig):
     """Online learning of the latent action space on a phase-1 world model (alg. 2 variant)."""
 
     experiment: Literal["dcem"] = field("dcem", help="experiment name (selects this runner)")
     name: str = field("cartpole_swingup", help="run name, part of the run folder's name")
     seed: int = field(0, help="seed of the decoder initialization, replay sampling, noise, episodes and planning")
-    device: str = field("auto", help="auto, cpu or cuda")
-    num_threads: int = field(0, help="torch intra-op CPU threads (0: torch's default)")
     phase1_checkpoint: str = field("checkpoints/planet_cartpole_swingup.pt", help="the planet checkpoint to start from")
     decoder: DecoderConfig = field(default_factory=DecoderConfig, help="latent action decoder")
     planner: LatentPlannerConfig = field(default_factory=LatentPlannerConfig, help="latent DCEM controller")
@@ -99,8 +98,9 @@ class Config:
     export_checkpoint: str | None = field(None, help="with train.py --publish: copy the run\'s checkpoint.pt here")
 
     def __post_init__(self) -> None:
-        if self.num_threads < 0 or self.final_eval_episodes < 0:
-            raise ValueError("num_threads and final_eval_episodes must be >= 0")
+        super().__post_init__()
+        if self.final_eval_episodes < 0:
+            raise ValueError(f"final_eval_episodes must be >= 0, got {self.final_eval_episodes}")
 
 
 def _phase1(checkpoint: dict[str, Any]) -> tuple[planet.Config, dict[str, Any]]:
@@ -135,7 +135,7 @@ def _check_budget(cfg: Config, phase1_steps: int) -> None:
 
 def train(cfg: Config, run_dir: Path) -> dict:
     """Phase 2 from ``cfg.phase1_checkpoint`` (or resume from ``run_dir/checkpoint.pt``); returns the summary."""
-    device = setup_torch(cfg.num_threads, cfg.device)
+    device = cfg.setup_torch()
     phase1_ckpt = load_checkpoint(cfg.phase1_checkpoint, "planet", map_location=device)
     p1, p1_state = _phase1(phase1_ckpt)
     env_fn, model, controller = build_latent_agent(p1, cfg, device)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from dcem_agents.config import field
 from dcem_agents.math import CEMIterate, ackley, check_cem_sizes, dcem, rastrigin
 from dcem_agents.training import MetricsLogger
-from dcem_agents.training.device import resolve_device
+from dcem_agents.training.run_config import RunConfig
 
 __all__ = ["Config", "train"]
 
@@ -26,13 +26,12 @@ _FUNCTIONS = {"rastrigin": (rastrigin, 5.12), "ackley": (ackley, 32.768)}
 
 
 @dataclass
-class Config:
+class Config(RunConfig):
     """CEM vs DCEM on a test function."""
 
     experiment: Literal["optimize"] = field("optimize", help="experiment name (selects this runner)")
     name: str = field("rastrigin", help="run name, part of the run folder's name")
     seed: int = field(0, help="seed of the sampling generator")
-    device: str = field("auto", help="auto, cpu or cuda")
     function: Literal["rastrigin", "ackley"] = field("rastrigin", help="test function to minimize")
     dim: int = field(2, help="dimension of the search space")
     n_problems: int = field(64, help="independent problems solved in one batched call")
@@ -43,6 +42,7 @@ class Config:
     tolerance: float = field(1e-2, help="a problem counts as solved when every coordinate is within this of the optimum 0")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.dim < 1 or self.n_problems < 1 or self.n_iters < 1:
             raise ValueError("dim, n_problems and n_iters must be >= 1")
         check_cem_sizes(self.n_samples, self.n_elites, self.n_iters, where="optimize")
@@ -52,7 +52,7 @@ class Config:
 
 def train(cfg: Config, run_dir: Path) -> dict:
     """Run hard CEM and DCEM with the same noise seed; write metrics, the figure and ``summary.json``."""
-    device = resolve_device(cfg.device)
+    device = cfg.setup_torch()
     fn, bound = _FUNCTIONS[cfg.function]
     logger = MetricsLogger(run_dir)
     summary: dict = {"function": cfg.function, "dim": cfg.dim, "n_problems": cfg.n_problems}

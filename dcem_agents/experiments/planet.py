@@ -40,11 +40,12 @@ from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.mpc import CEMController
 from dcem_agents.planning.runtime import DEFAULT_RUNTIME, PlannerRuntime
 from dcem_agents.training import MetricsLogger, load_checkpoint, save_checkpoint
-from dcem_agents.training.device import resolve_device, setup_torch
+from dcem_agents.training.device import resolve_device
 from dcem_agents.training.planet import PlanetTrainer, TrainSettings
 from dcem_agents.training.replay_store import REPLAY_FOLDER, ReplayStore
 from dcem_agents.evaluation.harness import evaluate_controller
 from dcem_agents.evaluation.stats import summarize
+from dcem_agents.training.run_config import RunConfig
 
 __all__ = ["CHECKPOINT_NAME", "Config", "ModelConfig", "PlannerConfig", "RuntimeConfig", "build_agent", "env_factory", "evaluate", "final_evaluation",
            "learning_curve", "load_agent", "train"]
@@ -102,14 +103,12 @@ class PlannerConfig(RuntimeConfig):
 
 
 @dataclass
-class Config:
+class Config(RunConfig):
     """PlaNet-style maximum-likelihood training of the proprioceptive RSSM with a full-space CEM controller."""
 
     experiment: Literal["planet"] = field("planet", help="experiment name (selects this runner)")
     name: str = field("cartpole_swingup", help="run name, part of the run folder's name")
     seed: int = field(0, help="seed of the model initialization, replay sampling, noise, episodes and planning")
-    device: str = field("auto", help="auto, cpu or cuda")
-    num_threads: int = field(0, help="torch intra-op CPU threads (0: torch's default)")
     env_id: str = field("dm_control/cartpole-swingup-v0", help="Gymnasium id with a Box action space (dm_control/<domain>-<task>-v0 via shimmy)")
     action_repeat: int = field(8, help="environment steps per agent step (rewards summed)")
     model: ModelConfig = field(default_factory=ModelConfig, help="world model sizes")
@@ -122,12 +121,11 @@ class Config:
     export_progress: str | None = field(None, help="with train.py --publish: copy the run\'s progress.csv here")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.action_repeat < 1:
             raise ValueError(f"action_repeat must be >= 1, got {self.action_repeat}")
-        if self.num_threads < 0 or self.final_eval_episodes < 0:
-            raise ValueError("num_threads and final_eval_episodes must be >= 0")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"device must be one of auto, cpu, cuda (or cuda:N), got {self.device!r}")
+        if self.final_eval_episodes < 0:
+            raise ValueError(f"final_eval_episodes must be >= 0, got {self.final_eval_episodes}")
 
 
 def env_factory(cfg: Config) -> Callable[[int | None], gym.Env]:
@@ -160,7 +158,7 @@ def build_agent(cfg: Config, device: torch.device) -> tuple[Any, RSSM, CEMContro
 
 def train(cfg: Config, run_dir: Path) -> dict:
     """Train (or resume, if ``run_dir`` holds a checkpoint) and return the summary (see the module docstring)."""
-    device = setup_torch(cfg.num_threads, cfg.device)
+    device = cfg.setup_torch()
     env_fn, model, controller = build_agent(cfg, device)
     ckpt_path = run_dir / CHECKPOINT_NAME
     config_dict = to_dict(cfg)

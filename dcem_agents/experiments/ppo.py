@@ -33,7 +33,8 @@ from dcem_agents.sb3.controllers import evaluate_belief_policy
 from dcem_agents.sb3.progress import TqdmCallback, make_sb3_logger
 from dcem_agents.training import save_checkpoint
 from dcem_agents.sb3.checkpoints import AtomicCheckpointCallback, companion_path, load_latest, resume_exactly
-from dcem_agents.training.device import resolve_device, setup_torch
+from dcem_agents.training.device import resolve_device
+from dcem_agents.training.run_config import RunConfig
 
 __all__ = ["Config", "PPOSettings", "PolicySettings", "evaluate", "train"]
 
@@ -95,14 +96,13 @@ class PolicySettings:
 
 
 @dataclass
-class Config:
+class Config(RunConfig):
     """PPO fine-tuning of the decoder and reward head through the embedded DCEM controller (phase 3)."""
 
     experiment: Literal["ppo"] = field("ppo", help="experiment name (selects this runner)")
     name: str = field("cartpole_swingup", help="run name, part of the run folder's name")
     seed: int = field(0, help="seed of PPO, the environments and the planner-noise seeds")
-    device: str = field("cpu", help="auto, cpu or cuda")
-    num_threads: int = field(0, help="torch intra-op CPU threads (0: torch's default)")
+    device: str = field("cpu", help="auto, cpu, cuda or cuda:N")
     phase2_checkpoint: str = field("checkpoints/dcem_cartpole_swingup.pt", help="the dcem checkpoint to start from")
     n_envs: int = field(4, help="parallel environments (planned in one batched call)")
     total_timesteps: int = field(5000, help="PPO agent steps (each is action_repeat environment steps)")
@@ -116,6 +116,7 @@ class Config:
     export_checkpoint: str | None = field(None, help="with train.py --publish: copy the run\'s checkpoint.pt here")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("n_envs", "total_timesteps", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -135,7 +136,7 @@ def _policy_kwargs(cfg: Config) -> dict[str, Any]:
 
 def train(cfg: Config, run_dir: Path) -> dict:
     """Evaluate, fine-tune with PPO (or resume), evaluate again; see the module docstring."""
-    device = setup_torch(cfg.num_threads, cfg.device)
+    device = cfg.setup_torch()
     env = make_belief_vec_env(cfg.phase2_checkpoint, n_envs=cfg.n_envs, seed=cfg.seed)
     if cfg.normalize_reward:
         env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=cfg.ppo.gamma)

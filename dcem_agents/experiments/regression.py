@@ -45,7 +45,8 @@ from dcem_agents.models.energy import EnergyNet
 from dcem_agents.models.energy_predictors import DCEMPredictor, UnrolledGDPredictor
 from dcem_agents.training import MetricsLogger, save_checkpoint
 from dcem_agents.training.energy_regression import RegressionMember, inner_iterates, regression_data, target
-from dcem_agents.training.device import resolve_device, setup_torch
+from dcem_agents.training.device import resolve_device
+from dcem_agents.training.run_config import RunConfig
 
 __all__ = ["Config", "DCEMConfig", "GDConfig", "evaluate", "make_data", "make_predictor", "train"]
 
@@ -75,14 +76,14 @@ class DCEMConfig:
 
 
 @dataclass
-class Config:
+class Config(RunConfig):
     """Fit E_θ(y|x) to y = x sin x with unrolled GD and with DCEM; ablate the number of inner steps."""
 
     experiment: Literal["regression"] = field("regression", help="experiment name (selects this runner)")
     name: str = field("xsinx", help="run name, part of the run folder's name")
     seed: int = field(0, help="first seed; seeds are seed, seed+1, ..., seed+n_seeds-1")
     n_seeds: int = field(1, help="independent trainings of each model (paper: 3)")
-    device: str = field("cpu", help="auto, cpu or cuda")
+    device: str = field("cpu", help="auto, cpu, cuda or cuda:N")
     num_threads: int = field(1, help="torch CPU threads (1 avoids oversubscription on a shared CPU; 0 = torch default)")
     n_train: int = field(100, help="training inputs, evenly spaced on [0, 2π] (authors' code: 100)")
     n_test: int = field(256, help="held-out test inputs, the midpoints of an even grid on [0, 2π]")
@@ -104,6 +105,7 @@ class Config:
     figures_dir: str = field("results", help="where --publish copies the run's PNG figures ('': not copied)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         positive = {"n_seeds": self.n_seeds, "n_train": self.n_train, "n_test": self.n_test, "hidden": self.hidden,
                     "n_layers": self.n_layers, "n_updates": self.n_updates, "batch_size": self.batch_size,
                     "eval_every": self.eval_every, "ablation_max_steps": self.ablation_max_steps,
@@ -111,8 +113,6 @@ class Config:
         for key, value in positive.items():
             if value < 1:
                 raise ValueError(f"{key} must be >= 1, got {value}")
-        if self.num_threads < 0:
-            raise ValueError(f"num_threads must be >= 0, got {self.num_threads}")
         if self.lr <= 0 or self.gd.inner_lr <= 0 or self.dcem.init_std <= 0 or self.dcem.temperature <= 0:
             raise ValueError("lr, gd.inner_lr, dcem.init_std and dcem.temperature must be > 0")
         if not 0 < self.lr_factor < 1 or self.lr_patience < 0 or self.clip_norm < 0:
@@ -158,7 +158,7 @@ def _ablation_summary(steps: list[int], mse: list[float], trained: int) -> dict[
 def train(cfg: Config, run_dir: Path) -> dict:
     """Train both models per seed in lockstep, run the inner-step ablation, draw the figures, write the JSON."""
     t_start = time.perf_counter()
-    device = setup_torch(cfg.num_threads, cfg.device)
+    device = cfg.setup_torch()
     data = make_data(cfg, device)
     x, y = data["x_train"], data["y_train"]
     seeds = [cfg.seed + i for i in range(cfg.n_seeds)]
