@@ -20,6 +20,14 @@ One checkpoint with its experiment's own evaluation (JSON)::
 
 Everything about the run (experiment, environment, action repeat, sizes) is read from the checkpoints; the flags
 only choose what to evaluate and how often.
+
+Aggregate the seeds of sweeps (``train.py --seeds``; Agarwal et al. 2021, with rliable)::
+
+    python evaluate.py --sweep SWEEP_DIR [--sweep ANOTHER ...] [--out PREFIX] [--max-return R] [--threshold R]
+
+writes PREFIX.json, PREFIX.md and PREFIX.png (default PREFIX: <first sweep>/<name>_seeds): learning curves (mean over
+seeds, 95 % CI band), the final return's IQM, mean, median and optimality gap with stratified bootstrap CIs, and
+P(X > Y) between sweeps. See :mod:`dcem_agents.evaluation.seeds`.
 """
 
 from __future__ import annotations
@@ -43,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--entry", action="append", metavar="PATH[:CONTROLLER][@LABEL]",
                       help="a checkpoint (or SB3 zip) and controller to compare; repeat for each entry")
     what.add_argument("--checkpoint", type=Path, help="one checkpoint, evaluated by its experiment")
+    what.add_argument("--sweep", type=Path, action="append", metavar="SWEEP_DIR",
+                      help="aggregate the seeds of a sweep folder (train.py --seeds); repeat to compare sweeps")
+    p.add_argument("--max-return", type=float, default=None,
+                   help="with --sweep: best possible return, for the optimality gap (default: 1000 on DeepMind Control)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="with --sweep: also report the share of seeds reaching this return and the median steps to it")
     p.add_argument("--controller", default=None,
                    help="with --checkpoint: controller(s) (default: the checkpoint's own)")
     p.add_argument("--episodes", type=int, default=100, help="episodes per entry / initial states (default: 100)")
@@ -89,6 +103,30 @@ def _single(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweeps(args: argparse.Namespace) -> int:
+    """The across-seed report of ``--sweep`` ... (see :mod:`dcem_agents.evaluation.seeds`)."""
+    from dcem_agents.evaluation.seeds import aggregate_sweeps, read_sweep, write_seeds_report
+
+    logging.getLogger("absl").setLevel(logging.WARNING)  # rliable logs every estimate at INFO
+    try:
+        sweeps = [read_sweep(path) for path in args.sweep]
+        report = aggregate_sweeps(sweeps, max_return=args.max_return, threshold=args.threshold)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"evaluate.py: {e}", file=sys.stderr)
+        return 2
+    for sweep in sweeps:
+        if sweep.unfinished:
+            logging.getLogger("evaluate").warning("%s: seeds %s have not finished and are left out", sweep.path,
+                                                  " ".join(map(str, sweep.unfinished)))
+    out = args.out or sweeps[0].path / f"{sweeps[0].name}_seeds"
+    if out.suffix in (".json", ".md", ".png"):
+        out = out.with_suffix("")
+    paths = write_seeds_report(report, out)
+    print(paths["md"].read_text())
+    print("wrote " + ", ".join(map(str, paths.values())))
+    return 0
+
+
 def _compare(args: argparse.Namespace, argv: list[str]) -> int:
     """The comparison report of ``--entry`` ... (see :mod:`dcem_agents.evaluation.compare`)."""
     if args.video:
@@ -129,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.sweep is not None:
+        if any(v is not None for v in (args.controller, args.seed, args.n_envs, args.planner_runtime)) or args.video:
+            parser.error("--sweep reads the seeds' own evaluations: --controller, --seed, --n-envs, --video and "
+                         "--planner-runtime do not apply")
+        return _sweeps(args)
+    if args.max_return is not None or args.threshold is not None:
+        parser.error("--max-return and --threshold go with --sweep")
     if args.checkpoint is not None and args.planner_runtime is not None:
         parser.error("--planner-runtime goes with --entry (the comparison report)")
     if args.checkpoint is not None:

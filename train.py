@@ -7,6 +7,11 @@ Everything a run writes stays in its run folder. ``--publish`` also ships the fi
 files the preset names (``results_json``, ``export_checkpoint``, ``export_progress``, ``export_zip``, ...; see
 :func:`dcem_agents.training.run_dir.publish_run`), which is how the README's reproduction commands update
 ``results/`` and ``checkpoints/``. A finished run is published afterwards with ``--run-dir THAT_RUN --publish``.
+
+``--seeds 0 1 2 3 4`` runs one ordinary run folder per seed under a sweep folder
+``<runs>/<experiment>-<name>-sweep-<time>/seed<k>/`` (:mod:`dcem_agents.training.sweep`): ``--workers N`` seeds at
+once on this machine, or each seed a Ray task with ``--ray`` (a local Ray) or ``--ray ADDRESS`` (a cluster). The same
+command with ``--sweep-dir THAT_SWEEP`` resumes the seeds that had not finished; ``evaluate.py --sweep`` aggregates them.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ from pathlib import Path
 from dcem_agents.config import ConfigError, apply_overrides, build, describe, load_yaml, to_dict
 from dcem_agents.experiments import EXPERIMENTS, get_experiment
 from dcem_agents.training import load_checkpoint, make_run_dir, save_resolved_config
-from dcem_agents.training.run_dir import publish_run, publish_targets
+from dcem_agents.training.run_dir import RunDirInUseError, lock_run_dir, publish_run, publish_targets
 from dcem_agents.training.planet import NonFiniteTrainingError
 from dcem_agents.training.rollout import NonFiniteEnvironmentError
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "planet" / "cartpole_swingup_cpu.yaml"
+ROOT = Path(__file__).resolve().parent
+DEFAULT_CONFIG = ROOT / "configs" / "planet" / "cartpole_swingup_cpu.yaml"
 
 
 #: config keys a resumed run may change: how long it runs, how it is evaluated and where results go, the machine
@@ -71,7 +77,8 @@ def validate_inputs(cfg: object, check_checkpoints: bool = True, module: object 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"YAML preset (default: {DEFAULT_CONFIG.name})")
+    parser.add_argument("--config", type=Path, default=None,
+                        help=f"YAML preset (default: {DEFAULT_CONFIG.name}, or with --sweep-dir the sweep's own)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key, e.g. --set seed=3 --set model.hidden=64 (repeatable)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent folder of run folders (default: runs)")
@@ -81,7 +88,27 @@ def main(argv: list[str] | None = None) -> int:
                              "checkpoints/); without it nothing outside the run folder changes")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
     parser.add_argument("--help-config", action="store_true", help="list every key of the preset's experiment and exit")
+    sweep = parser.add_argument_group("several seeds (a sweep folder with one run folder per seed)")
+    sweep.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="run the preset once per seed")
+    sweep.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="seeds at once (default: 1 here; with a local Ray, as many as its CPUs allow)")
+    sweep.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="each seed a Ray task: a local Ray, or the cluster at ADDRESS (e.g. auto or ray://host:10001; "
+                            "the sweep folder must be on storage every node mounts). Needs pip install -e '.[ray]'")
+    sweep.add_argument("--sweep-dir", type=Path, default=None,
+                       help="resume this sweep folder: the seeds not finished continue from their checkpoints")
     args = parser.parse_args(argv)
+    if args.sweep_dir is not None and not (args.sweep_dir / "sweep.json").is_file():
+        print(f"train.py: not a sweep folder (no sweep.json): {args.sweep_dir}", file=sys.stderr)
+        return 2
+    if args.config is None:
+        args.config = args.sweep_dir / "config.yaml" if args.sweep_dir is not None else DEFAULT_CONFIG
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    if (args.seeds is not None or args.sweep_dir is not None) and (args.run_dir is not None or args.publish):
+        parser.error("--seeds/--sweep-dir run a sweep folder: --run-dir and --publish are for one run")
+    if (args.workers is not None or args.ray is not None) and args.seeds is None and args.sweep_dir is None:
+        parser.error("--workers and --ray need --seeds (or --sweep-dir)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     try:
@@ -111,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train.py: {first} (run with --debug for the traceback)", file=sys.stderr)
         return 2
 
+    if args.seeds is not None or args.sweep_dir is not None:
+        return run_sweep(args, cfg)
+
     saved = args.run_dir / "config.yaml" if args.run_dir is not None else None
     if saved is not None and saved.is_file():  # a run folder used before: resume it with the same config
         import yaml
@@ -125,24 +155,105 @@ def main(argv: list[str] | None = None) -> int:
 
     run_dir = args.run_dir or make_run_dir(args.runs_dir, name, getattr(cfg, "name", name), getattr(cfg, "seed", 0))
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(run_dir, to_dict(cfg))
-    logging.getLogger("train").info("run folder: %s", run_dir)
     try:
-        summary = module.train(cfg, run_dir)
-    except (NonFiniteEnvironmentError, NonFiniteTrainingError) as e:  # the checkpoint before it is intact: nothing non-finite was stored
+        lock = lock_run_dir(run_dir)
+    except RunDirInUseError as e:
         print(f"train.py: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps({"run_dir": str(run_dir), **(summary or {})}, indent=2, default=str))
+        return 2
+    try:  # the lock is held until the run ends
+        save_resolved_config(run_dir, to_dict(cfg))
+        logging.getLogger("train").info("run folder: %s", run_dir)
+        try:
+            summary = module.train(cfg, run_dir)
+        except (NonFiniteEnvironmentError, NonFiniteTrainingError) as e:  # the checkpoint before it is intact: nothing non-finite was stored
+            print(f"train.py: {e}", file=sys.stderr)
+            return 1
+        print(json.dumps({"run_dir": str(run_dir), **(summary or {})}, indent=2, default=str))
+        log = logging.getLogger("train")
+        targets = publish_targets(cfg)
+        if args.publish:
+            written = publish_run(cfg, run_dir, summary or {})
+            log.info("published: %s", ", ".join(map(str, written)) or "nothing (the preset names no destination)")
+        elif targets:
+            log.info("results are in %s (summary.json and the checkpoint); to ship them to %s, run again with "
+                     "--run-dir %s --publish", run_dir, ", ".join(targets), run_dir)
+        else:
+            log.info("results are in %s", run_dir)
+        return 0
+    finally:
+        lock.close()
+
+
+def run_sweep(args: argparse.Namespace, cfg: object) -> int:
+    """``--seeds`` / ``--sweep-dir``: create or resume the sweep folder and run its unfinished seeds (see module doc)."""
+    from tqdm.auto import tqdm
+
+    from dcem_agents.training.sweep import SeedTask, SweepState, create_sweep, run_local, run_ray, seed_dir
+
     log = logging.getLogger("train")
-    targets = publish_targets(cfg)
-    if args.publish:
-        written = publish_run(cfg, run_dir, summary or {})
-        log.info("published: %s", ", ".join(map(str, written)) or "nothing (the preset names no destination)")
-    elif targets:
-        log.info("results are in %s (summary.json and the checkpoint); to ship them to %s, run again with "
-                 "--run-dir %s --publish", run_dir, ", ".join(targets), run_dir)
+    resolved = to_dict(cfg)
+    resolved.pop("seed", None)
+    if args.sweep_dir is not None:
+        try:
+            state = SweepState.load(args.sweep_dir)
+        except FileNotFoundError as e:
+            print(f"train.py: {e}", file=sys.stderr)
+            return 2
+        changed = [k for k in changed_keys(state.config, resolved) if k not in RESUME_SAFE_KEYS]
+        if changed:
+            print(f"train.py: {args.sweep_dir} was started with other values of {', '.join(changed)}: a resumed sweep "
+                  "keeps its config", file=sys.stderr)
+            return 2
+        if args.seeds is not None and sorted(set(args.seeds)) != sorted(state.seeds):
+            print(f"train.py: {args.sweep_dir} runs seeds {' '.join(map(str, state.seeds))}, not "
+                  f"{' '.join(map(str, args.seeds))}", file=sys.stderr)
+            return 2
+        state.config = resolved  # only keys a resumed run may change can differ
+        sweep_dir = args.sweep_dir.resolve()
+        state.save(sweep_dir)
     else:
-        log.info("results are in %s", run_dir)
+        seeds = list(dict.fromkeys(args.seeds))
+        state = SweepState(resolved["experiment"], str(resolved.get("name", resolved["experiment"])), seeds, resolved)
+        sweep_dir = create_sweep(args.runs_dir, state).resolve()
+    config = save_resolved_config(sweep_dir, {**resolved, "seed": state.seeds[0]})
+    log.info("sweep folder: %s", sweep_dir)
+    on_cluster = args.ray not in (None, "local")
+    tasks = [SeedTask(seed, ("train.py", "--config", str(config), "--run-dir", str(seed_dir(sweep_dir, seed)),
+                             "--set", f"seed={seed}"),
+                      None if on_cluster else str(ROOT), str(seed_dir(sweep_dir, seed) / "train.log"))
+             for seed in state.pending()]
+    bar = tqdm(total=len(state.seeds), initial=len(state.seeds) - len(tasks), desc="sweep", unit="seed")
+
+    def done(seed: int, code: int, seconds: float) -> None:
+        state.states[seed] = {"state": "finished" if code == 0 else "failed", "returncode": code,
+                              "seconds": round(seconds, 1)}
+        state.save(sweep_dir)
+        bar.update(1)
+        log.info("seed %d %s after %.0f s (%s)", seed, state.states[seed]["state"], seconds,
+                 seed_dir(sweep_dir, seed) / "train.log")
+
+    try:
+        if args.ray is None:
+            run_local(tasks, args.workers or 1, done)
+        else:
+            cpus = max(1, getattr(cfg, "num_threads", 0) or 1)
+            gpus = 1 if str(getattr(cfg, "device", "cpu")).startswith("cuda") else 0
+            run_ray(tasks, done, address=None if not on_cluster else args.ray, num_cpus=cpus, num_gpus=gpus,
+                    runtime_env={"working_dir": str(ROOT), "excludes": ["runs/", ".git/"]} if on_cluster else None,
+                    init_kwargs={"num_cpus": args.workers * cpus} if not on_cluster and args.workers else None)
+    except ImportError as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        return 2
+    finally:
+        bar.close()
+    print(json.dumps({"sweep_dir": str(sweep_dir), "seeds": {str(k): v for k, v in sorted(state.states.items())}},
+                     indent=2))
+    unfinished = state.pending()
+    if unfinished:
+        print(f"train.py: seeds {' '.join(map(str, unfinished))} did not finish (see their train.log); the same command "
+              f"with --sweep-dir {sweep_dir} resumes them", file=sys.stderr)
+        return 1
+    log.info("every seed finished; aggregate them with: python evaluate.py --sweep %s", sweep_dir)
     return 0
 
 

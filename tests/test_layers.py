@@ -18,9 +18,10 @@ LAYERS = {"config": 0, "math": 0, "models": 1, "planning": 2, "training": 3, "en
           "evaluation": 6}
 #: modules whose layer is not their package's: the evaluation package spans layers (its __init__ imports nothing)
 MODULE_LAYERS = {"evaluation.stats": 0, "evaluation.harness": 3, "evaluation.report": 3,
-                 "evaluation.regression_figures": 3, "evaluation.cartpole_embed_figures": 3, "evaluation": 0}
+                 "evaluation.regression_figures": 3, "evaluation.cartpole_embed_figures": 3, "evaluation.seeds": 3,
+                 "evaluation": 0}
 INTEGRATION_ONLY = {"stable_baselines3": {"sb3", "experiments", "evaluation"}, "shimmy": {"envs"},
-                    "dm_control": {"envs"}}
+                    "dm_control": {"envs"}, "ray": {"training"}, "rliable": {"evaluation"}}
 
 
 def _modules() -> list[Path]:

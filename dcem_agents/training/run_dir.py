@@ -3,28 +3,64 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
 from dcem_agents.training.checkpoint import load_checkpoint, save_checkpoint
 from dcem_agents.training.replay_store import inline_replay
 
-__all__ = ["PUBLISHED_FILES", "make_run_dir", "publish_run", "publish_targets", "save_resolved_config"]
+__all__ = ["PUBLISHED_FILES", "RunDirInUseError", "fresh_folder", "lock_run_dir", "make_run_dir", "publish_run",
+           "publish_targets", "save_resolved_config"]
 
 
 def make_run_dir(root: str | Path, experiment: str, name: str, seed: int) -> Path:
     """Create and return a fresh run folder under ``root`` whose name carries experiment, name, seed and time."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / f"{experiment}-{name}-seed{seed}-{stamp}"
+    return fresh_folder(Path(root) / f"{experiment}-{name}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def fresh_folder(base: Path) -> Path:
+    """Create and return ``base``, or ``base-1``, ``base-2``, ... if it exists (two runs started in one second)."""
     path, i = base, 1
     while path.exists():
         path, i = Path(f"{base}-{i}"), i + 1
     path.mkdir(parents=True)
     return path
+
+
+class RunDirInUseError(RuntimeError):
+    """Another process holds the run folder (:func:`lock_run_dir`)."""
+
+
+def lock_run_dir(run_dir: str | Path) -> IO[str]:
+    """Lock ``<run_dir>/.lock`` for this process, so two processes never write one run folder; return the open file.
+
+    The lock lasts while the returned file stays open (at most the process's life: a killed process frees it). Where
+    ``fcntl`` does not exist (Windows) nothing is locked.
+
+    :raises RunDirInUseError: another process holds it (its pid is in the message).
+    """
+    f = open(Path(run_dir) / ".lock", "a+")  # noqa: SIM115 - held open for the lock's lifetime
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return f
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise RunDirInUseError(f"{run_dir} is in use by another process (pid {pid}); wait for it or stop it first") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
 
 
 def save_resolved_config(run_dir: str | Path, config: dict[str, Any]) -> Path:

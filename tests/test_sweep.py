@@ -1,0 +1,165 @@
+"""Several seeds: ``train.py --seeds`` (here and on a local Ray), resuming a killed sweep, ``evaluate.py --sweep``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dcem_agents.training.run_dir import RunDirInUseError, lock_run_dir
+from dcem_agents.training.sweep import SweepState
+
+from _scripts import ROOT, run_main, run_script
+
+#: two seeds of the planet debug preset, each the same short run
+SWEEP = ["train.py", "--config", "configs/planet/debug.yaml", "--seeds", "0", "1"]
+
+
+def _sweep_dir(runs: Path) -> Path:
+    (found,) = runs.glob("planet-debug-sweep-*")
+    return found
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    """A run's progress log without its wall-clock columns."""
+    with (run / "progress.csv").open(newline="") as f:
+        return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("sweep_local")
+    p = run_script(*SWEEP, "--workers", "2", "--runs-dir", str(runs))
+    assert p.returncode == 0, p.stderr[-3000:]
+    return _sweep_dir(runs)
+
+
+def test_a_sweep_holds_one_ordinary_run_folder_per_seed(local_sweep: Path) -> None:
+    state = SweepState.load(local_sweep)
+    assert state.seeds == [0, 1] and state.pending() == []
+    assert all(state.states[s]["state"] == "finished" and state.states[s]["returncode"] == 0 for s in (0, 1))
+    for seed in (0, 1):
+        run = local_sweep / f"seed{seed}"
+        assert (run / "checkpoint.pt").is_file() and (run / "summary.json").is_file()
+        assert f"seed: {seed}\n" in (run / "config.yaml").read_text()
+        assert "run folder:" in (run / "train.log").read_text()
+    assert _rows(local_sweep / "seed0") != _rows(local_sweep / "seed1")  # the seeds really differ
+
+
+def test_a_ray_sweep_gives_the_same_seeds_as_a_local_one(local_sweep: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    p = run_script(*SWEEP, "--ray", "--workers", "2", "--runs-dir", str(tmp_path))
+    assert p.returncode == 0, p.stderr[-3000:]
+    ray_sweep = _sweep_dir(tmp_path)
+    for seed in (0, 1):
+        assert _rows(ray_sweep / f"seed{seed}") == _rows(local_sweep / f"seed{seed}")
+        local = json.loads((local_sweep / f"seed{seed}" / "summary.json").read_text())
+        remote = json.loads((ray_sweep / f"seed{seed}" / "summary.json").read_text())
+        assert remote["eval_returns"] == local["eval_returns"] and remote["learning_curve"] == local["learning_curve"]
+
+
+def test_a_killed_sweep_resumes_and_every_seed_log_is_complete(local_sweep: Path, tmp_path: Path) -> None:
+    """SIGKILL the driver once seed 0 has its first checkpoint: its seed process dies with it. The same command with
+    --sweep-dir finishes both seeds, and each progress log equals the uninterrupted sweep's: no gap, no duplicate."""
+    driver = subprocess.Popen([sys.executable, *SWEEP, "--runs-dir", str(tmp_path)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob("planet-debug-sweep-*/seed0/checkpoint.pt")):
+        assert driver.poll() is None and time.monotonic() < deadline, "the sweep ended before its first checkpoint"
+        time.sleep(0.2)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    sweep = _sweep_dir(tmp_path)
+    assert SweepState.load(sweep).pending() == [0, 1]
+    deadline = time.monotonic() + 60  # the seed process got SIGTERM from the kernel when its driver died
+    while True:
+        try:
+            lock_run_dir(sweep / "seed0").close()
+            break
+        except RunDirInUseError:
+            assert time.monotonic() < deadline, "the seed process outlived its driver"
+            time.sleep(0.2)
+    p = run_script(*SWEEP, "--sweep-dir", str(sweep))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert SweepState.load(sweep).pending() == []
+    for seed in (0, 1):
+        rows = _rows(sweep / f"seed{seed}")
+        assert rows == _rows(local_sweep / f"seed{seed}")
+        assert len({r["step"] for r in rows}) == len(rows)
+    assert "resumed" in (sweep / "seed0" / "train.log").read_text()
+
+
+def test_a_finished_sweep_is_left_alone(local_sweep: Path) -> None:
+    before = {s: (local_sweep / f"seed{s}" / "progress.csv").stat().st_mtime_ns for s in (0, 1)}
+    p = run_main(*SWEEP, "--sweep-dir", str(local_sweep))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert {s: (local_sweep / f"seed{s}" / "progress.csv").stat().st_mtime_ns for s in (0, 1)} == before
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--run-dir", "somewhere"], "--run-dir and --publish are for one run"),
+    (["--set", "model.hidden_size=32"], "was started with other values of model.hidden_size"),
+    (["--seeds", "0", "1", "2"], "runs seeds 0 1, not 0 1 2"),
+])
+def test_a_sweep_refuses_what_it_cannot_resume(local_sweep: Path, extra: list[str], message: str) -> None:
+    p = run_main("train.py", "--config", "configs/planet/debug.yaml", "--sweep-dir", str(local_sweep), *extra)
+    assert p.returncode == 2 and message in p.stderr, p.stderr[-2000:]
+
+
+def test_sweep_flags_need_a_sweep(tmp_path: Path) -> None:
+    p = run_main("train.py", "--config", "configs/planet/debug.yaml", "--workers", "2")
+    assert p.returncode == 2 and "need --seeds" in p.stderr
+    p = run_main("train.py", "--sweep-dir", str(tmp_path))
+    assert p.returncode == 2 and "not a sweep folder" in p.stderr
+
+
+def test_a_run_folder_is_written_by_one_process_at_a_time(tmp_path: Path) -> None:
+    held = lock_run_dir(tmp_path)
+    with pytest.raises(RunDirInUseError, match=f"in use by another process \\(pid {os.getpid()}\\)"):
+        lock_run_dir(tmp_path)
+    held.close()
+    lock_run_dir(tmp_path).close()  # free again once the holder ends
+
+
+def test_evaluate_aggregates_the_seeds(local_sweep: Path, tmp_path: Path) -> None:
+    pytest.importorskip("rliable")
+    import numpy as np
+
+    prefix = tmp_path / "agg"
+    p = run_main("evaluate.py", "--sweep", str(local_sweep), "--sweep", str(local_sweep), "--threshold", "50",
+                 "--out", str(prefix))
+    assert p.returncode == 0, p.stderr[-3000:]
+    report = json.loads(prefix.with_suffix(".json").read_text())
+    first, second = report["sweeps"]
+    finals = [np.mean(json.loads((local_sweep / f"seed{s}" / "summary.json").read_text())["eval_returns"])
+              for s in (0, 1)]
+    assert first["final_returns"] == pytest.approx(finals) and first["seeds"] == [0, 1]
+    agg = first["aggregates"]
+    assert agg["mean"]["value"] == pytest.approx(np.mean(finals))
+    assert agg["optimality_gap"]["value"] == pytest.approx(1000 - np.mean(finals))  # dm_control: max return 1000
+    for key in ("iqm", "mean", "median", "optimality_gap"):
+        low, high = agg[key]["ci95"]
+        assert low <= agg[key]["value"] <= high
+    assert min(finals) <= agg["mean"]["ci95"][0] and agg["mean"]["ci95"][1] <= max(finals)
+    curve = first["learning_curve"]
+    assert [pt["n"] for pt in curve] == [2] * len(curve) and curve
+    assert first["threshold"]["share_of_seeds_final"] == 1.0  # every debug seed ends above 50
+    (pair,) = report["pairs"]  # the same sweep twice: no seed of X beats a seed of Y more often than the reverse
+    assert pair["probability_of_improvement"]["value"] == pytest.approx(0.5)
+    assert first["label"] != second["label"]
+    assert "IQM" in prefix.with_suffix(".md").read_text()
+    assert prefix.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_sweep_errors_are_one_line(tmp_path: Path) -> None:
+    p = run_main("evaluate.py", "--sweep", str(tmp_path))
+    assert p.returncode == 2 and "not a sweep folder" in p.stderr
+    p = run_main("evaluate.py", "--sweep", str(tmp_path), "--n-envs", "4")
+    assert p.returncode == 2 and "do not apply" in p.stderr
