@@ -163,3 +163,33 @@ def test_evaluate_sweep_errors_are_one_line(tmp_path: Path) -> None:
     assert p.returncode == 2 and "not a sweep folder" in p.stderr
     p = run_main("evaluate.py", "--sweep", str(tmp_path), "--n-envs", "4")
     assert p.returncode == 2 and "do not apply" in p.stderr
+
+
+def test_each_experiments_summary_gives_a_curve_and_a_final_return() -> None:
+    from dcem_agents.evaluation.seeds import _seed_result
+
+    planet = _seed_result("planet", 0, {"learning_curve": [{"env_steps": 10, "return_mean": 1.0}],
+                                        "eval_returns": [3.0, 5.0]})
+    assert planet.curve == [(10, 1.0)] and planet.final == 4.0
+    baseline = _seed_result("baseline", 1, {"evaluations": [[100, 2.0], [200, 6.0]], "final_eval": {"returns": [7.0]}})
+    assert baseline.curve == [(100, 2.0), (200, 6.0)] and baseline.final == 7.0
+    ppo = _seed_result("ppo", 2, {"ppo_timesteps": 64, "before": {"returns": [1.0, 3.0]}, "after": {"returns": [4.0]}})
+    assert ppo.curve == [(0, 2.0), (64, 4.0)] and ppo.final == 4.0
+    no_final_eval = _seed_result("dcem", 3, {"learning_curve": [{"env_steps": 10, "return_mean": 9.0}]})
+    assert no_final_eval.final == 9.0  # final_eval_episodes: 0 falls back on the last evaluation
+    with pytest.raises(ValueError, match="no evaluation"):
+        _seed_result("planet", 4, {"learning_curve": []})
+
+
+def test_curves_evaluated_at_other_steps_are_interpolated_within_their_range() -> None:
+    from dcem_agents.evaluation.seeds import SeedResult, learning_curve
+
+    a = SeedResult(0, [(0, 0.0), (100, 100.0)], [100.0])
+    b = SeedResult(1, [(50, 10.0), (150, 30.0)], [30.0])
+    points = {p["env_steps"]: p for p in learning_curve([a, b])}
+    assert sorted(points) == [0, 50, 100, 150]
+    assert points[0]["n"] == 1 and points[0]["mean"] == 0.0
+    assert points[50]["n"] == 2 and points[50]["mean"] == pytest.approx((50.0 + 10.0) / 2)
+    assert points[100]["mean"] == pytest.approx((100.0 + 20.0) / 2)
+    assert points[150]["n"] == 1 and points[150]["mean"] == 30.0
+    assert points[50]["ci95"][0] <= points[50]["mean"] <= points[50]["ci95"][1]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,15 @@ def _rliable() -> tuple[Any, Any]:
     return library, metrics
 
 
+def _interval_estimates(library: Any, scores: dict[str, Any], function: Any) -> tuple[Any, Any]:
+    """rliable's stratified bootstrap with the package's resamples and seed (arch's note that its ``random_state``
+    argument is deprecated is silenced: the generator it gets is the fixed one asked for)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+        return library.get_interval_estimates(scores, function, reps=BOOTSTRAP_RESAMPLES,
+                                              random_state=np.random.RandomState(BOOTSTRAP_SEED))
+
+
 def final_aggregates(finals: Sequence[float], max_return: float | None) -> dict[str, Any]:
     """IQM, mean, median and (with ``max_return``) optimality gap of the seeds' final returns ``(n_seeds,)``, each
     ``{"value", "ci95"}`` from rliable's stratified bootstrap (one task: a bootstrap over seeds)."""
@@ -137,9 +147,7 @@ def final_aggregates(finals: Sequence[float], max_return: float | None) -> dict[
         functions["optimality_gap"] = lambda x: metrics.aggregate_optimality_gap(x, gamma=max_return)
     out = {}
     for key, function in functions.items():
-        point, interval = library.get_interval_estimates(
-            {"x": scores}, lambda x, f=function: np.array([f(x)]), reps=BOOTSTRAP_RESAMPLES,
-            random_state=np.random.RandomState(BOOTSTRAP_SEED))
+        point, interval = _interval_estimates(library, {"x": scores}, lambda x, f=function: np.array([f(x)]))
         out[key] = {"value": float(point["x"][0]), "ci95": [float(interval["x"][0, 0]), float(interval["x"][1, 0])]}
     return out
 
@@ -148,9 +156,8 @@ def probability_of_improvement(x: Sequence[float], y: Sequence[float]) -> dict[s
     """P(a seed of X scores above a seed of Y) (ties count half), with rliable's stratified bootstrap 95 % CI."""
     library, metrics = _rliable()
     pair = (np.asarray(x, dtype=np.float64).reshape(-1, 1), np.asarray(y, dtype=np.float64).reshape(-1, 1))
-    point, interval = library.get_interval_estimates(
-        {"xy": pair}, lambda a, b: np.array([metrics.probability_of_improvement(a, b)]), reps=BOOTSTRAP_RESAMPLES,
-        random_state=np.random.RandomState(BOOTSTRAP_SEED))
+    point, interval = _interval_estimates(library, {"xy": pair},
+                                          lambda a, b: np.array([metrics.probability_of_improvement(a, b)]))
     return {"value": float(point["xy"][0]), "ci95": [float(interval["xy"][0, 0]), float(interval["xy"][1, 0])]}
 
 
