@@ -196,7 +196,7 @@ def run_sweep(args: argparse.Namespace, cfg: object) -> int:
     if args.sweep_dir is not None:
         try:
             state = SweepState.load(args.sweep_dir)
-        except FileNotFoundError as e:
+        except (FileNotFoundError, ValueError) as e:
             print(f"train.py: {e}", file=sys.stderr)
             return 2
         changed = [k for k in changed_keys(state.config, resolved) if k not in RESUME_SAFE_KEYS]

@@ -193,3 +193,13 @@ def test_curves_evaluated_at_other_steps_are_interpolated_within_their_range() -
     assert points[100]["mean"] == pytest.approx((100.0 + 20.0) / 2)
     assert points[150]["n"] == 1 and points[150]["mean"] == 30.0
     assert points[50]["ci95"][0] <= points[50]["mean"] <= points[50]["ci95"][1]
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"experiment": "planet"}', '{"experiment": "planet", "name": "x", '
+                                     '"seeds": [], "config": {}}', "[1, 2]"])
+def test_a_damaged_manifest_is_one_clear_error(tmp_path: Path, content: str) -> None:
+    (tmp_path / "sweep.json").write_text(content)
+    p = run_main("train.py", "--config", "configs/planet/debug.yaml", "--sweep-dir", str(tmp_path))
+    assert p.returncode == 2 and "sweep.json" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    p = run_main("evaluate.py", "--sweep", str(tmp_path))
+    assert p.returncode == 2 and "sweep.json" in p.stderr, p.stderr

@@ -96,13 +96,22 @@ class SweepState:
 
     @classmethod
     def load(cls, sweep_dir: str | Path) -> SweepState:
-        """Read ``<sweep_dir>/sweep.json``; raises ``FileNotFoundError`` naming the folder when there is none."""
+        """Read ``<sweep_dir>/sweep.json``.
+
+        :raises FileNotFoundError: the folder has none. :raises ValueError: it is malformed (the message names it).
+        """
         path = Path(sweep_dir) / SWEEP_FILE
         if not path.is_file():
             raise FileNotFoundError(f"not a sweep folder (no {SWEEP_FILE}): {sweep_dir}")
-        data = json.loads(path.read_text())
-        return cls(data["experiment"], data["name"], [int(s) for s in data["seeds"]], data["config"],
-                   {int(k): v for k, v in data.get("states", {}).items()})
+        try:
+            data = json.loads(path.read_text())
+            state = cls(str(data["experiment"]), str(data["name"]), [int(s) for s in data["seeds"]],
+                        dict(data["config"]), {int(k): dict(v) for k, v in data.get("states", {}).items()})
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # hand-edited or truncated by a full disk
+            raise ValueError(f"{path} is not a readable sweep manifest ({type(e).__name__}: {e})") from None
+        if not state.seeds:
+            raise ValueError(f"{path} lists no seeds")
+        return state
 
     def save(self, sweep_dir: str | Path) -> None:
         """Write ``sweep.json`` atomically (a temporary file renamed over it)."""
