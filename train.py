@@ -17,6 +17,7 @@ command with ``--sweep-dir THAT_SWEEP`` resumes the seeds that had not finished;
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import sys
@@ -191,6 +192,9 @@ def run_sweep(args: argparse.Namespace, cfg: object) -> int:
     from dcem_agents.training.sweep import SeedTask, SweepState, create_sweep, run_local, run_ray, seed_dir
 
     log = logging.getLogger("train")
+    if args.ray is not None and importlib.util.find_spec("ray") is None:  # before any folder exists
+        print("train.py: --ray needs Ray: pip install -e \".[ray]\"", file=sys.stderr)
+        return 2
     resolved = to_dict(cfg)
     resolved.pop("seed", None)
     if args.sweep_dir is not None:
