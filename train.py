@@ -221,6 +221,9 @@ def run_sweep(args: argparse.Namespace, cfg: object) -> int:
         sweep_dir = create_sweep(args.runs_dir, state).resolve()
     config = save_resolved_config(sweep_dir, {**resolved, "seed": state.seeds[0]})
     log.info("sweep folder: %s", sweep_dir)
+    if getattr(cfg, "num_threads", 1) == 0 and (args.workers or 1) > 1:
+        log.warning("num_threads is 0 (torch's default: every core) for each of %d seeds at once; they will slow each "
+                    "other down: --set num_threads=1", args.workers)
     on_cluster = args.ray not in (None, "local")
     tasks = [SeedTask(seed, ("train.py", "--config", str(config), "--run-dir", str(seed_dir(sweep_dir, seed)),
                              "--set", f"seed={seed}"),
