@@ -4,6 +4,7 @@ Compare controllers on the same test episodes (paper fig. 4), one ``--entry`` pe
 
     python evaluate.py --entry PATH[:CONTROLLER[+RUNTIME]][@LABEL] [--entry ...] [--episodes 100] [--seed S]
                        [--n-envs 10] [--out PREFIX] [--video] [--device D] [--planner-runtime NAME] [--threads N]
+                       [--independent-batches | --ray [ADDRESS] [--workers N]]
 
 writes PREFIX.json (statistics per entry), PREFIX.md (table), PREFIX.png (box plot), PREFIX_episodes.csv and with
 --video one PREFIX_video_<label>.gif (.mp4 with imageio-ffmpeg) per entry. PATH is a planet (controller cem), dcem
@@ -72,6 +73,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --entry: how every planner computes, unless an entry names its own (default: each "
                         "checkpoint's)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--independent-batches", action="store_true",
+                   help="with --entry: each batch of --n-envs episodes draws its planner noise from its own generator "
+                        "(seeded with its first episode's seed), as --ray does; without it one generator per entry")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="with --entry: run the batches of episodes as Ray tasks, on a local Ray or the cluster at "
+                        "ADDRESS (checkpoint paths must be readable on every node); implies --independent-batches")
+    p.add_argument("--workers", type=int, default=None,
+                   help="with --entry --ray (local): the local Ray's CPUs, one batch on each (default: all)")
     return p
 
 
@@ -143,8 +152,9 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
         specs = [parse_entry(e) for e in args.entry]
         summary = compare(specs, out, episodes=args.episodes, seed=DEFAULT_SEED if args.seed is None else args.seed,
                           n_envs=args.n_envs or 10, device=resolve_device(args.device), video=args.video,
-                          command=shlex.join(["python", "evaluate.py", *argv]), runtime=args.planner_runtime)
-    except (ValueError, RenderError) as e:  # EntryError and CheckpointError are ValueErrors
+                          command=shlex.join(["python", "evaluate.py", *argv]), runtime=args.planner_runtime,
+                          independent_batches=args.independent_batches, ray=args.ray, workers=args.workers)
+    except (ValueError, RenderError, ImportError) as e:  # EntryError and CheckpointError are ValueErrors
         print(f"evaluate.py: {e}", file=sys.stderr)
         return 2
     print(Path(summary["files"]["md"]).read_text())
@@ -168,20 +178,26 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     if args.sweep is not None:
-        if any(v is not None for v in (args.controller, args.seed, args.n_envs, args.planner_runtime)) or args.video:
-            parser.error("--sweep reads the seeds' own evaluations: --controller, --seed, --n-envs, --video and "
-                         "--planner-runtime do not apply")
+        if (any(v is not None for v in (args.controller, args.seed, args.n_envs, args.planner_runtime, args.ray,
+                                        args.workers)) or args.video or args.independent_batches):
+            parser.error("--sweep reads the seeds' own evaluations: --controller, --seed, --n-envs, --video, "
+                         "--planner-runtime, --ray, --workers and --independent-batches do not apply")
         return _sweeps(args)
     if args.max_return is not None or args.threshold is not None:
         parser.error("--max-return and --threshold go with --sweep")
     if args.checkpoint is not None and args.planner_runtime is not None:
         parser.error("--planner-runtime goes with --entry (the comparison report)")
     if args.checkpoint is not None:
-        if args.n_envs is not None or args.video:
-            parser.error("--n-envs and --video go with --entry (the comparison report), not --checkpoint")
+        if args.n_envs is not None or args.video or args.ray is not None or args.independent_batches or args.workers:
+            parser.error("--n-envs, --video, --ray, --workers and --independent-batches go with --entry (the comparison "
+                         "report), not --checkpoint")
         return _single(args)
     if args.controller is not None:
         parser.error("with --entry, name the controller in the entry: PATH:CONTROLLER")
+    if args.workers is not None and (args.ray != "local" or args.workers < 1):
+        parser.error("--workers N (N >= 1) goes with --ray (a local Ray)")
+    if args.ray is not None and args.video:
+        parser.error("--video records on this machine: run it without --ray")
     return _compare(args, argv)
 
 

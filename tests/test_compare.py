@@ -297,3 +297,30 @@ def test_entries_take_the_runtime_they_name(phase2_checkpoint: Path) -> None:
     assert default.controller.runtime == RUNTIME_PRESETS["bf16"]
     named = load_entry(EntrySpec(phase2_checkpoint, "cem", runtime="fp32"), runtime="bf16")  # the entry's own wins
     assert named.controller.runtime == RUNTIME_PRESETS["fp32"]
+
+
+# ---------------------------------------------------------------- independent batches and Ray
+def test_independent_batches_depend_on_their_own_seeds_only(phase1_checkpoint: Path) -> None:
+    (entry,) = compare_mod.load_entries([EntrySpec(phase1_checkpoint, "cem")])
+    whole = compare_mod.run_entry(entry, [11, 12, 13, 14], n_envs=2, seed=11, independent_batches=True)
+    second = compare_mod.run_entry(entry, [13, 14], n_envs=2, seed=99, independent_batches=True)
+    assert whole.returns[2:] == second.returns  # the second batch alone, anywhere, with any entry seed
+    shared = compare_mod.run_entry(entry, [11, 12, 13, 14], n_envs=2, seed=11)
+    assert shared.returns[:2] == whole.returns[:2]  # the first batch's generator is seeded alike either way ...
+    assert shared.returns[2:] != whole.returns[2:]  # ... the second one's is not: the option changes something
+
+
+def test_a_ray_comparison_equals_a_local_one_with_independent_batches(phase1_checkpoint: Path, phase2_checkpoint: Path,
+                                                                      tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    entries = ["--entry", f"{phase1_checkpoint}:cem", "--entry", f"{phase2_checkpoint}:dcem"]
+    common = ["--episodes", "4", "--n-envs", "2", "--seed", "11", "--device", "cpu"]
+    local = compare_mod.compare([parse_entry(e) for e in entries[1::2]], tmp_path / "local", episodes=4, seed=11,
+                                n_envs=2, independent_batches=True, progress=False)
+    p = run_script("evaluate.py", *entries, *common, "--ray", "--workers", "2", "--out", str(tmp_path / "ray"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    remote = json.loads((tmp_path / "ray.json").read_text())
+    assert remote["ray"] == "local" and remote["planner_noise"] == local["planner_noise"]
+    for a, b in zip(local["entries"], remote["entries"]):
+        assert a["returns"] == b["returns"] and a["agent_steps"] == b["agent_steps"] and a["stats"] == b["stats"]
+    assert local["paired_differences"] == remote["paired_differences"]

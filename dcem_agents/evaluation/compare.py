@@ -10,6 +10,11 @@ choice: two runs of the shipped report on fresh installs of the same kind of mac
 episode for latent DCEM and by up to 10 for full-space CEM (its mean moved by 0.3). Planning wall time is measured
 around the controller calls only.
 
+With ``independent_batches`` each batch of ``n_envs`` episodes draws its planner noise from its own generator, seeded
+with its first episode's seed, so a batch's returns depend on its seeds only. That is what lets ``ray`` spread the
+batches over Ray workers (``evaluate.py --entry ... --ray``): the report equals a local run with independent batches,
+episode for episode. The shipped reports were made with one generator per entry.
+
 The default ``seed`` (:data:`DEFAULT_SEED`) keeps the test episodes apart from the seeds training and its
 evaluations use (random collection seeds below 2^31 are unlikely to hit it; evaluation seeds start at 1e6, 2e6, 3e6
 and PPO's first resets at 0). Results: ``PREFIX.json``, ``.md``, ``.png``, ``_episodes.csv``
@@ -19,10 +24,12 @@ and PPO's first resets at 0). Results: ``PREFIX.json``, ``.md``, ``.png``, ``_ep
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,15 +88,80 @@ def load_entries(specs: Sequence[EntrySpec], device: torch.device | str = "cpu",
 
 
 def run_entry(entry: Entry, seeds: Sequence[int], *, n_envs: int, seed: int,
-              on_step: Callable[[], None] | None = None, on_batch: Callable[[int], None] | None = None) -> EvaluationRun:
+              on_step: Callable[[], None] | None = None, on_batch: Callable[[int], None] | None = None,
+              independent_batches: bool = False) -> EvaluationRun:
     """One episode per seed in ``seeds``, ``n_envs`` at a time, batched planning (generator seeded with ``seed``).
 
     :param on_step: called after every batched planning call.
     :param on_batch: called with the number of episodes after every finished batch.
+    :param independent_batches: each batch draws its planner noise from a generator seeded with its first episode's
+        seed (``seed`` unused), so a batch gives the same returns wherever it runs (:func:`evaluate_controller`).
     """
     return evaluate_controller(lambda: make_env(entry.env_id, action_repeat=entry.action_repeat), entry.model,
                                entry.controller, seeds, generator=entry.generator(seed), n_envs=n_envs, label=None,
-                               on_step=on_step, on_batch=on_batch)
+                               on_step=on_step, on_batch=on_batch,
+                               batch_generator=entry.generator if independent_batches else None)
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """One batch of an entry's episodes, as sent to a Ray worker (everything it needs to load the entry itself)."""
+
+    spec: EntrySpec
+    device: str
+    runtime: str | None
+    env_id: str
+    action_repeat: int
+    seeds: tuple[int, ...]
+
+
+def _run_chunk(chunk: _Chunk) -> EvaluationRun:
+    """In a Ray worker: load the entry and run its batch with independent batches (one torch thread)."""
+    torch.set_num_threads(1)
+    entry = load_entry(chunk.spec, chunk.device, chunk.runtime)
+    if entry.env_id is None:
+        bind_environment(entry, chunk.env_id, chunk.action_repeat)
+    return run_entry(entry, chunk.seeds, n_envs=len(chunk.seeds), seed=chunk.seeds[0], independent_batches=True)
+
+
+def _runs_on_ray(entries: Sequence[Entry], specs: Sequence[EntrySpec], seeds: Sequence[int], n_envs: int,
+                 device: torch.device | str, runtime: str | None, address: str, workers: int | None,
+                 on_batch: Callable[[int], None]) -> list[EvaluationRun]:
+    """Every entry's batches of ``n_envs`` episodes as Ray tasks (one CPU each, or one GPU on CUDA); the records
+    reassembled in seed order, so each run equals a local one with independent batches. ``seconds`` is the sum of
+    the batches' times."""
+    from dcem_agents.training.ray_tasks import ray_map
+
+    chunks, keys = [], []
+    for k, (e, spec) in enumerate(zip(entries, specs)):
+        absolute = dataclasses.replace(spec, path=Path(spec.path).resolve())  # workers start in other folders
+        for i in range(0, len(seeds), n_envs):
+            chunks.append(_Chunk(absolute, str(device), runtime, e.env_id, e.action_repeat,
+                                 tuple(int(s) for s in seeds[i : i + n_envs])))
+            keys.append((k, i))
+    parts: dict[tuple[int, int], EvaluationRun] = {}
+
+    def result(j: int, run: Any) -> None:
+        if isinstance(run, Exception):
+            raise EntryError(f"{entries[keys[j][0]].label}: the Ray task of episodes {chunks[j].seeds[0]}–"
+                             f"{chunks[j].seeds[-1]} failed: {run}")
+        parts[keys[j]] = run
+        on_batch(len(chunks[j].seeds))
+
+    local = address == "local"
+    gpus = 1 if str(device).startswith("cuda") else 0
+    ray_map(_run_chunk, chunks, result, address=None if local else address, num_cpus=0 if gpus else 1, num_gpus=gpus,
+            init_kwargs={"num_cpus": workers} if local and workers else None)
+    runs = []
+    for k in range(len(entries)):
+        run = EvaluationRun()
+        for (key, _), part in sorted((key, part) for key, part in parts.items() if key[0] == k):
+            run.episodes += part.episodes
+            run.plan_seconds += part.plan_seconds
+            run.plan_calls += part.plan_calls
+            run.seconds += part.seconds
+        runs.append(run)
+    return runs
 
 
 def _entry_summary(entry: Entry, run: EvaluationRun, n_envs: int) -> dict[str, Any]:
@@ -113,13 +185,19 @@ def _slug(label: str) -> str:
 
 def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed: int = DEFAULT_SEED, n_envs: int = 10,
             device: torch.device | str = "cpu", video: bool = False, command: str | None = None,
-            progress: bool = True, runtime: str | None = None) -> dict[str, Any]:
+            progress: bool = True, runtime: str | None = None, independent_batches: bool = False,
+            ray: str | None = None, workers: int | None = None) -> dict[str, Any]:
     """Evaluate every entry on the same ``episodes`` seeds and write the report files under the prefix ``out``.
 
     :param video: first record one episode per entry (seed ``seed``); raises
         :class:`~dcem_agents.evaluation.video.RenderError` before any evaluation when rendering is impossible.
     :param command: the command line, stored in the JSON.
     :param runtime: planner runtime preset of the entries that name none (None: each checkpoint's own).
+    :param independent_batches: each batch of ``n_envs`` episodes draws its planner noise from a generator seeded with
+        its first episode's seed, instead of one generator per entry (seeded with ``seed``) shared by its batches.
+    :param ray: run the batches as Ray tasks (``"local"``: a local Ray; else a cluster address); implies
+        ``independent_batches``, and gives the same per-episode returns as a local run with it.
+    :param workers: with a local Ray, its CPUs (None: all).
     :return: the summary written to ``PREFIX.json`` (``files`` lists the written paths).
     :raises EntryError: an entry cannot be loaded, or the entries are on different environments.
     """
@@ -136,25 +214,36 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
             videos.append(record_episode(e, seed, Path(f"{out}_video_{_slug(e.label)}")))
             log.info("video of %s: %s (return %.1f)", e.label, videos[-1]["path"], videos[-1]["return"])
     seeds = [seed + i for i in range(episodes)]
+    independent = independent_batches or ray is not None
     results = []
     with tqdm(total=len(entries) * episodes, unit="episode", dynamic_ncols=True, disable=not progress) as bar:
-        for e in entries:
-            bar.set_description(e.label)
-            steps, shown = [0], [time.perf_counter()]
+        if ray is not None:  # every entry's batches at once, on the workers
+            bar.set_description(f"{len(entries)} entries on Ray")
+            runs = _runs_on_ray(entries, specs, seeds, n_envs, device, runtime, ray, workers, bar.update)
+        else:
+            runs = []
+            for e in entries:
+                bar.set_description(e.label)
+                steps, shown = [0], [time.perf_counter()]
 
-            def tick() -> None:  # batched planning calls so far, shown at most every 2 s
-                steps[0] += 1
-                if time.perf_counter() - shown[0] > 2.0:
-                    bar.set_postfix_str(f"planning calls {steps[0]}")
-                    shown[0] = time.perf_counter()
+                def tick() -> None:  # batched planning calls so far, shown at most every 2 s
+                    steps[0] += 1
+                    if time.perf_counter() - shown[0] > 2.0:
+                        bar.set_postfix_str(f"planning calls {steps[0]}")
+                        shown[0] = time.perf_counter()
 
-            run = run_entry(e, seeds, n_envs=n_envs, seed=seed, on_step=tick, on_batch=bar.update)
-            results.append(_entry_summary(e, run, min(n_envs, episodes)))
-            log.info("%s: return %.1f ± %.1f over %d episodes (%.0f s)", e.label, results[-1]["stats"]["mean"],
-                     results[-1]["stats"]["std"], episodes, run.seconds)
+                runs.append(run_entry(e, seeds, n_envs=n_envs, seed=seed, on_step=tick, on_batch=bar.update,
+                                      independent_batches=independent))
+    for e, run in zip(entries, runs):
+        results.append(_entry_summary(e, run, min(n_envs, episodes)))
+        log.info("%s: return %.1f ± %.1f over %d episodes (%.0f s)", e.label, results[-1]["stats"]["mean"],
+                 results[-1]["stats"]["std"], episodes, run.seconds)
     summary: dict[str, Any] = {
         "env_id": entries[0].env_id, "episodes": episodes, "seed": seed, "episode_seeds": [seeds[0], seeds[-1]],
         "n_envs": min(n_envs, episodes), "device": str(device),
+        "planner_noise": ("one generator per batch of n_envs episodes, seeded with its first episode's seed"
+                          if independent else "one generator per entry, seeded with seed, shared by its batches"),
+        "ray": ray,
         "bootstrap": {"method": "percentile", "level": 0.95, "resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED},
         "statistics": convention(),
         "command": command, "wall_time_s": time.perf_counter() - t0, "entries": results,

@@ -110,6 +110,7 @@ def evaluate_controller(
     label: str | None = "evaluate",
     on_step: Callable[[], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    batch_generator: Callable[[int], torch.Generator] | None = None,
 ) -> EvaluationRun:
     """One episode per seed in ``seeds``, ``n_envs`` at a time, with batched control and no exploration noise.
 
@@ -122,6 +123,10 @@ def evaluate_controller(
     :param label: name of a progress bar counting finished episodes (None: no bar).
     :param on_step: called after every batched controller call.
     :param on_batch: called with the number of episodes after every finished batch.
+    :param batch_generator: independent batches: ``seed -> generator`` gives each batch of ``n_envs`` episodes a
+        fresh generator, seeded with the environment seed of its first episode, instead of one ``generator`` shared by
+        the batches in turn. A batch's returns then depend only on its own seeds, so batches may run anywhere, in any
+        order (``evaluate.py --ray``), and give the same records as here.
     """
     if n_envs < 1 or not seeds:
         raise ValueError(f"evaluate_controller needs n_envs >= 1 and at least one seed, got {n_envs} and {len(seeds)}")
@@ -135,7 +140,8 @@ def evaluate_controller(
                   disable=label is None) as bar:
             for i in range(0, len(seeds), len(pool)):
                 part = [int(s) for s in seeds[i : i + len(pool)]]
-                episodes, stats = run_episodes(pool[: len(part)], model, ctrl, part, generator=generator)
+                episodes, stats = run_episodes(pool[: len(part)], model, ctrl, part, generator=generator
+                                               if batch_generator is None else batch_generator(part[0]))
                 run.episodes += [EpisodeRecord(s, e.return_, len(e.rewards)) for s, e in zip(part, episodes)]
                 run.plan_seconds += stats.plan_seconds
                 run.plan_calls += stats.plan_calls

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from dcem_agents.training.ray_tasks import ray_map
 from dcem_agents.training.run_dir import fresh_folder
 
 __all__ = ["SWEEP_FILE", "SeedTask", "SweepState", "create_sweep", "run_local", "run_ray", "run_seed", "seed_dir"]
@@ -78,6 +79,12 @@ def run_seed(task: SeedTask) -> int:
         log.flush()
         return subprocess.run([sys.executable, *task.args], cwd=task.cwd, stdout=log, stderr=subprocess.STDOUT,
                               env=env, preexec_fn=preexec, check=False).returncode
+
+
+def _timed(task: SeedTask) -> tuple[int, float]:
+    """:func:`run_seed` and its wall time in seconds."""
+    start = time.perf_counter()
+    return run_seed(task), time.perf_counter() - start
 
 
 @dataclasses.dataclass
@@ -143,50 +150,26 @@ def run_local(tasks: Sequence[SeedTask], workers: int, on_done: OnDone) -> None:
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
 
-    def timed(task: SeedTask) -> tuple[int, float]:
-        start = time.perf_counter()
-        return run_seed(task), time.perf_counter() - start
-
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(timed, task): task for task in tasks}
+        futures = {pool.submit(_timed, task): task for task in tasks}
         for future in as_completed(futures):
             code, seconds = future.result()
             on_done(futures[future].seed, code, seconds)
 
 
-def _ray() -> Any:
-    try:
-        import ray
-    except ImportError as e:
-        raise ImportError("--ray needs Ray: pip install -e \".[ray]\"") from e
-    return ray
-
-
 def run_ray(tasks: Sequence[SeedTask], on_done: OnDone, *, address: str | None = None, num_cpus: float = 1,
             num_gpus: float = 0, runtime_env: dict[str, Any] | None = None, max_retries: int = 3,
             init_kwargs: dict[str, Any] | None = None) -> None:
-    """Run each task as a Ray task asking for ``num_cpus`` CPUs and ``num_gpus`` GPUs, calling ``on_done`` as each ends.
+    """Run each task as a Ray task asking for ``num_cpus`` CPUs and ``num_gpus`` GPUs, calling ``on_done`` as each ends
+    (:func:`~dcem_agents.training.ray_tasks.ray_map`; a task whose worker died is retried, which resumes the seed).
 
     :param address: an existing cluster (``"auto"``, ``"ray://host:10001"``, ...) or None for a local Ray started here.
     :param runtime_env: Ray's runtime environment (on a cluster: ``{"working_dir": <repository>}`` ships the code).
-    :param max_retries: retries of a task whose worker died; each retry resumes the seed from its checkpoints.
     :param init_kwargs: more arguments of ``ray.init`` (e.g. ``num_cpus`` of a local Ray).
     """
-    ray = _ray()
-    if not ray.is_initialized():
-        ray.init(address=address, runtime_env=runtime_env, **(init_kwargs or {}))
+    def result(i: int, value: Any) -> None:
+        code, seconds = (-1, 0.0) if isinstance(value, Exception) else value  # retries spent: the seed stays resumable
+        on_done(tasks[i].seed, code, seconds)
 
-    def timed(task: SeedTask) -> tuple[int, float]:
-        start = time.perf_counter()
-        return run_seed(task), time.perf_counter() - start
-
-    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries)(timed)
-    pending = {remote.remote(task): task for task in tasks}
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        task = pending.pop(done[0])
-        try:
-            code, seconds = ray.get(done[0])
-        except Exception:  # noqa: BLE001 - the task could not run (retries spent): the seed stays resumable
-            code, seconds = -1, 0.0
-        on_done(task.seed, code, seconds)
+    ray_map(_timed, tasks, result, address=address, num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries,
+            runtime_env=runtime_env, init_kwargs=init_kwargs)
