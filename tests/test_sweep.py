@@ -86,6 +86,7 @@ def test_a_killed_sweep_resumes_and_every_seed_log_is_complete(local_sweep: Path
         except RunDirInUseError:
             assert time.monotonic() < deadline, "the seed process outlived its driver"
             time.sleep(0.2)
+    assert not (sweep / "seed0" / "summary.json").exists()  # it died then, not at its end
     p = run_script(*SWEEP, "--sweep-dir", str(sweep))
     assert p.returncode == 0, p.stderr[-3000:]
     assert SweepState.load(sweep).pending() == []

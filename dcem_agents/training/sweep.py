@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -59,26 +58,29 @@ class SeedTask:
     log: str
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask Linux to send SIGTERM to this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+#: run in the child before the seed's command (Linux): ask the kernel for SIGTERM when the parent dies
+#: (``prctl(PR_SET_PDEATHSIG)``, kept across exec), give up if it already has, then exec the command. Done in the child
+#: itself rather than through ``preexec_fn``, which is unsafe in the driver's threads.
+_DIE_WITH_PARENT = ("import ctypes, os, signal, sys\n"
+                    "ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)\n"
+                    "if os.getppid() != int(sys.argv[1]):\n"
+                    "    sys.exit(128 + signal.SIGTERM)\n"
+                    "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
 
 
 def run_seed(task: SeedTask) -> int:
-    """Run ``task``'s process to its end, its output appended to ``task.log``; return its exit code."""
+    """Run ``task``'s process to its end, its output appended to ``task.log``; return its exit code.
+
+    On Linux the process dies with the one that started it (a killed driver or Ray worker leaves no orphan writing the
+    run folder: the seed resumes from its checkpoints)."""
     Path(task.log).parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    prefix = ["-c", _DIE_WITH_PARENT, str(os.getpid())] if sys.platform.startswith("linux") else []
     with open(task.log, "a") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} seed {task.seed}: {' '.join(task.args)}\n")
         log.flush()
-        return subprocess.run([sys.executable, *task.args], cwd=task.cwd, stdout=log, stderr=subprocess.STDOUT,
-                              env=env, preexec_fn=preexec, check=False).returncode
+        return subprocess.run([sys.executable, *prefix, *task.args], cwd=task.cwd, stdout=log,
+                              stderr=subprocess.STDOUT, env=env, check=False).returncode
 
 
 def _timed(task: SeedTask) -> tuple[int, float]:
