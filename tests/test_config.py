@@ -108,3 +108,11 @@ def test_every_experiment_starts_with_the_shared_run_header() -> None:
         assert cfg_cls().experiment == name
         with pytest.raises(ValueError, match="device must be one of"):
             cfg_cls(device="tpu")
+
+
+def test_ppo_minibatch_size_depends_on_advantage_normalization() -> None:
+    from dcem_agents.experiments.ppo import PPOSettings
+
+    PPOSettings(batch_size=1, normalize_advantage=False)  # a one-sample minibatch is fine without normalizing
+    with pytest.raises(ValueError, match="batch_size >= 2"):
+        PPOSettings(batch_size=1)

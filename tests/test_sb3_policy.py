@@ -275,9 +275,13 @@ def test_train_and_evaluate_scripts_phase3(phase2_checkpoint: Path, tmp_path: Pa
 
     run_dir = tmp_path / "ppo"
     args = ["train.py", "--config", "configs/ppo/debug.yaml", "--run-dir", str(run_dir),
-            "--set", f"phase2_checkpoint={phase2_checkpoint}"]
+            "--set", f"phase2_checkpoint={phase2_checkpoint}", "--set", "ppo.normalize_advantage=false"]
     p = run_script(*args)
     assert p.returncode == 0, p.stderr[-3000:]
+    import zipfile
+
+    with zipfile.ZipFile(run_dir / "model.zip") as z:  # the preset's PPO settings reach SB3's PPO
+        assert json.loads(z.read("data"))["normalize_advantage"] is False
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["ppo_timesteps"] == 64 and len(summary["before"]["returns"]) == 2 and len(summary["after"]["returns"]) == 2
     assert summary["before"]["ci95"][0] <= summary["before"]["return_mean"] <= summary["before"]["ci95"][1]

@@ -58,11 +58,13 @@ class PPOSettings:
     vf_coef: float = field(0.5, help="value loss coefficient")
     max_grad_norm: float = field(0.5, help="gradient clipping")
     target_kl: float | None = field(None, help="stop an update early past this KL (None: never)")
+    normalize_advantage: bool = field(True, help="normalize the advantages of each minibatch (SB3's default)")
 
     def __post_init__(self) -> None:
-        if self.n_steps < 1 or self.n_epochs < 1 or self.batch_size < 2:
-            raise ValueError(f"ppo: need n_steps >= 1, n_epochs >= 1 and batch_size >= 2 (SB3 normalizes advantages "
-                             f"per minibatch), got {self.n_steps}, {self.n_epochs}, {self.batch_size}")
+        if self.n_steps < 1 or self.n_epochs < 1 or self.batch_size < 1 + self.normalize_advantage:
+            least = "2 (SB3 normalizes advantages per minibatch)" if self.normalize_advantage else "1"
+            raise ValueError(f"ppo: need n_steps >= 1, n_epochs >= 1 and batch_size >= {least}, got {self.n_steps}, "
+                             f"{self.n_epochs}, {self.batch_size}")
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ValueError(f"ppo: need 0 < gamma <= 1 and 0 <= gae_lambda <= 1, got {self.gamma}, {self.gae_lambda}")
         for name in ("learning_rate", "clip_range", "max_grad_norm"):
@@ -160,7 +162,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
         model = PPO(EmbeddedDCEMPolicy, env, n_steps=p.n_steps, batch_size=p.batch_size, n_epochs=p.n_epochs,
                     learning_rate=p.learning_rate, gamma=p.gamma, gae_lambda=p.gae_lambda, clip_range=p.clip_range,
                     ent_coef=p.ent_coef, vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm, target_kl=p.target_kl,
-                    policy_kwargs=policy_kwargs, seed=cfg.seed, device=device)
+                    normalize_advantage=p.normalize_advantage, policy_kwargs=policy_kwargs, seed=cfg.seed, device=device)
     model.set_logger(make_sb3_logger(run_dir, model.num_timesteps if latest is not None else None))
     if latest is not None:
         resume_exactly(model, latest[0])  # environments, generators, pending log values
