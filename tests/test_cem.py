@@ -181,3 +181,38 @@ def test_runs_on_cuda() -> None:
     out.sum().backward()
     assert theta.grad is not None and theta.grad.device.type == "cuda"
     torch.testing.assert_close(out, torch.ones(4, 3, device="cuda"), atol=0.1, rtol=0)
+
+
+@pytest.mark.parametrize("grad_iters", [1, 3])
+def test_truncated_differentiation_is_the_last_iterations_from_a_constant_start(grad_iters: int) -> None:
+    """grad_iters=k: the same output as the full solve; its gradient is that of k iterations started from the mean and
+    std that the first n - k iterations reach, held constant (computed here as a separate solve)."""
+    dim, n_iters, n, k = 3, 5, 40, 6
+    noise = torch.randn(n_iters, 2, n, dim, generator=_gen(8), dtype=torch.float64)
+    theta = torch.tensor([0.3, -0.7, 1.1], dtype=torch.float64, requires_grad=True)
+
+    def cost(x: torch.Tensor) -> torch.Tensor:
+        return ((x - theta) ** 2).sum(-1) + 0.1 * ((x - theta) ** 4).sum(-1)
+
+    common = dict(n_batch=2, n_samples=n, n_elites=k, temperature=1.0, dtype=torch.float64)
+    full = dcem(cost, dim, n_iters=n_iters, init_std=2.0, noise=noise, **common)
+    truncated = dcem(cost, dim, n_iters=n_iters, init_std=2.0, noise=noise, grad_iters=grad_iters, **common)
+    torch.testing.assert_close(truncated, full, atol=0, rtol=0)
+    start: list[CEMIterate] = []
+    with torch.no_grad():
+        dcem(cost, dim, n_iters=n_iters - grad_iters, init_std=2.0, noise=noise[: n_iters - grad_iters],
+             callback=start.append, **common)
+    reference = dcem(cost, dim, n_iters=grad_iters, init_mean=start[-1].mean, init_std=start[-1].std,
+                     noise=noise[n_iters - grad_iters :], **common)
+    torch.testing.assert_close(reference, full, atol=1e-12, rtol=0)
+    probe = torch.randn(2, dim, generator=_gen(9), dtype=torch.float64)
+    (g_truncated,) = torch.autograd.grad((truncated * probe).sum(), theta)
+    (g_reference,) = torch.autograd.grad((reference * probe).sum(), theta)
+    (g_full,) = torch.autograd.grad((full * probe).sum(), theta)
+    torch.testing.assert_close(g_truncated, g_reference, atol=1e-10, rtol=1e-8)
+    assert (g_truncated - g_full).abs().max() > 1e-6  # truncation changes the gradient: the test can tell
+
+
+def test_grad_iters_out_of_range_raises() -> None:
+    with pytest.raises(ValueError, match="grad_iters must be in"):
+        dcem(lambda x: (x**2).sum(-1), 2, n_samples=10, n_elites=2, n_iters=3, grad_iters=4)

@@ -166,6 +166,7 @@ def test_non_finite_updates_are_skipped_then_stop_the_run() -> None:
     ("configs/ppo/debug.yaml", "ppo.batch_size=1", "batch_size >= 2"),
     ("configs/ppo/debug.yaml", "ppo.batch_size=64", "exceeds a rollout"),
     ("configs/ppo/debug.yaml", "policy.train_components=[decoder, critic]", "'critic' is not a component"),
+    ("configs/ppo/cartpole_swingup.yaml", "policy.grad_iters=11", "exceeds the 10 iterations of the phase-2 planner"),
     ("configs/baselines/debug.yaml", "algo_kwargs.batch_size=0", "algo_kwargs.batch_size must be an integer >= 1"),
     ("configs/baselines/debug.yaml", "algo_kwargs.gamma=2", "algo_kwargs.gamma must be a number in [0.0, 1.0]"),
     ("configs/baselines/debug.yaml", "device=gpu", "device must be one of auto, cpu, cuda (or cuda:N), got 'gpu'"),

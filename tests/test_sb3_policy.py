@@ -447,3 +447,19 @@ def test_a2c_learns_with_sb3s_callbacks(phase2_checkpoint: Path, tmp_path: Path)
     # save_freq counts calls of the 2-environment VecEnv: every 8 calls is every 16 timesteps
     assert sorted(p.name for p in (tmp_path / "ckpts").iterdir()) == ["a2c_16_steps.zip", "a2c_32_steps.zip"]
     A2C.load(tmp_path / "ckpts" / "a2c_32_steps.zip", device="cpu")
+
+
+def test_truncated_planner_gradient_keeps_the_actions_and_the_ratio(phase2_checkpoint: Path) -> None:
+    """policy grad_iters=1: PPO's loss reaches the decoder through the last DCEM iteration only; the actions, and so
+    the ratio at the start of each update, are those of the untruncated policy."""
+    model = _ppo(phase2_checkpoint, grad_iters=1)
+    policy, full = model.policy, _ppo(phase2_checkpoint).policy
+    assert policy.planner_settings.grad_iters == 1 and full.planner_settings.grad_iters is None
+    obs = torch.as_tensor(model.env.reset())
+    torch.testing.assert_close(policy.mean_action(obs), full.mean_action(obs), atol=0, rtol=0)
+    _, log_prob, _ = policy.evaluate_actions(obs, torch.zeros(obs.shape[0], 1))
+    log_prob.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.decoder.parameters())
+    probe = _RatioProbe()
+    model.learn(64, callback=probe)
+    assert len(probe.max_deviation) >= 4 and max(probe.max_deviation) < 1e-5

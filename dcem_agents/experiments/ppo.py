@@ -31,7 +31,7 @@ from dcem_agents.experiments import EvalOptions
 from dcem_agents.sb3 import COMPONENTS, BeliefSyncCallback, EmbeddedDCEMPolicy, make_belief_vec_env
 from dcem_agents.sb3.controllers import evaluate_belief_policy
 from dcem_agents.sb3.progress import TqdmCallback, make_sb3_logger
-from dcem_agents.training import save_checkpoint
+from dcem_agents.training import load_checkpoint, save_checkpoint
 from dcem_agents.sb3.checkpoints import AtomicCheckpointCallback, companion_path, load_latest, resume_exactly
 from dcem_agents.training.device import resolve_device
 from dcem_agents.training.run_config import RunConfig
@@ -85,8 +85,12 @@ class PolicySettings:
     value_arch: list[int] = field(default_factory=lambda: [64, 64], help="value network widths")
     precision: Literal["fp32", "bf16"] | None = field(None, help="planner rollout arithmetic (null: fp32, which keeps PPO's ratio at 1)")
     compile: bool = field(False, help="torch.compile the planner's rollout")
+    grad_iters: int | None = field(None, help="backpropagate through the last grad_iters DCEM iterations only (null: "
+                                              "all); same actions, cheaper updates")
 
     def __post_init__(self) -> None:
+        if self.grad_iters is not None and self.grad_iters < 1:
+            raise ValueError(f"policy.grad_iters must be >= 1 (or null: all iterations), got {self.grad_iters}")
         if self.std_init <= 0:
             raise ValueError(f"policy.std_init must be > 0, got {self.std_init}")
         unknown = [c for c in self.train_components if c not in COMPONENTS]
@@ -133,7 +137,15 @@ def _policy_kwargs(cfg: Config) -> dict[str, Any]:
     p = cfg.policy
     return EmbeddedDCEMPolicy.policy_kwargs(cfg.phase2_checkpoint, train_components=list(p.train_components),
                 learn_log_std=p.learn_log_std, log_std_init=math.log(p.std_init), value_arch=list(p.value_arch),
-                precision=p.precision, compile=p.compile)
+                precision=p.precision, compile=p.compile, grad_iters=p.grad_iters)
+
+
+def validate(cfg: Config) -> None:
+    """Before a run starts: ``policy.grad_iters`` must not exceed the phase-2 planner's iterations."""
+    n_iters = load_checkpoint(cfg.phase2_checkpoint, "dcem")["config"]["planner"]["n_iters"]
+    if cfg.policy.grad_iters is not None and cfg.policy.grad_iters > n_iters:
+        raise ValueError(f"policy.grad_iters={cfg.policy.grad_iters} exceeds the {n_iters} iterations of the phase-2 "
+                         f"planner ({cfg.phase2_checkpoint})")
 
 
 def train(cfg: Config, run_dir: Path) -> dict:

@@ -108,6 +108,7 @@ def dcem(
     callback: Callable[[CEMIterate], None] | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    grad_iters: int | None = None,
 ) -> Tensor:
     """Minimize ``objective`` with (differentiable) CEM and return the final mean (alg. 1).
 
@@ -130,9 +131,14 @@ def dcem(
     :param callback: called with a :class:`CEMIterate` after every iteration.
     :param device: device when no tensor argument fixes it (default: that of ``init_mean``, the bounds, or CPU).
     :param dtype: dtype when no tensor argument fixes it (default: that of the tensor arguments, or float32).
+    :param grad_iters: differentiate through the last ``grad_iters`` iterations only (None: all). The earlier ones
+        run without autograd and their mean and std enter as constants: the same output, a backward pass that costs
+        ``grad_iters / n_iters`` of the full one (truncated differentiation).
     :return: the final mean ``(n_batch, dim)``, differentiable with respect to the objective's parameters.
     """
     check_cem_sizes(n_samples, n_elites, n_iters, where="dcem")
+    if grad_iters is not None and not 1 <= grad_iters <= n_iters:
+        raise ValueError(f"dcem: grad_iters must be in [1, n_iters={n_iters}] (or None: all), got {grad_iters}")
     if temperature is not None and temperature < 0:
         raise ValueError(f"dcem: temperature must be > 0, or None/0 for hard CEM, got {temperature}")
     if min_std <= 0:
@@ -159,40 +165,44 @@ def dcem(
     if noise is not None and noise.shape != (n_iters, n_batch, n_samples, dim):
         raise ValueError(f"dcem: noise must have shape {(n_iters, n_batch, n_samples, dim)}, got {tuple(noise.shape)}")
 
-    lo_s, hi_s = _per_sample(lo), _per_sample(hi)
     hard = temperature is None or temperature == 0
+    first_differentiated = 0 if grad_iters is None else n_iters - grad_iters
+    grad_mode = torch.is_grad_enabled()
+    lo_s, hi_s = _per_sample(lo), _per_sample(hi)
     for t in range(n_iters):
-        eps = (
-            noise[t].to(device=device, dtype=dtype)
-            if noise is not None
-            else torch.randn(n_batch, n_samples, dim, generator=generator, device=device, dtype=dtype)
-        )
-        samples = mean.unsqueeze(1) + std.unsqueeze(1) * eps
-        if lo is not None or hi is not None:
-            samples = samples.clamp(min=lo_s, max=hi_s)
-        values = objective(samples)
-        if values.shape != (n_batch, n_samples):
-            raise ValueError(
-                f"dcem: objective must return shape (n_batch, n_samples) = {(n_batch, n_samples)}, "
-                f"got {tuple(values.shape)}"
+        with torch.set_grad_enabled(grad_mode and t >= first_differentiated):  # truncated: constants before
+            eps = (
+                noise[t].to(device=device, dtype=dtype)
+                if noise is not None
+                else torch.randn(n_batch, n_samples, dim, generator=generator, device=device, dtype=dtype)
             )
-        scores = -values
-        # NaN and ±inf costs count as the worst sample of their row (an infinite score would make the
-        # standardization NaN for the whole row).
-        bad = ~torch.isfinite(scores)
-        worst = torch.where(bad, torch.full_like(scores, float("inf")), scores).amin(-1, keepdim=True)
-        worst = torch.where(torch.isinf(worst), torch.zeros_like(worst), worst)  # a row of only bad costs: all equal
-        scores = torch.where(bad, worst, scores)
-        if normalize:
-            scores = (scores - scores.mean(-1, keepdim=True)) / (scores.std(-1, keepdim=True, correction=0) + 1e-6)
-        if hard:
-            weights = hard_top_k(scores.detach(), n_elites)
-        else:
-            weights = lml(scores, n_elites, temperature, check_finite=False)
-        w = weights.unsqueeze(-1)
-        mean = (w * samples).sum(1) / n_elites
-        var = (w * (samples - mean.unsqueeze(1)) ** 2).sum(1) / n_elites
-        std = var.clamp_min(min_std**2).sqrt()
-        if callback is not None:
-            callback(CEMIterate(t, samples, values, weights, mean, std))
+            samples = mean.unsqueeze(1) + std.unsqueeze(1) * eps
+            if lo is not None or hi is not None:
+                samples = samples.clamp(min=lo_s, max=hi_s)
+            values = objective(samples)
+            if values.shape != (n_batch, n_samples):
+                raise ValueError(
+                    f"dcem: objective must return shape (n_batch, n_samples) = {(n_batch, n_samples)}, "
+                    f"got {tuple(values.shape)}"
+                )
+            scores = -values
+            # NaN and ±inf costs count as the worst sample of their row (an infinite score would make the
+            # standardization NaN for the whole row).
+            bad = ~torch.isfinite(scores)
+            worst = torch.where(bad, torch.full_like(scores, float("inf")), scores).amin(-1, keepdim=True)
+            worst = torch.where(torch.isinf(worst), torch.zeros_like(worst), worst)  # all costs bad: all equal
+            scores = torch.where(bad, worst, scores)
+            if normalize:
+                scores = (scores - scores.mean(-1, keepdim=True)) / (scores.std(-1, keepdim=True, correction=0) + 1e-6)
+            if hard:
+                weights = hard_top_k(scores.detach(), n_elites)
+            else:
+                weights = lml(scores, n_elites, temperature, check_finite=False)
+            w = weights.unsqueeze(-1)
+            mean = (w * samples).sum(1) / n_elites
+            var = (w * (samples - mean.unsqueeze(1)) ** 2).sum(1) / n_elites
+            std = var.clamp_min(min_std**2).sqrt()
+            if callback is not None:
+                callback(CEMIterate(t, samples, values, weights, mean, std))
     return mean
+

@@ -37,6 +37,8 @@ class LatentCEMSettings:
     :param temperature: soft top-k temperature τ (DCEM); ``None`` for hard CEM.
     :param latent_bound: half-width ``b`` of the latent box ``[-b, b]^d``.
     :param init_std: initial sampling std in the latent space.
+    :param grad_iters: differentiate through the last ``grad_iters`` iterations only (None: all; see
+        :func:`~dcem_agents.math.dcem`): the same plan, a cheaper backward pass.
     """
 
     n_samples: int = 100
@@ -45,17 +47,20 @@ class LatentCEMSettings:
     temperature: float | None = 1.0
     latent_bound: float = 1.0
     init_std: float = 0.5
+    grad_iters: int | None = None
 
     def __post_init__(self) -> None:
         check_cem_sizes(self.n_samples, self.n_elites, self.n_iters, where="latent planner")
         if self.latent_bound <= 0 or self.init_std <= 0:
             raise ValueError(f"latent_bound and init_std must be > 0, got {self}")
+        if self.grad_iters is not None and not 1 <= self.grad_iters <= self.n_iters:
+            raise ValueError(f"grad_iters must be in [1, n_iters={self.n_iters}] (or None: all), got {self.grad_iters}")
 
     def as_kwargs(self) -> dict:
         """The settings as keyword arguments of :func:`latent_plan`."""
         return dict(
             n_samples=self.n_samples, n_elites=self.n_elites, n_iters=self.n_iters, temperature=self.temperature,
-            latent_bound=self.latent_bound, init_std=self.init_std,
+            latent_bound=self.latent_bound, init_std=self.init_std, grad_iters=self.grad_iters,
         )
 
 
@@ -86,6 +91,7 @@ def latent_plan(
     generator: torch.Generator | None = None,
     noise: Tensor | None = None,
     callback: Callable[[CEMIterate], None] | None = None,
+    grad_iters: int | None = None,
 ) -> LatentPlan:
     """Solve eq. (8) for ``n_batch`` problems with (D)CEM over ``z ∈ [-latent_bound, latent_bound]^d``.
 
@@ -104,6 +110,7 @@ def latent_plan(
     :param generator: generator for the sampling noise.
     :param noise: optional pre-drawn noise ``(n_iters, B, n_samples, d)`` (replays a plan exactly).
     :param callback: receives every :class:`~dcem_agents.math.CEMIterate` (samples are latent points).
+    :param grad_iters: differentiate through the last ``grad_iters`` iterations only (None: all).
     :return: a :class:`LatentPlan`; gradients flow into the decoder and the cost when ``temperature`` is set.
     """
     latent_dim = int(decoder.latent_dim)
@@ -128,6 +135,7 @@ def latent_plan(
         generator=generator,
         noise=noise,
         callback=callback,
+        grad_iters=grad_iters,
     )
     return LatentPlan(z_hat, decoder(z_hat))
 

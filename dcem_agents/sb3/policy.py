@@ -79,6 +79,8 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         to rounding (1e-7), bf16 does not (its kernels depend on the batch size: 4e-4 measured between a 4-row and a
         128-row call on the shipped cartpole policy).
     :param compile: ``torch.compile`` the planner's rollout.
+    :param grad_iters: backpropagate PPO's loss through the last ``grad_iters`` DCEM iterations only (None: all). The
+        action is the same (PPO's ratio stays 1 at the start of an update); the update's backward pass is cheaper.
     :param kwargs: other :class:`~stable_baselines3.common.policies.ActorCriticPolicy` arguments (``net_arch`` is ignored).
     """
 
@@ -97,6 +99,7 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         n_iters: int | None = None,
         precision: str | None = None,
         compile: bool = False,
+        grad_iters: int | None = None,
         **kwargs: Any,
     ) -> None:
         if checkpoint is None and architecture is None:
@@ -113,7 +116,7 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         self.train_components = tuple(train_components)
         self.learn_log_std = bool(learn_log_std)
         self.value_arch = tuple(int(v) for v in value_arch)
-        self.n_samples_override, self.n_iters_override = n_samples, n_iters
+        self.n_samples_override, self.n_iters_override, self.grad_iters = n_samples, n_iters, grad_iters
         self.precision, self.compile_planner = precision, bool(compile)  # nn.Module.compile is a method
         self.runtime = PlannerRuntime(precision=precision or "fp32", compile=self.compile_planner)
         kwargs.pop("net_arch", None)
@@ -169,9 +172,9 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         self.decoder = comps.decoder
         self.env_id, self.action_repeat = comps.env_id, comps.action_repeat  # the task the components were trained on
         settings = comps.settings
-        if self.n_samples_override or self.n_iters_override:
+        if self.n_samples_override or self.n_iters_override or self.grad_iters:
             settings = replace(settings, n_samples=self.n_samples_override or settings.n_samples,
-                               n_iters=self.n_iters_override or settings.n_iters)
+                               n_iters=self.n_iters_override or settings.n_iters, grad_iters=self.grad_iters)
         self.planner_settings = settings
         # SB3's value branch: an MLP on the belief (the seed column is not a feature)
         self.features_dim = comps.model.belief_dim
@@ -201,7 +204,7 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         data.pop("net_arch", None)
         data.update(checkpoint=self.checkpoint, architecture=self.architecture, train_components=list(self.train_components),
                     learn_log_std=self.learn_log_std, value_arch=list(self.value_arch),
-                    n_samples=self.n_samples_override, n_iters=self.n_iters_override,
+                    n_samples=self.n_samples_override, n_iters=self.n_iters_override, grad_iters=self.grad_iters,
                     precision=self.precision, compile=self.compile_planner)
         return data
 
