@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--planner-runtime goes with --entry (the comparison report)")
     if args.checkpoint is not None:
         if args.n_envs is not None or args.video or args.ray is not None or args.independent_batches or args.workers:
-            parser.error("--n-envs, --video, --ray, --workers and --independent-batches go with --entry (the comparison "
-                         "report), not --checkpoint")
+            parser.error("--n-envs, --video, --ray, --workers and --independent-batches go with --entry (the "
+                         "comparison report), not --checkpoint")
         return _single(args)
     if args.controller is not None:
         parser.error("with --entry, name the controller in the entry: PATH:CONTROLLER")

@@ -94,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--workers", type=int, default=None, metavar="N",
                        help="seeds at once (default: 1 here; with a local Ray, as many as its CPUs allow)")
     sweep.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                       help="each seed a Ray task: a local Ray, or the cluster at ADDRESS (e.g. auto or ray://host:10001; "
-                            "the sweep folder must be on storage every node mounts). Needs pip install -e '.[ray]'")
+                       help="each seed a Ray task: a local Ray, or the cluster at ADDRESS (e.g. auto or "
+                            "ray://host:10001; the sweep folder must be on storage every node mounts). Needs "
+                            "pip install -e '.[ray]'")
     sweep.add_argument("--sweep-dir", type=Path, default=None,
                        help="resume this sweep folder: the seeds not finished continue from their checkpoints")
     args = parser.parse_args(argv)
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_sweep(args: argparse.Namespace, cfg: object) -> int:
-    """``--seeds`` / ``--sweep-dir``: create or resume the sweep folder and run its unfinished seeds (see module doc)."""
+    """``--seeds`` / ``--sweep-dir``: create or resume the sweep folder and run its unfinished seeds (module doc)."""
     from tqdm.auto import tqdm
 
     from dcem_agents.training.sweep import SeedTask, SweepState, create_sweep, run_local, run_ray, seed_dir
@@ -257,8 +258,8 @@ def run_sweep(args: argparse.Namespace, cfg: object) -> int:
                      indent=2))
     unfinished = state.pending()
     if unfinished:
-        print(f"train.py: seeds {' '.join(map(str, unfinished))} did not finish (see their train.log); the same command "
-              f"with --sweep-dir {sweep_dir} resumes them", file=sys.stderr)
+        print(f"train.py: seeds {' '.join(map(str, unfinished))} did not finish (see their train.log); the same "
+              f"command with --sweep-dir {sweep_dir} resumes them", file=sys.stderr)
         return 1
     log.info("every seed finished; aggregate them with: python evaluate.py --sweep %s", sweep_dir)
     return 0

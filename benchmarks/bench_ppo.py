@@ -2,7 +2,8 @@
 fast, timed in the same run.
 
     python benchmarks/bench_ppo.py [--config configs/ppo/cartpole_swingup.yaml] [--runtimes reference bf16]
-                                   [--grad-iters K ...] [--threads 1] [--repeats 3] [--out results/ppo_sample_benchmark.json]
+                                   [--grad-iters K ...] [--threads 1] [--repeats 3]
+                                   [--out results/ppo_sample_benchmark.json]
 
 ``--grad-iters K ...`` also times each runtime with the policy's truncated differentiation (``policy.grad_iters``:
 the update backpropagates through the last K DCEM iterations only; the actions are the same).
@@ -48,7 +49,7 @@ def reference_noise(policy: EmbeddedDCEMPolicy, seeds: torch.Tensor) -> torch.Te
 
 
 def make_policy(cfg: ppo.Config, runtime: str, grad_iters: int | None = None) -> EmbeddedDCEMPolicy:
-    """The preset's policy with ``runtime`` (and ``grad_iters``); ``reference`` also gets the per-row-generator noise."""
+    """The preset's policy with ``runtime`` and ``grad_iters``; ``reference`` also gets the per-row-generator noise."""
     comps = load_components(cfg.phase2_checkpoint)
     import gymnasium as gym
 

@@ -193,7 +193,8 @@ def aggregate_sweeps(sweeps: Sequence[SweepResult], *, max_return: float | None 
         if threshold is not None:
             reached = [next((s for s, v in r.curve if v >= threshold), None) for r in sweep.seeds]
             hit = [s for s in reached if s is not None]
-            entry["threshold"] = {"return": threshold, "share_of_seeds_final": float(np.mean([f >= threshold for f in finals])),
+            entry["threshold"] = {"return": threshold,
+                                  "share_of_seeds_final": float(np.mean([f >= threshold for f in finals])),
                                   "share_of_seeds_ever": len(hit) / len(reached),
                                   "median_env_steps_to_reach": float(np.median(hit)) if hit else None}
         report["sweeps"].append(entry)
@@ -223,7 +224,8 @@ def _markdown(report: dict[str, Any]) -> str:
     for e in report["sweeps"]:
         a = e["aggregates"]
         gap = ci(a["optimality_gap"]) if "optimality_gap" in a else "n/a"
-        lines.append(f"| {e['label']} | {len(e['seeds'])} | {ci(a['iqm'])} | {ci(a['mean'])} | {ci(a['median'])} | {gap} |")
+        lines.append(f"| {e['label']} | {len(e['seeds'])} | {ci(a['iqm'])} | {ci(a['mean'])} | {ci(a['median'])} "
+                     f"| {gap} |")
     if any("threshold" in e for e in report["sweeps"]):
         lines += ["", "| sweep | return reached | seeds at the end | seeds ever | median env steps to reach |",
                   "|---|---|---|---|---|"]

@@ -55,7 +55,8 @@ def lock_run_dir(run_dir: str | Path) -> IO[str]:
         f.seek(0)
         pid = f.read().strip() or "?"
         f.close()
-        raise RunDirInUseError(f"{run_dir} is in use by another process (pid {pid}); wait for it or stop it first") from None
+        raise RunDirInUseError(f"{run_dir} is in use by another process (pid {pid}); wait for it or stop it "
+                               "first") from None
     f.seek(0)
     f.truncate()
     f.write(str(os.getpid()))
