@@ -6,6 +6,9 @@ Compare controllers on the same test episodes (paper fig. 4), one ``--entry`` pe
                        [--n-envs 10] [--out PREFIX] [--video] [--device D] [--planner-runtime NAME] [--threads N]
                        [--independent-batches | --ray [ADDRESS] [--workers N]]
 
+A killed comparison resumes when the same command runs again: the batches it finished are kept in
+PREFIX.partial.pt (removed once the report is written), so only the rest is evaluated, with the same results.
+
 writes PREFIX.json (statistics per entry), PREFIX.md (table), PREFIX.png (box plot), PREFIX_episodes.csv and with
 --video one PREFIX_video_<label>.gif (.mp4 with imageio-ffmpeg) per entry. PATH is a planet (controller cem), dcem
 (dcem, latent-cem: hard elites in the latent space, cem), ppo (ppo, dcem) checkpoint, an SB3 model zip of

@@ -324,3 +324,37 @@ def test_a_ray_comparison_equals_a_local_one_with_independent_batches(phase1_che
     for a, b in zip(local["entries"], remote["entries"]):
         assert a["returns"] == b["returns"] and a["agent_steps"] == b["agent_steps"] and a["stats"] == b["stats"]
     assert local["paired_differences"] == remote["paired_differences"]
+
+
+def test_a_killed_comparison_resumes_where_it_stopped(phase1_checkpoint: Path, phase2_checkpoint: Path,
+                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after its 4th batch (the first entry done, one batch of the second), the same call evaluates only the
+    rest and writes the report of an uninterrupted run."""
+    specs = [EntrySpec(phase1_checkpoint, "cem"), EntrySpec(phase2_checkpoint, "dcem")]
+    kwargs = dict(episodes=6, seed=11, n_envs=2, progress=False)
+    whole = compare_mod.compare(specs, tmp_path / "whole", **kwargs)
+    assert not (tmp_path / "whole.partial.pt").exists()
+
+    record, calls = compare_mod._Progress.record, []
+
+    def killed_after_four(self, *args) -> None:  # noqa: ANN001
+        record(self, *args)
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare_mod._Progress, "record", killed_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        compare_mod.compare(specs, tmp_path / "cut", **kwargs)
+    assert (tmp_path / "cut.partial.pt").is_file()
+    monkeypatch.setattr(compare_mod._Progress, "record", record)
+    asked: list[int] = []
+    evaluate = compare_mod.evaluate_controller
+    monkeypatch.setattr(compare_mod, "evaluate_controller", lambda env, model, ctrl, seeds, **kw: (
+        asked.append(len(seeds)), evaluate(env, model, ctrl, seeds, **kw))[1])
+    resumed = compare_mod.compare(specs, tmp_path / "cut", **kwargs)
+    assert asked == [4]  # only the second entry's last two batches ran again
+    for a, b in zip(whole["entries"], resumed["entries"]):
+        assert a["returns"] == b["returns"] and a["agent_steps"] == b["agent_steps"] and a["stats"] == b["stats"]
+    assert whole["paired_differences"] == resumed["paired_differences"]
+    assert not (tmp_path / "cut.partial.pt").exists()

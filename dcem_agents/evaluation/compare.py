@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +39,7 @@ from tqdm import tqdm
 
 from dcem_agents.envs import make_env
 from dcem_agents.evaluation.entries import Entry, EntryError, EntrySpec, bind_environment, load_entry
-from dcem_agents.evaluation.harness import EvaluationRun, evaluate_controller
+from dcem_agents.evaluation.harness import EpisodeRecord, EvaluationRun, evaluate_controller
 from dcem_agents.evaluation.report import report_paths, write_report
 from dcem_agents.evaluation.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, convention, paired_differences,
                                           summarize)
@@ -89,18 +90,67 @@ def load_entries(specs: Sequence[EntrySpec], device: torch.device | str = "cpu",
 
 def run_entry(entry: Entry, seeds: Sequence[int], *, n_envs: int, seed: int,
               on_step: Callable[[], None] | None = None, on_batch: Callable[[int], None] | None = None,
-              independent_batches: bool = False) -> EvaluationRun:
+              independent_batches: bool = False, generator: torch.Generator | None = None,
+              after_batch: Callable[[EvaluationRun], None] | None = None) -> EvaluationRun:
     """One episode per seed in ``seeds``, ``n_envs`` at a time, batched planning (generator seeded with ``seed``).
 
     :param on_step: called after every batched planning call.
     :param on_batch: called with the number of episodes after every finished batch.
     :param independent_batches: each batch draws its planner noise from a generator seeded with its first episode's
         seed (``seed`` unused), so a batch gives the same returns wherever it runs (:func:`evaluate_controller`).
+    :param generator: the planner's generator (default: a new one seeded with ``seed``), e.g. restored to where a
+        killed run stopped.
+    :param after_batch: called with the run so far after every batch (:func:`evaluate_controller`).
     """
     return evaluate_controller(lambda: make_env(entry.env_id, action_repeat=entry.action_repeat), entry.model,
-                               entry.controller, seeds, generator=entry.generator(seed), n_envs=n_envs, label=None,
-                               on_step=on_step, on_batch=on_batch,
-                               batch_generator=entry.generator if independent_batches else None)
+                               entry.controller, seeds, generator=entry.generator(seed) if generator is None else generator,
+                               n_envs=n_envs, label=None, on_step=on_step, on_batch=on_batch,
+                               batch_generator=entry.generator if independent_batches else None,
+                               after_batch=after_batch)
+
+
+class _Progress:
+    """The finished batches of a comparison, in ``PREFIX.partial.pt`` beside its report, so that the same command
+    resumes a killed run where it stopped: each entry's records, timings and planner-generator state after its last
+    finished batch (written atomically after every batch; removed once the report is written). A file made by another
+    command (other entries, episodes, seed, batch size or runtime) is ignored and replaced."""
+
+    def __init__(self, path: Path, key: dict[str, Any]) -> None:
+        self.path, self.key = path, key
+        self.entries: dict[int, dict[str, Any]] = {}
+        if path.is_file():
+            try:
+                saved = torch.load(path, weights_only=True)
+            except Exception:  # noqa: BLE001 - a damaged progress file only costs the work it held
+                saved = None
+            if isinstance(saved, dict) and saved.get("key") == key:
+                self.entries = saved["entries"]
+                log.info("resuming from %s: %d episodes already evaluated", path,
+                         sum(len(v["episodes"]) for v in self.entries.values()))
+            else:
+                log.warning("%s was written by another command: starting over", path)
+
+    def run(self, k: int) -> EvaluationRun:
+        """Entry ``k``'s finished batches as a run (empty if none)."""
+        saved = self.entries.get(k)
+        if saved is None:
+            return EvaluationRun()
+        return EvaluationRun([EpisodeRecord(int(s), float(r), int(n)) for s, r, n in saved["episodes"]],
+                             saved["plan_seconds"], saved["plan_calls"], saved["seconds"])
+
+    def record(self, k: int, run: EvaluationRun, generator: torch.Generator) -> None:
+        self.entries[k] = {"episodes": [[e.seed, e.return_, e.agent_steps] for e in run.episodes],
+                           "plan_seconds": run.plan_seconds, "plan_calls": run.plan_calls, "seconds": run.seconds,
+                           "generator": generator.get_state()}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"key": self.key, "entries": self.entries}, tmp)
+        os.replace(tmp, self.path)
+
+
+def _joined(before: EvaluationRun, after: EvaluationRun) -> EvaluationRun:
+    return EvaluationRun(before.episodes + after.episodes, before.plan_seconds + after.plan_seconds,
+                         before.plan_calls + after.plan_calls, before.seconds + after.seconds)
 
 
 @dataclass(frozen=True)
@@ -215,6 +265,9 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
             log.info("video of %s: %s (return %.1f)", e.label, videos[-1]["path"], videos[-1]["return"])
     seeds = [seed + i for i in range(episodes)]
     independent = independent_batches or ray is not None
+    partial = _Progress(Path(f"{out}.partial.pt"), {
+        "entries": [[str(sp.path), sp.controller, sp.label, sp.runtime] for sp in specs], "episodes": episodes,
+        "seed": seed, "n_envs": n_envs, "device": str(device), "runtime": runtime, "independent": independent})
     results = []
     with tqdm(total=len(entries) * episodes, unit="episode", dynamic_ncols=True, disable=not progress) as bar:
         if ray is not None:  # every entry's batches at once, on the workers
@@ -222,7 +275,7 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
             runs = _runs_on_ray(entries, specs, seeds, n_envs, device, runtime, ray, workers, bar.update)
         else:
             runs = []
-            for e in entries:
+            for k, e in enumerate(entries):
                 bar.set_description(e.label)
                 steps, shown = [0], [time.perf_counter()]
 
@@ -232,8 +285,20 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
                         bar.set_postfix_str(f"planning calls {steps[0]}")
                         shown[0] = time.perf_counter()
 
-                runs.append(run_entry(e, seeds, n_envs=n_envs, seed=seed, on_step=tick, on_batch=bar.update,
-                                      independent_batches=independent))
+                before = partial.run(k)  # batches a killed run of this command finished
+                generator = e.generator(seed)
+                if k in partial.entries:
+                    generator.set_state(partial.entries[k]["generator"])
+                bar.update(len(before.episodes))
+                if len(before.episodes) < episodes:
+                    def save(so_far: EvaluationRun, k: int = k, before: EvaluationRun = before,
+                             generator: torch.Generator = generator) -> None:
+                        partial.record(k, _joined(before, so_far), generator)
+
+                    before = _joined(before, run_entry(
+                        e, seeds[len(before.episodes):], n_envs=n_envs, seed=seed, on_step=tick, on_batch=bar.update,
+                        independent_batches=independent, generator=generator, after_batch=save))
+                runs.append(before)
     for e, run in zip(entries, runs):
         results.append(_entry_summary(e, run, min(n_envs, episodes)))
         log.info("%s: return %.1f ± %.1f over %d episodes (%.0f s)", e.label, results[-1]["stats"]["mean"],
@@ -252,4 +317,5 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
         "files": {k: str(p) for k, p in report_paths(out).items()} | {f"video {v['label']}": v["path"] for v in videos},
     }
     write_report(summary, out)
+    partial.path.unlink(missing_ok=True)
     return summary

@@ -111,6 +111,7 @@ def evaluate_controller(
     on_step: Callable[[], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     batch_generator: Callable[[int], torch.Generator] | None = None,
+    after_batch: Callable[[EvaluationRun], None] | None = None,
 ) -> EvaluationRun:
     """One episode per seed in ``seeds``, ``n_envs`` at a time, with batched control and no exploration noise.
 
@@ -127,6 +128,9 @@ def evaluate_controller(
         fresh generator, seeded with the environment seed of its first episode, instead of one ``generator`` shared by
         the batches in turn. A batch's returns then depend only on its own seeds, so batches may run anywhere, in any
         order (``evaluate.py --ray``), and give the same records as here.
+    :param after_batch: called after every finished batch with the run so far (records of the finished batches;
+        ``seconds`` up to now), e.g. to save progress: batches start at multiples of ``n_envs`` in ``seeds``, so a run
+        resumed on the remaining seeds with the generator's state at that point continues it exactly.
     """
     if n_envs < 1 or not seeds:
         raise ValueError(f"evaluate_controller needs n_envs >= 1 and at least one seed, got {n_envs} and {len(seeds)}")
@@ -149,6 +153,9 @@ def evaluate_controller(
                 bar.set_postfix(ret=f"{np.mean(run.returns):.0f}")
                 if on_batch is not None:
                     on_batch(len(part))
+                if after_batch is not None:
+                    run.seconds = time.perf_counter() - t0
+                    after_batch(run)
     finally:
         if owned:
             for env in pool:
