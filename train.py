@@ -23,7 +23,7 @@ import logging
 import sys
 from pathlib import Path
 
-from dcem_agents.config import ConfigError, apply_overrides, build, describe, load_yaml, to_dict
+from dcem_agents.config import ConfigError, apply_overrides, build, describe, load_yaml, put_seed, to_dict
 from dcem_agents.experiments import EXPERIMENTS, get_experiment
 from dcem_agents.training import load_checkpoint, make_run_dir, save_resolved_config
 from dcem_agents.training.run_dir import RunDirInUseError, lock_run_dir, publish_run, publish_targets
@@ -130,9 +130,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train.py: config error: {e}", file=sys.stderr)
         return 2
 
+    sweeping = args.seeds is not None or args.sweep_dir is not None
+    try:  # "{seed}" in a string value becomes the run's seed; a sweep keeps it and each seed's run puts its own
+        per_seed = [build(module.Config, put_seed({**raw, "seed": s}, s)) for s in sweep_seeds(args)] if sweeping \
+            else []
+        if not sweeping:
+            cfg = build(module.Config, put_seed(raw, cfg.seed))
+    except ConfigError as e:
+        print(f"train.py: config error: {e}", file=sys.stderr)
+        return 2
     resuming = args.run_dir is not None and (args.run_dir / "checkpoint.pt").is_file()
     try:
-        validate_inputs(cfg, check_checkpoints=not resuming, module=module)
+        for checked in per_seed or [cfg]:
+            validate_inputs(checked, check_checkpoints=not resuming, module=module)
     except Exception as e:  # noqa: BLE001 - one line for anything the inputs get wrong, before any folder exists
         if args.debug:
             raise
@@ -184,6 +194,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         lock.close()
+
+
+def sweep_seeds(args: argparse.Namespace) -> list[int]:
+    """The seeds a sweep runs: ``--seeds``, else those of ``--sweep-dir``'s manifest (read again by :func:`run_sweep`,
+    which reports a damaged one)."""
+    if args.seeds is not None:
+        return list(dict.fromkeys(args.seeds))
+    try:
+        from dcem_agents.training.sweep import SweepState
+
+        return SweepState.load(args.sweep_dir).seeds
+    except (FileNotFoundError, ValueError):
+        return []
 
 
 def run_sweep(args: argparse.Namespace, cfg: object) -> int:

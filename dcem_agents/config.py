@@ -16,7 +16,11 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
-__all__ = ["ConfigError", "apply_overrides", "build", "describe", "field", "load_yaml", "to_dict"]
+__all__ = ["SEED_PLACEHOLDER", "ConfigError", "apply_overrides", "build", "describe", "field", "load_yaml",
+           "put_seed", "to_dict"]
+
+#: written in a string value (``phase1_checkpoint: runs/sweep/seed{seed}/checkpoint.pt``), it becomes the run's seed
+SEED_PLACEHOLDER = "{seed}"
 
 T = TypeVar("T")
 
@@ -40,6 +44,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got {type(data).__name__}")
     return data
+
+
+def put_seed(data: Any, seed: int) -> Any:
+    """A copy of ``data`` with :data:`SEED_PLACEHOLDER` in every string value replaced by ``seed`` (so the seeds of a
+    sweep can each point at their own checkpoint of an earlier phase)."""
+    if isinstance(data, dict):
+        return {k: put_seed(v, seed) for k, v in data.items()}
+    if isinstance(data, list):
+        return [put_seed(v, seed) for v in data]
+    return data.replace(SEED_PLACEHOLDER, str(seed)) if isinstance(data, str) else data
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:

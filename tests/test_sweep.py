@@ -204,3 +204,34 @@ def test_a_damaged_manifest_is_one_clear_error(tmp_path: Path, content: str) -> 
     assert p.returncode == 2 and "sweep.json" in p.stderr and "Traceback" not in p.stderr, p.stderr
     p = run_main("evaluate.py", "--sweep", str(tmp_path))
     assert p.returncode == 2 and "sweep.json" in p.stderr, p.stderr
+
+
+def test_put_seed_fills_every_string_value() -> None:
+    from dcem_agents.config import put_seed
+
+    data = {"a": "runs/s/seed{seed}/checkpoint.pt", "b": ["x{seed}", 3], "c": {"d": "{seed}-{seed}"}, "e": 1.5}
+    assert put_seed(data, 4) == {"a": "runs/s/seed4/checkpoint.pt", "b": ["x4", 3], "c": {"d": "4-4"}, "e": 1.5}
+
+
+def test_a_later_phase_sweep_checks_each_seeds_own_checkpoint(local_sweep: Path, tmp_path: Path) -> None:
+    """phase1_checkpoint=<sweep>/seed{seed}/checkpoint.pt: every seed's checkpoint is checked before anything runs."""
+    template = f"phase1_checkpoint={local_sweep}/seed{{seed}}/checkpoint.pt"
+    p = run_main("train.py", "--config", "configs/dcem/debug.yaml", "--seeds", "0", "1", "2", "--set", template,
+                 "--runs-dir", str(tmp_path))
+    assert p.returncode == 2 and f"checkpoint not found: {local_sweep}/seed2/checkpoint.pt" in p.stderr, p.stderr
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_a_later_phase_sweep_runs_each_seed_on_its_own_checkpoint(local_sweep: Path, tmp_path: Path) -> None:
+    template = f"phase1_checkpoint={local_sweep}/seed{{seed}}/checkpoint.pt"
+    p = run_script("train.py", "--config", "configs/dcem/debug.yaml", "--seeds", "0", "1", "--set", template,
+                   "--workers", "2", "--runs-dir", str(tmp_path))
+    assert p.returncode == 0, p.stderr[-3000:]
+    (sweep,) = tmp_path.glob("dcem-debug-sweep-*")
+    assert "seed{seed}" in (sweep / "config.yaml").read_text()  # the sweep keeps the template
+    for seed in (0, 1):
+        run_config = (sweep / f"seed{seed}" / "config.yaml").read_text()
+        assert f"phase1_checkpoint: {local_sweep}/seed{seed}/checkpoint.pt" in run_config
+        summary = json.loads((sweep / f"seed{seed}" / "summary.json").read_text())
+        assert summary["phase1_checkpoint"] == f"{local_sweep}/seed{seed}/checkpoint.pt"
