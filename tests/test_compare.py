@@ -358,3 +358,17 @@ def test_a_killed_comparison_resumes_where_it_stopped(phase1_checkpoint: Path, p
         assert a["returns"] == b["returns"] and a["agent_steps"] == b["agent_steps"] and a["stats"] == b["stats"]
     assert whole["paired_differences"] == resumed["paired_differences"]
     assert not (tmp_path / "cut.partial.pt").exists()
+
+
+def test_saved_progress_is_not_reused_for_a_rewritten_checkpoint(phase1_checkpoint: Path, tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    ckpt = tmp_path / "p1.pt"
+    shutil.copyfile(phase1_checkpoint, ckpt)
+    key = lambda: {"entries": [[str(ckpt), "cem", None, None, compare_mod._file_identity(ckpt)]]}  # noqa: E731
+    saved = compare_mod._Progress(tmp_path / "x.partial.pt", key())
+    saved.record(0, compare_mod.EvaluationRun([compare_mod.EpisodeRecord(1, 2.0, 3)]), torch.Generator())
+    assert compare_mod._Progress(tmp_path / "x.partial.pt", key()).entries  # same file: resumed
+    os.utime(ckpt, ns=(0, os.stat(ckpt).st_mtime_ns + 10**9))  # rewritten (a new mtime)
+    assert not compare_mod._Progress(tmp_path / "x.partial.pt", key()).entries

@@ -148,6 +148,12 @@ class _Progress:
         os.replace(tmp, self.path)
 
 
+def _file_identity(path: str | Path) -> list[int]:
+    """``[size, mtime_ns]`` of a file (``[]`` for a folder), so saved progress is never reused on a changed file."""
+    stat = Path(path).stat()
+    return [] if Path(path).is_dir() else [stat.st_size, stat.st_mtime_ns]
+
+
 def _joined(before: EvaluationRun, after: EvaluationRun) -> EvaluationRun:
     return EvaluationRun(before.episodes + after.episodes, before.plan_seconds + after.plan_seconds,
                          before.plan_calls + after.plan_calls, before.seconds + after.seconds)
@@ -265,8 +271,9 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
             log.info("video of %s: %s (return %.1f)", e.label, videos[-1]["path"], videos[-1]["return"])
     seeds = [seed + i for i in range(episodes)]
     independent = independent_batches or ray is not None
-    partial = _Progress(Path(f"{out}.partial.pt"), {
-        "entries": [[str(sp.path), sp.controller, sp.label, sp.runtime] for sp in specs], "episodes": episodes,
+    partial = _Progress(Path(f"{out}.partial.pt"), {  # a checkpoint rewritten since then does not match
+        "entries": [[str(sp.path), sp.controller, sp.label, sp.runtime, _file_identity(sp.path)] for sp in specs],
+        "episodes": episodes,
         "seed": seed, "n_envs": n_envs, "device": str(device), "runtime": runtime, "independent": independent})
     results = []
     with tqdm(total=len(entries) * episodes, unit="episode", dynamic_ncols=True, disable=not progress) as bar:
