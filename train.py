@@ -132,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
 
     sweeping = args.seeds is not None or args.sweep_dir is not None
     try:  # "{seed}" in a string value becomes the run's seed; a sweep keeps it and each seed's run puts its own
-        per_seed = [build(module.Config, put_seed({**raw, "seed": s}, s)) for s in sweep_seeds(args)] if sweeping \
-            else []
+        templated = put_seed(raw, 0) != raw
+        per_seed = [build(module.Config, put_seed({**raw, "seed": s}, s)) for s in sweep_seeds(args)] \
+            if sweeping and templated else []
         if not sweeping:
             cfg = build(module.Config, put_seed(raw, cfg.seed))
     except ConfigError as e:
