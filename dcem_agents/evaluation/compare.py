@@ -102,8 +102,9 @@ def run_entry(entry: Entry, seeds: Sequence[int], *, n_envs: int, seed: int,
         killed run stopped.
     :param after_batch: called with the run so far after every batch (:func:`evaluate_controller`).
     """
+    generator = entry.generator(seed) if generator is None else generator
     return evaluate_controller(lambda: make_env(entry.env_id, action_repeat=entry.action_repeat), entry.model,
-                               entry.controller, seeds, generator=entry.generator(seed) if generator is None else generator,
+                               entry.controller, seeds, generator=generator,
                                n_envs=n_envs, label=None, on_step=on_step, on_batch=on_batch,
                                batch_generator=entry.generator if independent_batches else None,
                                after_batch=after_batch)
