@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train.py: {first} (run with --debug for the traceback)", file=sys.stderr)
         return 2
 
-    if args.seeds is not None or args.sweep_dir is not None:
+    if sweeping:
         return run_sweep(args, cfg)
 
     saved = args.run_dir / "config.yaml" if args.run_dir is not None else None
@@ -241,8 +241,8 @@ def run_sweep(args: argparse.Namespace, cfg: object) -> int:
         sweep_dir = args.sweep_dir.resolve()
         state.save(sweep_dir)
     else:
-        seeds = list(dict.fromkeys(args.seeds))
-        state = SweepState(resolved["experiment"], str(resolved.get("name", resolved["experiment"])), seeds, resolved)
+        state = SweepState(resolved["experiment"], str(resolved.get("name", resolved["experiment"])), sweep_seeds(args),
+                           resolved)
         sweep_dir = create_sweep(args.runs_dir, state).resolve()
     config = save_resolved_config(sweep_dir, {**resolved, "seed": state.seeds[0]})
     log.info("sweep folder: %s", sweep_dir)
