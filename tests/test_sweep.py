@@ -182,17 +182,34 @@ def test_each_experiments_summary_gives_a_curve_and_a_final_return() -> None:
         _seed_result("planet", 4, {"learning_curve": []})
 
 
-def test_curves_evaluated_at_other_steps_are_interpolated_within_their_range() -> None:
+def test_aggregates_do_not_depend_on_the_global_numpy_generator() -> None:
+    """rliable resamples with np.random's global generator: the CIs must still be a function of the returns only,
+    and the caller's global state must be left as it was."""
+    import numpy as np
+
+    from dcem_agents.evaluation.seeds import final_aggregates, probability_of_improvement
+
+    finals = [863.6, 853.3, 807.4, 844.5, 852.7]
+    np.random.seed(1)
+    a, pa = final_aggregates(finals, 1000.0), probability_of_improvement(finals, [800.0, 850.0, 820.0])
+    after = np.random.random()
+    np.random.seed(1)
+    assert np.random.random() == after  # untouched
+    np.random.seed(12345)
+    assert final_aggregates(finals, 1000.0) == a and probability_of_improvement(finals, [800.0, 850.0, 820.0]) == pa
+
+
+def test_curves_evaluated_at_other_steps_are_interpolated_and_a_stopped_seed_holds_its_last() -> None:
     from dcem_agents.evaluation.seeds import SeedResult, learning_curve
 
-    a = SeedResult(0, [(0, 0.0), (100, 100.0)], [100.0])
+    a = SeedResult(0, [(0, 0.0), (100, 100.0)], [100.0])  # stopped at 100 (e.g. stop_return reached)
     b = SeedResult(1, [(50, 10.0), (150, 30.0)], [30.0])
     points = {p["env_steps"]: p for p in learning_curve([a, b])}
     assert sorted(points) == [0, 50, 100, 150]
-    assert points[0]["n"] == 1 and points[0]["mean"] == 0.0
+    assert points[0]["n"] == 1 and points[0]["mean"] == 0.0 and points[0]["held"] == 0  # b not evaluated yet
     assert points[50]["n"] == 2 and points[50]["mean"] == pytest.approx((50.0 + 10.0) / 2)
-    assert points[100]["mean"] == pytest.approx((100.0 + 20.0) / 2)
-    assert points[150]["n"] == 1 and points[150]["mean"] == 30.0
+    assert points[100]["mean"] == pytest.approx((100.0 + 20.0) / 2) and points[100]["held"] == 0
+    assert points[150]["n"] == 2 and points[150]["held"] == 1 and points[150]["mean"] == pytest.approx((100.0 + 30.0) / 2)
     assert points[50]["ci95"][0] <= points[50]["mean"] <= points[50]["ci95"][1]
 
 

@@ -4,7 +4,8 @@ Statistical Precipice" (NeurIPS 2021), with their library ``rliable``.
 For each sweep folder (:mod:`dcem_agents.training.sweep`):
 
 - the **learning curve**: at each evaluation step the mean over seeds of the evaluation return, with a 95 % CI band
-  across seeds (:func:`~dcem_agents.evaluation.stats.bootstrap_ci`, the package's one CI of a mean);
+  across seeds (:func:`~dcem_agents.evaluation.stats.bootstrap_ci`, the package's one CI of a mean); a seed whose run
+  stopped early holds its last evaluation;
 - the **final return** of each seed (the mean of its final evaluation's episodes), aggregated into IQM, mean, median and
   optimality gap, each with a stratified bootstrap 95 % CI (rliable: percentile, 10,000 resamples, seed 0);
 - between two sweeps, the **probability of improvement** P(X > Y) with its CI (rliable).
@@ -108,15 +109,19 @@ def learning_curve(seeds: Sequence[SeedResult]) -> list[dict[str, Any]]:
     """Mean over seeds, with a bootstrap 95 % CI across seeds, at every evaluation step of any seed.
 
     A seed evaluated at other steps (episodes that end early move its evaluations) contributes its curve linearly
-    interpolated, within its own range only; ``n`` says how many seeds each point averages.
+    interpolated between its evaluations. A seed whose run ended before the others' (it reached ``stop_return``, or
+    it had fewer steps) holds its last evaluation from then on: that agent is what its run delivers, and without it
+    the late points would average only the seeds that had not yet succeeded. ``n`` says how many seeds each point
+    averages (those evaluated by then), ``held`` how many of them hold their last evaluation.
     """
     steps = sorted({s for r in seeds for s, _ in r.curve})
     points = []
     for step in steps:
-        values = [float(np.interp(step, *zip(*r.curve))) for r in seeds
-                  if r.curve and r.curve[0][0] <= step <= r.curve[-1][0]]
+        values = [float(np.interp(step, *zip(*r.curve))) for r in seeds if r.curve and r.curve[0][0] <= step]
+        held = sum(1 for r in seeds if r.curve and r.curve[-1][0] < step)
         low, high = bootstrap_ci(values)
-        points.append({"env_steps": step, "mean": float(np.mean(values)), "ci95": [low, high], "n": len(values)})
+        points.append({"env_steps": step, "mean": float(np.mean(values)), "ci95": [low, high], "n": len(values),
+                       "held": held})
     return points
 
 
@@ -129,12 +134,21 @@ def _rliable() -> tuple[Any, Any]:
 
 
 def _interval_estimates(library: Any, scores: dict[str, Any], function: Any) -> tuple[Any, Any]:
-    """rliable's stratified bootstrap with the package's resamples and seed (arch's note that its ``random_state``
-    argument is deprecated is silenced: the generator it gets is the fixed one asked for)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-        return library.get_interval_estimates(scores, function, reps=BOOTSTRAP_RESAMPLES,
-                                              random_state=np.random.RandomState(BOOTSTRAP_SEED))
+    """rliable's stratified bootstrap with the package's resamples and seed.
+
+    rliable 1.2's ``StratifiedBootstrap`` draws its resamples with the global ``np.random.choice``, whatever
+    ``random_state`` it is given, so the same seeds gave different CIs in two processes. The global generator is seeded
+    with :data:`BOOTSTRAP_SEED` for the call and put back as it was afterwards. (arch's note that ``random_state`` is
+    deprecated is silenced.)"""
+    saved = np.random.get_state()
+    np.random.seed(BOOTSTRAP_SEED)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+            return library.get_interval_estimates(scores, function, reps=BOOTSTRAP_RESAMPLES,
+                                                  random_state=np.random.RandomState(BOOTSTRAP_SEED))
+    finally:
+        np.random.set_state(saved)
 
 
 def final_aggregates(finals: Sequence[float], max_return: float | None) -> dict[str, Any]:
@@ -220,12 +234,16 @@ def _markdown(report: dict[str, Any]) -> str:
     def ci(d: dict[str, Any]) -> str:
         return f"{d['value']:.1f} [{d['ci95'][0]:.1f}, {d['ci95'][1]:.1f}]"
 
-    lines = ["| sweep | seeds | IQM | mean | median | optimality gap |", "|---|---|---|---|---|---|"]
+    lines = ["# Across seeds: " + ", ".join(f"{e['label']} ({len(e['seeds'])} seeds)" for e in report["sweeps"]), "",
+             "| sweep | seeds | IQM | mean | median | optimality gap |", "|---|---|---|---|---|---|"]
     for e in report["sweeps"]:
         a = e["aggregates"]
         gap = ci(a["optimality_gap"]) if "optimality_gap" in a else "n/a"
         lines.append(f"| {e['label']} | {len(e['seeds'])} | {ci(a['iqm'])} | {ci(a['mean'])} | {ci(a['median'])} "
                      f"| {gap} |")
+    lines += ["", "Median: rliable's, the median over tasks of each task's mean over seeds; with one task it is the "
+              "mean. The seeds' own final returns: " + "; ".join(
+                  f"{e['label']}: " + ", ".join(f"{v:.1f}" for v in e["final_returns"]) for e in report["sweeps"]) + "."]
     if any("threshold" in e for e in report["sweeps"]):
         lines += ["", "| sweep | return reached | seeds at the end | seeds ever | median env steps to reach |",
                   "|---|---|---|---|---|"]
@@ -240,8 +258,14 @@ def _markdown(report: dict[str, Any]) -> str:
         for p in report["pairs"]:
             pi = p["probability_of_improvement"]
             lines.append(f"| {p['x']} | {p['y']} | {pi['value']:.2f} [{pi['ci95'][0]:.2f}, {pi['ci95'][1]:.2f}] |")
+    for e in report["sweeps"]:
+        lines += ["", f"Learning curve of {e['label']} (evaluation return, mean over seeds):", "",
+                  "| env steps | mean | 95 % CI | seeds | of which hold their last evaluation |", "|---|---|---|---|---|"]
+        lines += [f"| {p['env_steps']:,} | {p['mean']:.1f} | {p['ci95'][0]:.1f} – {p['ci95'][1]:.1f} | {p['n']} "
+                  f"| {p.get('held', 0)} |" for p in e["learning_curve"]]
     lines += ["", "Final return: each seed's final-evaluation mean. Aggregates and P(X > Y): rliable's stratified "
-              "bootstrap, 95 % percentile CIs; curve bands: bootstrap across seeds."]
+              "bootstrap, 95 % percentile CIs; curve bands: bootstrap across seeds; a seed whose run stopped early (stop_return "
+              "reached) holds its last evaluation."]
     return "\n".join(lines) + "\n"
 
 
@@ -265,7 +289,7 @@ def _figure(report: dict[str, Any], path: Path) -> None:
                           color=f"C{i}", capsize=3)
     curves.set_xlabel("environment steps")
     curves.set_ylabel("evaluation return")
-    curves.set_title("mean over seeds, 95 % CI band")
+    curves.set_title("mean over seeds, 95 % CI band (a stopped seed holds its last evaluation)", fontsize=10)
     curves.legend(fontsize=8)
     bars.set_yticks(range(3), ["IQM", "mean", "median"])
     bars.set_xlabel("final return (95 % CI, stratified bootstrap)")
