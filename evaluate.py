@@ -18,6 +18,14 @@ sets how a planner computes: reference (eager fp32, the path of every result bef
 fp32-compile, bf16-compile; the same checkpoint under two runtimes on the same seeds is the fidelity check. A zip that does not record its environment runs on
 that of the checkpoint entries.
 
+The learning curve of a PPO run (phase 3): its saved SB3 checkpoints, compared on the same episodes, each paired with
+step 0 (the same policy with the phase-2 weights); the other --entry flags apply::
+
+    python evaluate.py --ppo-curve RUN_DIR [--steps 0 5120 10240 ...] [--episodes 100] [--seed S] [--out PREFIX]
+
+writes the comparison files, PREFIX.png being the curve (mean with 95 % CI, and the paired gain over step 0 with its
+95 % CI). Default steps: 0, the first checkpoints at or after 5k, 10k, 25k and 50k, and the newest.
+
 One checkpoint with its experiment's own evaluation (JSON)::
 
     python evaluate.py --checkpoint PATH [--controller NAME] [--episodes N] [--seed S] [--out FILE.json]
@@ -57,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--checkpoint", type=Path, help="one checkpoint, evaluated by its experiment")
     what.add_argument("--sweep", type=Path, action="append", metavar="SWEEP_DIR",
                       help="aggregate the seeds of a sweep folder (train.py --seeds); repeat to compare sweeps")
+    what.add_argument("--ppo-curve", type=Path, metavar="RUN_DIR",
+                      help="the learning curve of a ppo run folder: its SB3 checkpoints on the same episodes")
+    p.add_argument("--steps", type=int, nargs="+", default=None, metavar="S",
+                   help="with --ppo-curve: the PPO agent steps to evaluate (0 or saved checkpoints; default: 0, the "
+                        "first at or after 5k, 10k, 25k, 50k, and the newest)")
     p.add_argument("--max-return", type=float, default=None,
                    help="with --sweep: best possible return, for the optimality gap (default: 1000 on DeepMind Control)")
     p.add_argument("--threshold", type=float, default=None,
@@ -68,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="environment seed of the first episode; episode i uses seed + i (default: 4000000 with "
                         "--entry, apart from training's seeds; 0 with --checkpoint)")
     p.add_argument("--out", type=Path, default=None,
-                   help="with --entry: output prefix (default: results/comparison); with --checkpoint: the JSON file")
+                   help="with --entry: output prefix (default: results/comparison; with --ppo-curve: RUN_DIR/ppo_curve); "
+                        "with --checkpoint: the JSON file")
     p.add_argument("--n-envs", type=int, default=None, help="with --entry: parallel environments (default: 10)")
     p.add_argument("--video", action="store_true", help="with --entry: record one episode per entry (GIF or MP4)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
@@ -148,15 +162,22 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
     from dcem_agents.evaluation.video import RenderError
     from dcem_agents.training.device import resolve_device
 
-    out = args.out or Path("results/comparison")
+    from dcem_agents.evaluation.ppo_curve import curve_specs
+
+    default = Path("results/comparison") if args.ppo_curve is None else args.ppo_curve / "ppo_curve"
+    out = args.out or default
     if out.suffix in (".json", ".md", ".png", ".csv"):
         out = out.with_suffix("")
     try:
-        specs = [parse_entry(e) for e in args.entry]
+        if args.ppo_curve is not None:
+            specs, steps = curve_specs(args.ppo_curve, args.steps)
+        else:
+            specs, steps = [parse_entry(e) for e in args.entry], None
         summary = compare(specs, out, episodes=args.episodes, seed=DEFAULT_SEED if args.seed is None else args.seed,
                           n_envs=args.n_envs or 10, device=resolve_device(args.device), video=args.video,
                           command=shlex.join(["python", "evaluate.py", *argv]), runtime=args.planner_runtime,
-                          independent_batches=args.independent_batches, ray=args.ray, workers=args.workers)
+                          independent_batches=args.independent_batches, ray=args.ray, workers=args.workers,
+                          curve_steps=steps)
     except (ValueError, RenderError, ImportError) as e:  # EntryError and CheckpointError are ValueErrors
         print(f"evaluate.py: {e}", file=sys.stderr)
         return 2
@@ -188,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         return _sweeps(args)
     if args.max_return is not None or args.threshold is not None:
         parser.error("--max-return and --threshold go with --sweep")
+    if args.steps is not None and args.ppo_curve is None:
+        parser.error("--steps goes with --ppo-curve")
+    if args.steps is not None and any(s < 0 for s in args.steps):
+        parser.error("--steps must be >= 0")
     if args.checkpoint is not None and args.planner_runtime is not None:
         parser.error("--planner-runtime goes with --entry (the comparison report)")
     if args.checkpoint is not None:
@@ -196,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                          "comparison report), not --checkpoint")
         return _single(args)
     if args.controller is not None:
-        parser.error("with --entry, name the controller in the entry: PATH:CONTROLLER")
+        parser.error("with --entry or --ppo-curve, name no --controller (an entry names its own: PATH:CONTROLLER)")
     if args.workers is not None and (args.ray != "local" or args.workers < 1):
         parser.error("--workers N (N >= 1) goes with --ray (a local Ray)")
     if args.ray is not None and args.video:

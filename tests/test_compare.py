@@ -151,6 +151,60 @@ def test_report_of_all_phases(phase1_checkpoint: Path, phase2_checkpoint: Path, 
     assert prefix.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+# ---------------------------------------------------------------- PPO learning curve
+def test_ppo_curve_specs_pick_saved_checkpoints(phase3_checkpoint: Path, tmp_path: Path) -> None:
+    from dcem_agents.evaluation.ppo_curve import curve_specs, saved_steps
+
+    run_dir = phase3_checkpoint.parent  # the debug preset saves at 32 and 64 PPO steps
+    assert list(saved_steps(run_dir)) == [32, 64]
+    specs, steps = curve_specs(run_dir)  # no checkpoint reaches 5k: step 0 and the newest
+    assert steps == [0, 64] and [(sp.controller, sp.label) for sp in specs] == [("dcem", "0 PPO steps"),
+                                                                                ("ppo", "64 PPO steps")]
+    assert specs[0].path.name == "ppo_32_steps.zip" and specs[1].path.name == "ppo_64_steps.zip"
+    specs, steps = curve_specs(run_dir, [64, 0, 32])
+    assert steps == [0, 32, 64] and [sp.path.name for sp in specs][1:] == ["ppo_32_steps.zip", "ppo_64_steps.zip"]
+    with pytest.raises(EntryError, match="no checkpoint at 48 PPO steps; saved: 32, 64"):
+        curve_specs(run_dir, [0, 48])
+    with pytest.raises(EntryError, match="no SB3 checkpoints"):
+        curve_specs(tmp_path)
+
+
+def test_ppo_curve_report(phase3_checkpoint: Path, tmp_path: Path) -> None:
+    """Step 0 is the phase-2 policy and the last step the run's final policy, each on the same episodes; the gains
+    are the paired differences to step 0; the figure is the curve."""
+    prefix = tmp_path / "curve"
+    p = run_script("evaluate.py", "--ppo-curve", str(phase3_checkpoint.parent), "--steps", "0", "32", "64",
+                   "--episodes", "2", "--n-envs", "2", "--seed", "11", "--out", str(prefix), "--device", "cpu")
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads(prefix.with_suffix(".json").read_text())
+    entries, points = summary["entries"], summary["curve"]["points"]
+    assert [pt["steps"] for pt in points] == [0, 32, 64] and summary["curve"]["x"] == "PPO agent steps"
+    assert [(e["kind"], e["controller"]) for e in entries] == [("sb3", "dcem"), ("sb3", "ppo"), ("sb3", "ppo")]
+    reference = compare_mod.compare([EntrySpec(phase3_checkpoint, "dcem"), EntrySpec(phase3_checkpoint, "ppo")],
+                                    tmp_path / "ref", episodes=2, seed=11, n_envs=2, progress=False)["entries"]
+    assert entries[0]["returns"] == reference[0]["returns"]  # step 0: the phase-2 weights PPO started from
+    assert entries[2]["returns"] == reference[1]["returns"]  # the newest zip: the run's final policy
+    assert points[0]["gain"] is None
+    for pt, e in zip(points[1:], entries[1:]):
+        assert pt["gain"] == pytest.approx(np.mean(e["returns"]) - np.mean(entries[0]["returns"]), abs=1e-3)
+        assert pt["gain_ci95"][0] <= pt["gain"] <= pt["gain_ci95"][1]
+    md = prefix.with_suffix(".md").read_text()
+    assert "Learning curve (PPO agent steps" in md and "| 64 |" in md
+    assert prefix.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ppo_curve_input_errors(phase3_checkpoint: Path, tmp_path: Path) -> None:
+    from _scripts import run_main
+
+    for argv, message in [(["--ppo-curve", str(tmp_path)], "no SB3 checkpoints"),
+                          (["--ppo-curve", str(phase3_checkpoint.parent), "--steps", "0", "50"],
+                           "no checkpoint at 50 PPO steps; saved: 32, 64"),
+                          (["--entry", str(phase3_checkpoint), "--steps", "0"], "--steps goes with --ppo-curve"),
+                          (["--ppo-curve", str(tmp_path), "--steps", "-1"], "--steps must be >= 0")]:
+        p = run_main("evaluate.py", *argv)
+        assert p.returncode == 2 and message in p.stderr, (argv, p.stderr)
+
+
 # ---------------------------------------------------------------- model-free SB3 baselines
 @pytest.fixture(scope="module")
 def model_free_zips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

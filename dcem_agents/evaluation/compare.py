@@ -40,7 +40,7 @@ from tqdm import tqdm
 from dcem_agents.envs import make_env
 from dcem_agents.evaluation.entries import Entry, EntryError, EntrySpec, bind_environment, load_entry
 from dcem_agents.evaluation.harness import EpisodeRecord, EvaluationRun, evaluate_controller
-from dcem_agents.evaluation.report import report_paths, write_report
+from dcem_agents.evaluation.report import curve_points, report_paths, write_report
 from dcem_agents.evaluation.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, convention, paired_differences,
                                           summarize)
 
@@ -243,7 +243,8 @@ def _slug(label: str) -> str:
 def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed: int = DEFAULT_SEED, n_envs: int = 10,
             device: torch.device | str = "cpu", video: bool = False, command: str | None = None,
             progress: bool = True, runtime: str | None = None, independent_batches: bool = False,
-            ray: str | None = None, workers: int | None = None) -> dict[str, Any]:
+            ray: str | None = None, workers: int | None = None,
+            curve_steps: Sequence[int] | None = None) -> dict[str, Any]:
     """Evaluate every entry on the same ``episodes`` seeds and write the report files under the prefix ``out``.
 
     :param video: first record one episode per entry (seed ``seed``); raises
@@ -255,11 +256,16 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
     :param ray: run the batches as Ray tasks (``"local"``: a local Ray; else a cluster address); implies
         ``independent_batches``, and gives the same per-episode returns as a local run with it.
     :param workers: with a local Ray, its CPUs (None: all).
+    :param curve_steps: the entries are points of a learning curve at these training steps (one per entry, the
+        first the reference the others are paired with; :mod:`~dcem_agents.evaluation.ppo_curve`): the report draws
+        the curve instead of the box plot.
     :return: the summary written to ``PREFIX.json`` (``files`` lists the written paths).
     :raises EntryError: an entry cannot be loaded, or the entries are on different environments.
     """
     if episodes < 1 or n_envs < 1:
         raise ValueError(f"episodes and n_envs must be >= 1, got {episodes} and {n_envs}")
+    if curve_steps is not None and len(curve_steps) != len(specs):
+        raise ValueError(f"curve_steps needs one step per entry, got {len(curve_steps)} for {len(specs)} entries")
     t0 = time.perf_counter()
     entries = load_entries(specs, device, runtime)
     videos: list[dict[str, Any]] = []
@@ -324,6 +330,8 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
         "videos": videos,
         "files": {k: str(p) for k, p in report_paths(out).items()} | {f"video {v['label']}": v["path"] for v in videos},
     }
+    if curve_steps is not None:
+        summary["curve"] = {"x": "PPO agent steps", "points": curve_points(summary, curve_steps)}
     write_report(summary, out)
     partial.path.unlink(missing_ok=True)
     return summary

@@ -16,7 +16,8 @@ file                    controllers      what runs
                         latent-cem, cem  hard elites (τ → 0); ``cem``: full-space CEM, same model
 ``ppo`` checkpoint      ``ppo``, dcem    phase 3: the PPO-fine-tuned policy's mean action; ``dcem``: the same
                                          policy with the phase-2 weights it started from
-SB3 model zip           ``ppo``          a policy on belief observations (``EmbeddedDCEMPolicy``) saved by SB3
+SB3 model zip           ``ppo``, dcem    a policy on belief observations (``EmbeddedDCEMPolicy``) saved by SB3;
+                                         ``dcem``: the same policy with the phase-2 weights it started from
 SB3 model zip           ``policy``       any other SB3 policy (PPO, A2C, SAC, TD3, ...): a model-free baseline on
                                          the environment's own observations, deterministic actions
 ======================  ===============  ===================================================================
@@ -62,12 +63,13 @@ __all__ = ["CONTROLLERS", "Entry", "EntryError", "EntrySpec", "bind_environment"
 #: file kind -> controllers it provides (the first is the default)
 CONTROLLERS: dict[str, tuple[str, ...]] = {"planet": ("cem",), "dcem": ("dcem", "latent-cem", "cem"),
                                            "ppo": ("ppo", "dcem"),
-                                           "sb3": ("ppo",), "sb3-obs": ("policy",)}
+                                           "sb3": ("ppo", "dcem"), "sb3-obs": ("policy",)}
 
 _LABELS = {("planet", "cem"): "full-space CEM", ("dcem", "dcem"): "latent DCEM",
            ("dcem", "latent-cem"): "latent hard CEM",
            ("dcem", "cem"): "full-space CEM (phase-2 model)", ("ppo", "ppo"): "latent DCEM + PPO",
-           ("ppo", "dcem"): "latent DCEM (before PPO)", ("sb3", "ppo"): "latent DCEM + PPO (SB3 zip)"}
+           ("ppo", "dcem"): "latent DCEM (before PPO)", ("sb3", "ppo"): "latent DCEM + PPO (SB3 zip)",
+           ("sb3", "dcem"): "latent DCEM (before PPO, SB3 zip)"}
 
 
 class EntryError(ValueError):
@@ -220,9 +222,13 @@ def _load_sb3_zip(spec: EntrySpec, device: torch.device) -> dict[str, Any]:
         return _load_model_free_zip(spec, data, kwargs, params["policy"], device)
     name = _controller_name("sb3", spec)
     comps = _phase2(kwargs.get("checkpoint"), f"the SB3 model {spec.path}", kwargs.get("architecture"))
+    fine_tuned = name == "ppo"  # dcem: the architecture with the phase-2 weights (PPO step 0)
+    if not fine_tuned and not Path(str(kwargs.get("checkpoint"))).is_file():
+        raise EntryError(f"{spec.path}: the 'dcem' controller needs the phase-2 weights PPO started from, in "
+                         f"{kwargs.get('checkpoint')!r}, which is not here (the zip holds the fine-tuned ones only)")
     policy = _sb3_policy(data["policy_class"], data["observation_space"], data["action_space"], kwargs,
-                         params["policy"], device)
-    return _policy_entry(spec.path, "sb3", name, policy, comps, int(data.get("num_timesteps", 0)))
+                         params["policy"] if fine_tuned else None, device)
+    return _policy_entry(spec.path, "sb3", name, policy, comps, int(data.get("num_timesteps", 0)) if fine_tuned else 0)
 
 
 def _load_model_free_zip(spec: EntrySpec, data: dict[str, Any], kwargs: dict[str, Any], state: dict[str, Any],

@@ -2,7 +2,8 @@
 
 The statistics in them are those of :mod:`dcem_agents.evaluation.stats` (the package's one convention).
 :func:`write_report` writes ``PREFIX.json`` (the summary dict as given), ``PREFIX.md`` (:func:`markdown_table`),
-``PREFIX.png`` (:func:`box_plot`, the entries side by side) and ``PREFIX_episodes.csv`` (one row per episode).
+``PREFIX.png`` (:func:`box_plot`, the entries side by side; for a learning curve, :func:`curve_plot`) and
+``PREFIX_episodes.csv`` (one row per episode).
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import csv
 import json
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["box_plot", "markdown_table", "report_paths", "write_report"]
+__all__ = ["box_plot", "curve_plot", "curve_points", "markdown_table", "report_paths", "write_report"]
 
 
 def report_paths(prefix: Path) -> dict[str, Path]:
@@ -73,6 +75,16 @@ def markdown_table(summary: dict[str, Any]) -> str:
         for d in summary["paired_differences"]:
             lines.append(f"| {d['b']} − {d['a']} | {d['mean']:+.1f} | {d['ci95'][0]:+.1f} to {d['ci95'][1]:+.1f} "
                          f"| {100 * d['b_higher']:.0f} % |")
+    if summary.get("curve"):
+        first = summary["entries"][0]["label"]
+        lines += ["", f"Learning curve ({summary['curve']['x']}; the gain is the paired difference to {first}):", "",
+                  "| steps | return mean | 95 % CI | gain (paired) | 95 % CI of the gain | episodes higher |",
+                  "|---|---|---|---|---|---|"]
+        for p in summary["curve"]["points"]:
+            gain = ("–", "–", "–") if p["gain"] is None else (
+                f"{p['gain']:+.1f}", f"{p['gain_ci95'][0]:+.1f} to {p['gain_ci95'][1]:+.1f}", f"{100 * p['higher']:.0f} %")
+            lines.append(f"| {p['steps']} | {p['mean']:.1f} | {p['ci95'][0]:.1f} – {p['ci95'][1]:.1f} | "
+                         + " | ".join(gain) + " |")
     for v in summary.get("videos", []):
         lines.append(f"\nVideo of **{v['label']}** (seed {v['seed']}, return {v['return']:.1f}): `{v['path']}`")
     return "\n".join(lines) + "\n"
@@ -101,13 +113,62 @@ def box_plot(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def curve_points(summary: dict[str, Any], steps: Sequence[int]) -> list[dict[str, Any]]:
+    """The points of a learning curve: one per entry (at ``steps``), its mean and 95 % CI, and its paired difference
+    to the first entry (``gain``, ``gain_ci95``, ``higher``: the share of episodes where it scored higher; None for
+    the first), read from the summary's ``entries`` and ``paired_differences``."""
+    entries = summary["entries"]
+    pairs = {d["b"]: d for d in summary["paired_differences"] if d["a"] == entries[0]["label"]}
+    points = []
+    for k, (e, s) in enumerate(zip(entries, steps)):
+        d = pairs.get(e["label"]) if k else None
+        points.append({"steps": int(s), "label": e["label"], "mean": e["stats"]["mean"], "ci95": e["stats"]["ci95"],
+                       "gain": None if d is None else d["mean"], "gain_ci95": None if d is None else d["ci95"],
+                       "higher": None if d is None else d["b_higher"]})
+    return points
+
+
+def curve_plot(summary: dict[str, Any], path: Path) -> None:
+    """A learning curve: mean return with its 95 % CI against steps (left), and the paired gain over the first point
+    with its 95 % CI (right; above the zero line is a measured improvement)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = summary["curve"]["points"]
+    x = np.array([p["steps"] for p in pts], dtype=np.float64)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 3.8))
+    mean = np.array([p["mean"] for p in pts])
+    lo, hi = np.array([p["ci95"][0] for p in pts]), np.array([p["ci95"][1] for p in pts])
+    left.plot(x, mean, "o-", color="tab:blue")
+    left.fill_between(x, lo, hi, color="tab:blue", alpha=0.2, label="95 % CI of the mean")
+    left.set_ylabel("episode return")
+    left.set_title(f"{summary['env_id']}: {summary['episodes']} episodes per point", fontsize=10)
+    gains = [(p["steps"], p["gain"], *p["gain_ci95"]) for p in pts if p["gain"] is not None]
+    if gains:
+        g = np.array(gains, dtype=np.float64)
+        right.errorbar(g[:, 0], g[:, 1], yerr=[g[:, 1] - g[:, 2], g[:, 3] - g[:, 1]], fmt="o-", capsize=4,
+                       color="tab:green", label="paired gain, 95 % CI")
+    right.axhline(0.0, color="black", lw=0.8)
+    right.set_ylabel(f"return − {pts[0]['label']} (same episodes)")
+    right.set_title("paired gain over the start", fontsize=10)
+    for ax in (left, right):
+        ax.set_xlabel(summary["curve"]["x"])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
 def write_report(summary: dict[str, Any], prefix: Path) -> dict[str, Path]:
     """Write ``PREFIX.json``, ``PREFIX.md``, ``PREFIX.png`` and ``PREFIX_episodes.csv``; return their paths."""
     paths = report_paths(prefix)
     paths["json"].parent.mkdir(parents=True, exist_ok=True)
     paths["json"].write_text(json.dumps(summary, indent=2))
     paths["md"].write_text(markdown_table(summary))
-    box_plot(summary, paths["png"])
+    (curve_plot if summary.get("curve") else box_plot)(summary, paths["png"])
     with paths["csv"].open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["entry", "checkpoint", "controller", "episode", "env_seed", "return", "agent_steps"])
