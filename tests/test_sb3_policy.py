@@ -382,12 +382,12 @@ def test_lml_rows_do_not_depend_on_the_batch() -> None:
         torch.testing.assert_close(parts, whole, atol=1e-6, rtol=0)
 
 
-def _ratio_at_the_shipped_batch_sizes(ckpt: Path) -> float:
+def _ratio_at_the_shipped_batch_sizes(ckpt: Path, **policy_kwargs: object) -> float:
     """Collect 128 samples with 4 environments and compute PPO's ratio on them in one minibatch of 128, the batch
     sizes of configs/ppo/cartpole_swingup.yaml; return the largest |ratio - 1|."""
     env = make_belief_vec_env(ckpt, n_envs=4, seed=0)
     model = PPO(EmbeddedDCEMPolicy, env, n_steps=32, batch_size=128, n_epochs=1, seed=0, device="cpu",
-                policy_kwargs=dict(checkpoint=str(ckpt)))
+                policy_kwargs=dict(checkpoint=str(ckpt), **policy_kwargs))
     probe = _RatioProbe()
     probe.batch_size = 128
     model.learn(128, callback=probe)
@@ -395,9 +395,45 @@ def _ratio_at_the_shipped_batch_sizes(ckpt: Path) -> float:
     return probe.max_deviation[0]
 
 
-def test_ratio_is_one_at_the_shipped_batch_sizes(phase2_checkpoint: Path) -> None:
-    """Collection 4 rows at a time, update 128 at a time, with the debug checkpoint's small planner."""
-    assert _ratio_at_the_shipped_batch_sizes(phase2_checkpoint) < 1e-5
+@pytest.mark.parametrize("arm", [{}, {"grad_iters": 1}, {"value_input": "belief+plan"}, {"learn_log_std": True},
+                                 {"train_components": ["decoder", "reward", "transition"]}],
+                         ids=["default", "grad_iters=1", "value=belief+plan", "learned_std", "+transition"])
+def test_ratio_is_one_at_the_shipped_batch_sizes(phase2_checkpoint: Path, arm: dict) -> None:
+    """Collection 4 rows at a time, update 128 at a time, with the debug checkpoint's small planner, for every policy
+    option the PPO study varies."""
+    assert _ratio_at_the_shipped_batch_sizes(phase2_checkpoint, **arm) < 1e-5
+
+
+def test_value_network_on_belief_and_planned_return(phase2_checkpoint: Path, tmp_path: Path) -> None:
+    """value_input="belief+plan": V sees the plan's predicted return per step; the value loss trains the value
+    network only (the planned return is a constant to it); the option survives save and load."""
+    model = _ppo(phase2_checkpoint, value_input="belief+plan")
+    policy = model.policy
+    belief_dim = policy.world_model.belief_dim
+    assert policy.mlp_extractor.value_net[0].in_features == belief_dim + 1
+    obs = torch.as_tensor(model.env.reset())
+    mean, planned = policy.plan(obs)
+    assert planned.shape == (obs.shape[0], 1) and not planned.requires_grad
+    actions = policy.controller.plan(obs[:, :-1], noise=policy.planner_noise(obs[:, -1])).actions.detach()
+    from dcem_agents.planning.mpc import imagined_return_cost
+
+    expected = -imagined_return_cost(policy.world_model, obs[:, :-1])(actions.unsqueeze(1)) / actions.shape[1]
+    torch.testing.assert_close(planned, expected)
+    values, _, _ = policy.evaluate_actions(obs, torch.zeros(obs.shape[0], 1))
+    torch.testing.assert_close(values, policy.predict_values(obs))
+    shifted = policy.value_net(policy.mlp_extractor.forward_critic(torch.cat([obs[:, :-1], planned + 1.0], -1)))
+    assert not torch.allclose(shifted, values)  # the planned return is an input that matters
+    policy.optimizer.zero_grad()
+    values.sum().backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in policy.decoder.parameters())
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in policy.world_model.parameters())
+    model.learn(32)
+    model.save(tmp_path / "agent.zip")
+    loaded = PPO.load(tmp_path / "agent.zip", device="cpu")
+    assert loaded.policy.value_input == "belief+plan"
+    torch.testing.assert_close(loaded.policy.predict_values(obs), model.policy.predict_values(obs))
+    with pytest.raises(ValueError, match="value_input must be one of belief, belief\\+plan"):
+        _ppo(phase2_checkpoint, value_input="plan")
 
 
 @pytest.mark.slow

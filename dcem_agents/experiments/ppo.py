@@ -83,6 +83,8 @@ class PolicySettings:
     learn_log_std: bool = field(False, help="learn the state-independent log std (False: fixed, as the paper's 0.1)")
     std_init: float = field(0.1, help="initial (or fixed) std of the Gaussian policy")
     value_arch: list[int] = field(default_factory=lambda: [64, 64], help="value network widths")
+    value_input: Literal["belief", "belief+plan"] = field("belief", help="what the value network sees: the belief, or "
+                                                                          "also the plan's predicted return per step")
     precision: Literal["fp32", "bf16"] | None = field(None, help="planner rollout arithmetic (null: fp32, which keeps PPO's ratio at 1)")
     compile: bool = field(False, help="torch.compile the planner's rollout")
     grad_iters: int | None = field(None, help="backpropagate through the last grad_iters DCEM iterations only (null: "
@@ -137,7 +139,7 @@ def _policy_kwargs(cfg: Config) -> dict[str, Any]:
     p = cfg.policy
     return EmbeddedDCEMPolicy.policy_kwargs(cfg.phase2_checkpoint, train_components=list(p.train_components),
                 learn_log_std=p.learn_log_std, log_std_init=math.log(p.std_init), value_arch=list(p.value_arch),
-                precision=p.precision, compile=p.compile, grad_iters=p.grad_iters)
+                precision=p.precision, compile=p.compile, grad_iters=p.grad_iters, value_input=p.value_input)
 
 
 def validate(cfg: Config) -> None:

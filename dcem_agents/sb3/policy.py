@@ -6,7 +6,8 @@ the diagonal Gaussian
 
     π_θ(u | b) = N(u; f_dec(ẑ(b))_1, diag(σ²)),      σ = exp(log_std), state independent (learned or fixed),
 
-with a separate value network ``V(b)`` (an MLP on the belief). PPO's loss reaches the model-based components through
+with a separate value network: ``V(b)``, an MLP on the belief, or with ``value_input="belief+plan"``
+``V(b, R̂/H)``, which also sees the return the model predicts for the plan (per step, not differentiated). PPO's loss reaches the model-based components through
 DCEM and the model rollout; which ones it trains is the ``train_components`` argument (default: the decoder and the
 reward head, as the paper); the others are frozen — no gradient and not in the optimizer.
 
@@ -43,11 +44,15 @@ from torch import Tensor, nn
 
 from dcem_agents.math.counter_noise import counter_normal
 from dcem_agents.planning.latent_mpc import LatentDCEMController
+from dcem_agents.planning.mpc import imagined_return_cost
 from dcem_agents.planning.runtime import PlannerRuntime
 from dcem_agents.sb3.belief_env import SEED_RANGE
 from dcem_agents.training.components import architecture, load_components, resolve_components
 
-__all__ = ["COMPONENTS", "EmbeddedDCEMPolicy"]
+__all__ = ["COMPONENTS", "VALUE_INPUTS", "EmbeddedDCEMPolicy"]
+
+#: what the value network can see
+VALUE_INPUTS = ("belief", "belief+plan")
 
 #: trainable component name -> attribute path on the policy
 COMPONENTS = {
@@ -72,6 +77,9 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
     :param learn_log_std: learn the state-independent log std (False keeps ``log_std_init``, e.g. log 0.1).
     :param log_std_init: initial log std of the Gaussian.
     :param value_arch: hidden layer widths of the value network on the belief.
+    :param value_input: what the value network sees: ``"belief"``, or ``"belief+plan"``, the belief and the plan's
+        predicted return per step ``R̂/H = -cost(f_dec(ẑ)) / H`` (a constant to the value loss: no gradient reaches
+        the model through it).
     :param n_samples: override the planner's samples per iteration (None: the checkpoint's).
     :param n_iters: override the planner's iterations (None: the checkpoint's).
     :param precision: the planner's rollout precision, ``fp32`` (None, the default) or ``bf16``. PPO's ratio is 1 at
@@ -100,8 +108,11 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         precision: str | None = None,
         compile: bool = False,
         grad_iters: int | None = None,
+        value_input: str = "belief",
         **kwargs: Any,
     ) -> None:
+        if value_input not in VALUE_INPUTS:
+            raise ValueError(f"value_input must be one of {', '.join(VALUE_INPUTS)}, got {value_input!r}")
         if checkpoint is None and architecture is None:
             raise ValueError("EmbeddedDCEMPolicy needs policy_kwargs=EmbeddedDCEMPolicy.policy_kwargs(PATH) (or "
                              "dict(checkpoint=PATH)) of a phase-2 (dcem) checkpoint")
@@ -116,6 +127,7 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         self.train_components = tuple(train_components)
         self.learn_log_std = bool(learn_log_std)
         self.value_arch = tuple(int(v) for v in value_arch)
+        self.value_input = value_input
         self.n_samples_override, self.n_iters_override, self.grad_iters = n_samples, n_iters, grad_iters
         self.precision, self.compile_planner = precision, bool(compile)  # nn.Module.compile is a method
         self.runtime = PlannerRuntime(precision=precision or "fp32", compile=self.compile_planner)
@@ -176,8 +188,8 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
             settings = replace(settings, n_samples=self.n_samples_override or settings.n_samples,
                                n_iters=self.n_iters_override or settings.n_iters, grad_iters=self.grad_iters)
         self.planner_settings = settings
-        # SB3's value branch: an MLP on the belief (the seed column is not a feature)
-        self.features_dim = comps.model.belief_dim
+        # SB3's value branch: an MLP on the belief (the seed column is not a feature), and the plan's return
+        self.features_dim = comps.model.belief_dim + (self.value_input == "belief+plan")
         self._build_mlp_extractor()
         self.value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
         assert isinstance(self.action_dist, DiagGaussianDistribution)
@@ -205,7 +217,7 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         data.update(checkpoint=self.checkpoint, architecture=self.architecture, train_components=list(self.train_components),
                     learn_log_std=self.learn_log_std, value_arch=list(self.value_arch),
                     n_samples=self.n_samples_override, n_iters=self.n_iters_override, grad_iters=self.grad_iters,
-                    precision=self.precision, compile=self.compile_planner)
+                    precision=self.precision, compile=self.compile_planner, value_input=self.value_input)
         return data
 
     @property
@@ -240,35 +252,48 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         t, _, n, d = self.controller.noise_shape(1)
         return counter_normal(seeds, (t, n, d), self.log_std.dtype).transpose(0, 1)
 
+    def plan(self, obs: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The DCEM plan from each belief: its first action ``f_dec(ẑ(b))_1`` (B, A), differentiable, and (with
+        ``value_input="belief+plan"``, else None) its predicted return per step ``R̂/H`` (B, 1), without gradient."""
+        belief, seeds = self.split_observation(obs)
+        actions = self.controller.plan(belief, noise=self.planner_noise(seeds)).actions
+        if self.value_input == "belief":
+            return actions[:, 0], None
+        with torch.no_grad():
+            cost = imagined_return_cost(self.world_model, belief, self.runtime)(actions.detach().unsqueeze(1))
+        return actions[:, 0], -cost / actions.shape[1]
+
     def mean_action(self, obs: Tensor) -> Tensor:
         """``f_dec(ẑ(b))_1`` (B, A): the first action of the DCEM plan from each belief, differentiable."""
-        belief, seeds = self.split_observation(obs)
-        return self.controller.plan(belief, noise=self.planner_noise(seeds)).actions[:, 0]
+        return self.plan(obs)[0]
 
-    def _distribution(self, obs: Tensor) -> Distribution:
-        return self.action_dist.proba_distribution(self.mean_action(obs), self.log_std)
-
-    def _values(self, obs: Tensor) -> Tensor:
+    def _values(self, obs: Tensor, planned: Tensor | None = None) -> Tensor:
+        """``V`` (B, 1) of the belief, and of the plan's return ``planned`` (B, 1) with ``value_input="belief+plan"``
+        (None: planned here)."""
         belief, _ = self.split_observation(obs)
+        if self.value_input == "belief+plan":
+            belief = torch.cat([belief, self.plan(obs)[1] if planned is None else planned], dim=-1)
         return self.value_net(self.mlp_extractor.forward_critic(belief))
 
     # ---------------------------------------------------------------- SB3's policy contract
     def forward(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """Actions, values and log-probabilities for a batch of observations (collection time)."""
         obs = self.obs_to_float(obs)
-        dist = self._distribution(obs)
+        mean, planned = self.plan(obs)
+        dist = self.action_dist.proba_distribution(mean, self.log_std)
         actions = dist.get_actions(deterministic=deterministic)
-        return actions.reshape((-1, *self.action_space.shape)), self._values(obs), dist.log_prob(actions)
+        return actions.reshape((-1, *self.action_space.shape)), self._values(obs, planned), dist.log_prob(actions)
 
     def evaluate_actions(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Values, log-probabilities of ``actions`` and entropy (update time; gradients reach the trained components)."""
         obs = self.obs_to_float(obs)
-        dist = self._distribution(obs)
-        return self._values(obs), dist.log_prob(actions), dist.entropy()
+        mean, planned = self.plan(obs)
+        dist = self.action_dist.proba_distribution(mean, self.log_std)
+        return self._values(obs, planned), dist.log_prob(actions), dist.entropy()
 
     def get_distribution(self, obs: Tensor) -> Distribution:
         """The Gaussian around the planned first action."""
-        return self._distribution(self.obs_to_float(obs))
+        return self.action_dist.proba_distribution(self.mean_action(self.obs_to_float(obs)), self.log_std)
 
     def predict_values(self, obs: Tensor) -> Tensor:
         """``V(b)`` (B, 1)."""
