@@ -26,6 +26,13 @@ step 0 (the same policy with the phase-2 weights); the other --entry flags apply
 writes the comparison files, PREFIX.png being the curve (mean with 95 % CI, and the paired gain over step 0 with its
 95 % CI). Default steps: 0, the first checkpoints at or after 5k, 10k, 25k and 50k, and the newest.
 
+The arms of a study (``train.py --study``), each arm's final checkpoint on the same episodes; in a study of PPO arms
+the first entry is the controller they started from, so each arm's paired difference is its gain::
+
+    python evaluate.py --study STUDY_DIR [--episodes N] [--seed S] [--out PREFIX]
+
+(default episodes, seed and PREFIX: the study file's ``evaluation`` section.)
+
 One checkpoint with its experiment's own evaluation (JSON)::
 
     python evaluate.py --checkpoint PATH [--controller NAME] [--episodes N] [--seed S] [--out FILE.json]
@@ -65,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--checkpoint", type=Path, help="one checkpoint, evaluated by its experiment")
     what.add_argument("--sweep", type=Path, action="append", metavar="SWEEP_DIR",
                       help="aggregate the seeds of a sweep folder (train.py --seeds); repeat to compare sweeps")
+    what.add_argument("--study", type=Path, metavar="STUDY_DIR",
+                      help="compare the finished arms of a study folder (train.py --study) on the same episodes")
     what.add_argument("--ppo-curve", type=Path, metavar="RUN_DIR",
                       help="the learning curve of a ppo run folder: its SB3 checkpoints on the same episodes")
     p.add_argument("--steps", type=int, nargs="+", default=None, metavar="S",
@@ -76,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --sweep: also report the share of seeds reaching this return and the median steps to it")
     p.add_argument("--controller", default=None,
                    help="with --checkpoint: controller(s) (default: the checkpoint's own)")
-    p.add_argument("--episodes", type=int, default=100, help="episodes per entry / initial states (default: 100)")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="episodes per entry / initial states (default: 100; with --study, the study file's)")
     p.add_argument("--seed", type=int, default=None,
                    help="environment seed of the first episode; episode i uses seed + i (default: 4000000 with "
                         "--entry, apart from training's seeds; 0 with --checkpoint)")
@@ -119,7 +129,7 @@ def _single(args: argparse.Namespace) -> int:
         print(f"evaluate.py: experiment {checkpoint['experiment']!r} has no evaluation", file=sys.stderr)
         return 2
     seed = 0 if args.seed is None else args.seed
-    options = EvalOptions(args.controller, args.episodes, seed, args.out, args.device)
+    options = EvalOptions(args.controller, args.episodes or 100, seed, args.out, args.device)
     try:
         result = module.evaluate(checkpoint, options)
     except ValueError as e:  # e.g. a controller the checkpoint cannot provide
@@ -164,17 +174,28 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
 
     from dcem_agents.evaluation.ppo_curve import curve_specs
 
+    from dcem_agents.evaluation.study import study_specs
+
     default = Path("results/comparison") if args.ppo_curve is None else args.ppo_curve / "ppo_curve"
-    out = args.out or default
-    if out.suffix in (".json", ".md", ".png", ".csv"):
-        out = out.with_suffix("")
+    episodes, seed, n_envs = args.episodes or 100, DEFAULT_SEED if args.seed is None else args.seed, args.n_envs or 10
     try:
+        steps = None
         if args.ppo_curve is not None:
             specs, steps = curve_specs(args.ppo_curve, args.steps)
+        elif args.study is not None:
+            specs, study, left_out = study_specs(args.study)
+            if left_out:
+                logging.getLogger("evaluate").warning("arms %s have not finished and are left out", " ".join(left_out))
+            ev = study.evaluation
+            default = Path(ev.out) if ev.out else args.study / "comparison"
+            episodes = args.episodes or ev.episodes
+            seed, n_envs = ev.seed if args.seed is None else args.seed, args.n_envs or ev.n_envs
         else:
-            specs, steps = [parse_entry(e) for e in args.entry], None
-        summary = compare(specs, out, episodes=args.episodes, seed=DEFAULT_SEED if args.seed is None else args.seed,
-                          n_envs=args.n_envs or 10, device=resolve_device(args.device), video=args.video,
+            specs = [parse_entry(e) for e in args.entry]
+        out = args.out or default
+        if out.suffix in (".json", ".md", ".png", ".csv"):
+            out = out.with_suffix("")
+        summary = compare(specs, out, episodes=episodes, seed=seed, n_envs=n_envs, device=resolve_device(args.device), video=args.video,
                           command=shlex.join(["python", "evaluate.py", *argv]), runtime=args.planner_runtime,
                           independent_batches=args.independent_batches, ray=args.ray, workers=args.workers,
                           curve_steps=steps)
@@ -191,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.episodes < 1:
+    if args.episodes is not None and args.episodes < 1:
         parser.error("--episodes must be >= 1")
     if args.n_envs is not None and args.n_envs < 1:
         parser.error("--n-envs must be >= 1")
@@ -221,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
                          "comparison report), not --checkpoint")
         return _single(args)
     if args.controller is not None:
-        parser.error("with --entry or --ppo-curve, name no --controller (an entry names its own: PATH:CONTROLLER)")
+        parser.error("with --entry, --study or --ppo-curve, name no --controller (an entry names its own: "
+                     "PATH:CONTROLLER)")
     if args.workers is not None and (args.ray != "local" or args.workers < 1):
         parser.error("--workers N (N >= 1) goes with --ray (a local Ray)")
     if args.ray is not None and args.video:

@@ -12,6 +12,10 @@ files the preset names (``results_json``, ``export_checkpoint``, ``export_progre
 ``<runs>/<experiment>-<name>-sweep-<time>/seed<k>/`` (:mod:`dcem_agents.training.sweep`): ``--workers N`` seeds at
 once on this machine, or each seed a Ray task with ``--ray`` (a local Ray) or ``--ray ADDRESS`` (a cluster). The same
 command with ``--sweep-dir THAT_SWEEP`` resumes the seeds that had not finished; ``evaluate.py --sweep`` aggregates them.
+
+``--study configs/studies/X.yaml`` runs the arms of a study (a base preset, each arm with its own overrides) into
+one study folder ``<runs>/study-<name>-<time>/<arm>/`` (:mod:`dcem_agents.training.study`), ``--workers N`` arms at
+once; ``--study-dir THAT_STUDY`` resumes the arms that had not finished; ``evaluate.py --study`` compares them.
 """
 
 from __future__ import annotations
@@ -99,7 +103,21 @@ def main(argv: list[str] | None = None) -> int:
                             "pip install -e '.[ray]'")
     sweep.add_argument("--sweep-dir", type=Path, default=None,
                        help="resume this sweep folder: the seeds not finished continue from their checkpoints")
+    study = parser.add_argument_group("a study (arms of one preset, each with its own overrides)")
+    study.add_argument("--study", type=Path, default=None, metavar="FILE",
+                       help="run every arm of this study file (configs/studies/); --workers arms at once")
+    study.add_argument("--study-dir", type=Path, default=None,
+                       help="resume this study folder: the arms not finished continue from their checkpoints")
     args = parser.parse_args(argv)
+    if args.study is not None or args.study_dir is not None:
+        if args.config or args.overrides or args.seeds or args.sweep_dir or args.run_dir or args.publish or args.ray \
+                or args.help_config:
+            parser.error("--study/--study-dir run a study file's arms: --config, --set, --seeds, --sweep-dir, "
+                         "--run-dir, --publish, --ray and --help-config do not apply")
+        if args.workers is not None and args.workers < 1:
+            parser.error(f"--workers must be >= 1, got {args.workers}")
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return run_study(args)
     if args.sweep_dir is not None and not (args.sweep_dir / "sweep.json").is_file():
         print(f"train.py: not a sweep folder (no sweep.json): {args.sweep_dir}", file=sys.stderr)
         return 2
@@ -286,6 +304,73 @@ def run_sweep(args: argparse.Namespace, cfg: object) -> int:
               f"command with --sweep-dir {sweep_dir} resumes them", file=sys.stderr)
         return 1
     log.info("every seed finished; aggregate them with: python evaluate.py --sweep %s", sweep_dir)
+    return 0
+
+
+def run_study(args: argparse.Namespace) -> int:
+    """``--study`` / ``--study-dir``: validate every arm, create or resume the study folder, run the arms not finished
+    (see :mod:`dcem_agents.training.study`)."""
+    from tqdm.auto import tqdm
+
+    from dcem_agents.training.study import (arm_config, create_study, load_study, read_states, write_arm_config,
+                                            write_states)
+    from dcem_agents.training.sweep import SeedTask, run_local
+
+    log = logging.getLogger("train")
+    if args.study_dir is not None and not (args.study_dir / "study.yaml").is_file():
+        print(f"train.py: not a study folder (no study.yaml): {args.study_dir}", file=sys.stderr)
+        return 2
+    study_file = args.study if args.study is not None else args.study_dir / "study.yaml"
+    try:
+        study = load_study(study_file)
+    except ConfigError as e:
+        print(f"train.py: study error: {e}", file=sys.stderr)
+        return 2
+    resolved: dict[str, dict] = {}
+    for arm in study.arms:  # every arm's inputs, before any folder exists
+        try:
+            raw = arm_config(study, arm)
+            module = get_experiment(str(raw.get("experiment")))
+            cfg = build(module.Config, raw)
+            validate_inputs(cfg, check_checkpoints=True, module=module)
+            resolved[arm] = to_dict(cfg)
+        except Exception as e:  # noqa: BLE001 - one line for anything an arm gets wrong
+            if args.debug:
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"train.py: {study_file}: arm {arm!r}: {first}", file=sys.stderr)
+            return 2
+    try:
+        study_dir = (args.study_dir or create_study(args.runs_dir, study_file, study)).resolve()
+        states = read_states(study_dir)
+    except ValueError as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        return 2
+    log.info("study folder: %s", study_dir)
+    pending = [arm for arm in study.arms if states.get(arm, {}).get("state") != "finished"]
+    tasks = [SeedTask(i, ("train.py", "--config", str(write_arm_config(study_dir, arm, resolved[arm])), "--run-dir",
+                          str(study_dir / arm)), str(ROOT), str(study_dir / arm / "train.log"))
+             for i, arm in enumerate(pending)]
+    bar = tqdm(total=len(study.arms), initial=len(study.arms) - len(tasks), desc="study", unit="arm")
+
+    def done(i: int, code: int, seconds: float) -> None:
+        arm = pending[i]
+        states[arm] = {"state": "finished" if code == 0 else "failed", "returncode": code, "seconds": round(seconds, 1)}
+        write_states(study_dir, states)
+        bar.update(1)
+        log.info("arm %s %s after %.0f s (%s)", arm, states[arm]["state"], seconds, study_dir / arm / "train.log")
+
+    try:
+        run_local(tasks, args.workers or 1, done)
+    finally:
+        bar.close()
+    print(json.dumps({"study_dir": str(study_dir), "arms": states}, indent=2))
+    unfinished = [arm for arm in study.arms if states.get(arm, {}).get("state") != "finished"]
+    if unfinished:
+        print(f"train.py: arms {' '.join(unfinished)} did not finish (see their train.log); --study-dir {study_dir} "
+              "resumes them", file=sys.stderr)
+        return 1
+    log.info("every arm finished; compare them with: python evaluate.py --study %s", study_dir)
     return 0
 
 

@@ -2,11 +2,13 @@
 fast, timed in the same run.
 
     python benchmarks/bench_ppo.py [--config configs/ppo/cartpole_swingup.yaml] [--runtimes reference bf16]
-                                   [--grad-iters K ...] [--threads 1] [--repeats 3]
+                                   [--grad-iters K ...] [--update-iters K ...] [--threads 1] [--repeats 3]
                                    [--out results/ppo_sample_benchmark.json]
 
 ``--grad-iters K ...`` also times each runtime with the policy's truncated differentiation (``policy.grad_iters``:
-the update backpropagates through the last K DCEM iterations only; the actions are the same).
+the update backpropagates through the last K DCEM iterations only; the actions are the same). ``--update-iters K ...``
+times ``policy.update_iters``: the update re-plans only the last K iterations, from the distribution kept at
+collection (the minibatch is collected first, so every row has one).
 
 One PPO agent step costs its share of a collection call (the policy's forward pass, no gradient, for ``n_envs``
 environments at once) and ``n_epochs`` shares of an update (``evaluate_actions`` on a minibatch of ``batch_size``,
@@ -48,8 +50,9 @@ def reference_noise(policy: EmbeddedDCEMPolicy, seeds: torch.Tensor) -> torch.Te
     return torch.stack(rows, 1)
 
 
-def make_policy(cfg: ppo.Config, runtime: str, grad_iters: int | None = None) -> EmbeddedDCEMPolicy:
-    """The preset's policy with ``runtime`` and ``grad_iters``; ``reference`` also gets the per-row-generator noise."""
+def make_policy(cfg: ppo.Config, runtime: str, **options: int) -> EmbeddedDCEMPolicy:
+    """The preset's policy with ``runtime`` and policy ``options`` (``grad_iters``, ``update_iters``); ``reference``
+    also gets the per-row-generator noise."""
     comps = load_components(cfg.phase2_checkpoint)
     import gymnasium as gym
 
@@ -58,7 +61,7 @@ def make_policy(cfg: ppo.Config, runtime: str, grad_iters: int | None = None) ->
     kwargs = ppo._policy_kwargs(cfg)
     kwargs["precision"] = None if runtime == "reference" else RUNTIME_PRESETS[runtime].precision
     kwargs["compile"] = RUNTIME_PRESETS[runtime].compile
-    kwargs["grad_iters"] = grad_iters
+    kwargs.update(options)
     policy = EmbeddedDCEMPolicy(obs_space, act_space, lambda _: cfg.ppo.learning_rate, **kwargs)
     policy.runtime = RUNTIME_PRESETS[runtime]
     if runtime == "reference":
@@ -113,6 +116,8 @@ def main() -> None:
     parser.add_argument("--runtimes", nargs="+", default=["reference", "bf16"], choices=sorted(RUNTIME_PRESETS))
     parser.add_argument("--grad-iters", type=int, nargs="*", default=[],
                         help="also time each runtime backpropagating through the last K DCEM iterations only")
+    parser.add_argument("--update-iters", type=int, nargs="*", default=[],
+                        help="also time each runtime re-planning the last K DCEM iterations only at update time")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
@@ -126,10 +131,11 @@ def main() -> None:
     print(f"{'runtime':26s} {'collect s':>10s} {'update s':>9s} {'s/agent step':>13s} {'speed-up':>8s}")
     first = None
     for rt in args.runtimes:
-        for grad_iters in [None, *args.grad_iters]:
-            name = rt if grad_iters is None else f"{rt} grad_iters={grad_iters}"
+        variants = [{}] + [{"grad_iters": k} for k in args.grad_iters] + [{"update_iters": k} for k in args.update_iters]
+        for options in variants:
+            name = " ".join([rt, *(f"{k}={v}" for k, v in options.items())])
             torch.manual_seed(0)
-            r = time_policy(make_policy(cfg, rt, grad_iters), cfg, args.repeats)
+            r = time_policy(make_policy(cfg, rt, **options), cfg, args.repeats)
             result["runtimes"][name] = r
             first = first or r  # the speed-up is against the first row (reference when it is timed)
             r["speedup_vs_first"] = first["s_per_agent_step"] / r["s_per_agent_step"]

@@ -81,7 +81,9 @@ def test_describe_lists_every_key() -> None:
     assert "learning rate" in text
 
 
-PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+PRESETS = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "studies")
+STUDIES = sorted((CONFIGS / "studies").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -90,6 +92,20 @@ def test_every_shipped_preset_validates(preset: Path) -> None:
 
     raw = load_yaml(preset)
     build(get_experiment(raw["experiment"]).Config, raw)
+
+
+@pytest.mark.parametrize("study", STUDIES, ids=lambda p: p.name)
+def test_every_arm_of_every_shipped_study_validates(study: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dcem_agents.experiments import get_experiment
+    from dcem_agents.training.study import arm_config, load_study
+
+    monkeypatch.chdir(CONFIGS.parent)  # the base preset is named from the repository root
+    spec = load_study(study)
+    assert spec.arms
+    for arm in spec.arms:
+        raw = arm_config(spec, arm)
+        cfg = build(get_experiment(raw["experiment"]).Config, raw)
+        assert cfg.name == f"{spec.name}-{arm}" and cfg.seed == spec.seed
 
 
 def test_every_experiment_starts_with_the_shared_run_header() -> None:

@@ -395,9 +395,10 @@ def _ratio_at_the_shipped_batch_sizes(ckpt: Path, **policy_kwargs: object) -> fl
     return probe.max_deviation[0]
 
 
-@pytest.mark.parametrize("arm", [{}, {"grad_iters": 1}, {"value_input": "belief+plan"}, {"learn_log_std": True},
-                                 {"train_components": ["decoder", "reward", "transition"]}],
-                         ids=["default", "grad_iters=1", "value=belief+plan", "learned_std", "+transition"])
+@pytest.mark.parametrize("arm", [{}, {"grad_iters": 1}, {"update_iters": 1}, {"value_input": "belief+plan"},
+                                 {"learn_log_std": True}, {"train_components": ["decoder", "reward", "transition"]}],
+                         ids=["default", "grad_iters=1", "update_iters=1", "value=belief+plan", "learned_std",
+                              "+transition"])
 def test_ratio_is_one_at_the_shipped_batch_sizes(phase2_checkpoint: Path, arm: dict) -> None:
     """Collection 4 rows at a time, update 128 at a time, with the debug checkpoint's small planner, for every policy
     option the PPO study varies."""
@@ -499,3 +500,32 @@ def test_truncated_planner_gradient_keeps_the_actions_and_the_ratio(phase2_check
     probe = _RatioProbe()
     model.learn(64, callback=probe)
     assert len(probe.max_deviation) >= 4 and max(probe.max_deviation) < 1e-5
+
+
+def test_update_time_replanning_resumes_from_the_collection_time_distribution(phase2_checkpoint: Path) -> None:
+    """update_iters=1: collection keeps each observation's distribution before the last iteration; the update
+    re-plans that iteration only. Same actions as the full plan at the start (the ratio is 1), a gradient to the
+    decoder, stale earlier iterations once the parameters move, and a fresh set of starts each rollout."""
+    model = _ppo(phase2_checkpoint, update_iters=1)
+    policy, full = model.policy, _ppo(phase2_checkpoint).policy
+    obs = torch.as_tensor(model.env.reset())
+    policy.set_training_mode(False)
+    with torch.no_grad():
+        collected, _, _ = policy(obs, deterministic=True)
+    assert len(policy._starts) == obs.shape[0]
+    policy.set_training_mode(True)
+    resumed, _ = policy.plan(obs, reuse=True)
+    torch.testing.assert_close(resumed, full.mean_action(obs), atol=1e-6, rtol=0)
+    torch.testing.assert_close(collected, resumed.detach(), atol=1e-6, rtol=0)
+    resumed.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.decoder.parameters())
+    with torch.no_grad():  # move the decoder: the re-plan keeps its collection-time start, a full plan does not
+        for p in policy.decoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    stale, _ = policy.plan(obs, reuse=True)
+    fresh, _ = policy.plan(obs)
+    assert not torch.allclose(stale, fresh, atol=1e-4)
+    policy.set_training_mode(False)  # the next rollout starts: the kept distributions are dropped
+    assert policy._starts == {}
+    with pytest.raises(ValueError, match="update_iters=3 exceeds the planner.s 2 iterations"):
+        _ppo(phase2_checkpoint, update_iters=3)

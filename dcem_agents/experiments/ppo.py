@@ -83,6 +83,8 @@ class PolicySettings:
     learn_log_std: bool = field(False, help="learn the state-independent log std (False: fixed, as the paper's 0.1)")
     std_init: float = field(0.1, help="initial (or fixed) std of the Gaussian policy")
     value_arch: list[int] = field(default_factory=lambda: [64, 64], help="value network widths")
+    update_iters: int | None = field(None, help="at update time re-plan only the last update_iters DCEM iterations, "
+                                                "from the collection-time distribution (null: in full); cheaper updates")
     value_input: Literal["belief", "belief+plan"] = field("belief", help="what the value network sees: the belief, or "
                                                                           "also the plan's predicted return per step")
     precision: Literal["fp32", "bf16"] | None = field(None, help="planner rollout arithmetic (null: fp32, which keeps PPO's ratio at 1)")
@@ -93,6 +95,8 @@ class PolicySettings:
     def __post_init__(self) -> None:
         if self.grad_iters is not None and self.grad_iters < 1:
             raise ValueError(f"policy.grad_iters must be >= 1 (or null: all iterations), got {self.grad_iters}")
+        if self.update_iters is not None and self.update_iters < 1:
+            raise ValueError(f"policy.update_iters must be >= 1 (or null: plan in full), got {self.update_iters}")
         if self.std_init <= 0:
             raise ValueError(f"policy.std_init must be > 0, got {self.std_init}")
         unknown = [c for c in self.train_components if c not in COMPONENTS]
@@ -139,15 +143,19 @@ def _policy_kwargs(cfg: Config) -> dict[str, Any]:
     p = cfg.policy
     return EmbeddedDCEMPolicy.policy_kwargs(cfg.phase2_checkpoint, train_components=list(p.train_components),
                 learn_log_std=p.learn_log_std, log_std_init=math.log(p.std_init), value_arch=list(p.value_arch),
-                precision=p.precision, compile=p.compile, grad_iters=p.grad_iters, value_input=p.value_input)
+                precision=p.precision, compile=p.compile, grad_iters=p.grad_iters, value_input=p.value_input,
+                update_iters=p.update_iters)
 
 
 def validate(cfg: Config) -> None:
-    """Before a run starts: ``policy.grad_iters`` must not exceed the phase-2 planner's iterations."""
+    """Before a run starts: ``policy.grad_iters`` and ``policy.update_iters`` must not exceed the phase-2 planner's
+    iterations."""
     n_iters = load_checkpoint(cfg.phase2_checkpoint, "dcem")["config"]["planner"]["n_iters"]
-    if cfg.policy.grad_iters is not None and cfg.policy.grad_iters > n_iters:
-        raise ValueError(f"policy.grad_iters={cfg.policy.grad_iters} exceeds the {n_iters} iterations of the phase-2 "
-                         f"planner ({cfg.phase2_checkpoint})")
+    for key in ("grad_iters", "update_iters"):
+        value = getattr(cfg.policy, key)
+        if value is not None and value > n_iters:
+            raise ValueError(f"policy.{key}={value} exceeds the {n_iters} iterations of the phase-2 planner "
+                             f"({cfg.phase2_checkpoint})")
 
 
 def train(cfg: Config, run_dir: Path) -> dict:

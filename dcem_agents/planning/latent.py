@@ -92,6 +92,7 @@ def latent_plan(
     noise: Tensor | None = None,
     callback: Callable[[CEMIterate], None] | None = None,
     grad_iters: int | None = None,
+    start: tuple[Tensor, Tensor] | None = None,
 ) -> LatentPlan:
     """Solve eq. (8) for ``n_batch`` problems with (D)CEM over ``z ∈ [-latent_bound, latent_bound]^d``.
 
@@ -111,6 +112,10 @@ def latent_plan(
     :param noise: optional pre-drawn noise ``(n_iters, B, n_samples, d)`` (replays a plan exactly).
     :param callback: receives every :class:`~dcem_agents.math.CEMIterate` (samples are latent points).
     :param grad_iters: differentiate through the last ``grad_iters`` iterations only (None: all).
+    :param start: the sampling distribution to start from, ``(mean (B, d), std (B, d))``, instead of the box centre
+        and ``init_std``: the state after some iterations of an earlier call (its callback's
+        :class:`~dcem_agents.math.CEMIterate` ``mean`` and ``std``). With that call's remaining noise, the last
+        ``n_iters`` iterations are replayed, and differentiated with the start as a constant.
     :return: a :class:`LatentPlan`; gradients flow into the decoder and the cost when ``temperature`` is set.
     """
     latent_dim = int(decoder.latent_dim)
@@ -129,8 +134,8 @@ def latent_plan(
         temperature=temperature,
         lower=-latent_bound,
         upper=latent_bound,
-        init_mean=torch.zeros(latent_dim, device=ref.device, dtype=ref.dtype),
-        init_std=init_std,
+        init_mean=torch.zeros(latent_dim, device=ref.device, dtype=ref.dtype) if start is None else start[0],
+        init_std=init_std if start is None else start[1],
         normalize=normalize,
         generator=generator,
         noise=noise,

@@ -18,9 +18,12 @@ can swap it with :class:`~dcem_agents.planning.mpc.CEMController`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
+from dcem_agents.math import CEMIterate
 from dcem_agents.models.decoder import LatentActionDecoder
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.latent import LatentCEMSettings, LatentPlan, latent_plan
@@ -70,23 +73,36 @@ class LatentDCEMController:
         ref = next(self.model.parameters())
         return torch.randn(self.noise_shape(n_envs), generator=generator, device=ref.device, dtype=ref.dtype)
 
-    def plan(self, belief: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None) -> LatentPlan:
+    def plan(self, belief: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None, *,
+             callback: Callable[[CEMIterate], None] | None = None,
+             start: tuple[Tensor, Tensor] | None = None) -> LatentPlan:
         """Solve eq. (8) from ``belief`` (B, D); differentiable w.r.t. the decoder and the model (alg. 2).
 
         :param generator: generator of the sampling noise, when ``noise`` is not given.
         :param noise: pre-drawn noise of shape :meth:`noise_shape` (B); the plan is then a deterministic function of
             ``belief`` and the parameters.
+        :param callback: receives every iteration's :class:`~dcem_agents.math.CEMIterate`.
+        :param start: resume from a sampling distribution ``(mean (B, d), std (B, d))`` reached after ``n_iters - k``
+            iterations of an earlier call, with that call's last ``k`` noise slices ``noise`` (k, B, N, d): the last
+            ``k`` iterations only, all differentiated (:func:`~dcem_agents.planning.latent.latent_plan`).
         :return: :class:`~dcem_agents.planning.latent.LatentPlan` with ``latent`` (B, d) and ``actions`` (B, H, A).
         """
         ref = next(self.model.parameters())
         belief = belief.to(device=ref.device, dtype=ref.dtype)
+        kwargs = self.settings.as_kwargs()
+        if start is not None:
+            if noise is None:
+                raise ValueError("a plan resumed from a start distribution needs the noise of its last iterations")
+            kwargs.update(n_iters=noise.shape[0], grad_iters=None)
         return latent_plan(
             imagined_return_cost(self.model, belief, self.runtime),
             self.decoder,
             belief.shape[0],
             generator=generator,
             noise=noise,
-            **self.settings.as_kwargs(),
+            callback=callback,
+            start=start,
+            **kwargs,
         )
 
     def reset(self, n_envs: int) -> None:

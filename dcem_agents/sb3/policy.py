@@ -42,6 +42,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import Schedule
 from torch import Tensor, nn
 
+from dcem_agents.math import CEMIterate
 from dcem_agents.math.counter_noise import counter_normal
 from dcem_agents.planning.latent_mpc import LatentDCEMController
 from dcem_agents.planning.mpc import imagined_return_cost
@@ -77,6 +78,13 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
     :param learn_log_std: learn the state-independent log std (False keeps ``log_std_init``, e.g. log 0.1).
     :param log_std_init: initial log std of the Gaussian.
     :param value_arch: hidden layer widths of the value network on the belief.
+    :param update_iters: at update time (:meth:`evaluate_actions`), re-plan only the last ``update_iters`` DCEM
+        iterations, resumed from the sampling distribution that the collection-time plan of the same observation had
+        reached (kept by :meth:`forward` until the next rollout starts). At the start of each update the actions are
+        the collected ones (PPO's ratio is 1) and the gradient is that of ``grad_iters=update_iters``; later epochs
+        re-plan those iterations with the updated parameters from the collection-time start, the earlier iterations
+        passed straight through. The update's planning costs ``update_iters / n_iters`` of a full one. Rows this
+        policy did not collect are planned in full. None: every update plans in full.
     :param value_input: what the value network sees: ``"belief"``, or ``"belief+plan"``, the belief and the plan's
         predicted return per step ``R̂/H = -cost(f_dec(ẑ)) / H`` (a constant to the value loss: no gradient reaches
         the model through it).
@@ -109,10 +117,13 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         compile: bool = False,
         grad_iters: int | None = None,
         value_input: str = "belief",
+        update_iters: int | None = None,
         **kwargs: Any,
     ) -> None:
         if value_input not in VALUE_INPUTS:
             raise ValueError(f"value_input must be one of {', '.join(VALUE_INPUTS)}, got {value_input!r}")
+        if update_iters is not None and update_iters < 1:
+            raise ValueError(f"update_iters must be >= 1 (or None: plan in full at update time), got {update_iters}")
         if checkpoint is None and architecture is None:
             raise ValueError("EmbeddedDCEMPolicy needs policy_kwargs=EmbeddedDCEMPolicy.policy_kwargs(PATH) (or "
                              "dict(checkpoint=PATH)) of a phase-2 (dcem) checkpoint")
@@ -128,6 +139,8 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         self.learn_log_std = bool(learn_log_std)
         self.value_arch = tuple(int(v) for v in value_arch)
         self.value_input = value_input
+        self.update_iters = update_iters
+        self._starts: dict[bytes, tuple[Tensor, Tensor]] = {}  # observation -> collection-time (mean, std)
         self.n_samples_override, self.n_iters_override, self.grad_iters = n_samples, n_iters, grad_iters
         self.precision, self.compile_planner = precision, bool(compile)  # nn.Module.compile is a method
         self.runtime = PlannerRuntime(precision=precision or "fp32", compile=self.compile_planner)
@@ -188,6 +201,8 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
             settings = replace(settings, n_samples=self.n_samples_override or settings.n_samples,
                                n_iters=self.n_iters_override or settings.n_iters, grad_iters=self.grad_iters)
         self.planner_settings = settings
+        if self.update_iters is not None and self.update_iters > settings.n_iters:
+            raise ValueError(f"update_iters={self.update_iters} exceeds the planner's {settings.n_iters} iterations")
         # SB3's value branch: an MLP on the belief (the seed column is not a feature), and the plan's return
         self.features_dim = comps.model.belief_dim + (self.value_input == "belief+plan")
         self._build_mlp_extractor()
@@ -217,7 +232,8 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         data.update(checkpoint=self.checkpoint, architecture=self.architecture, train_components=list(self.train_components),
                     learn_log_std=self.learn_log_std, value_arch=list(self.value_arch),
                     n_samples=self.n_samples_override, n_iters=self.n_iters_override, grad_iters=self.grad_iters,
-                    precision=self.precision, compile=self.compile_planner, value_input=self.value_input)
+                    precision=self.precision, compile=self.compile_planner, value_input=self.value_input,
+                    update_iters=self.update_iters)
         return data
 
     @property
@@ -252,11 +268,38 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         t, _, n, d = self.controller.noise_shape(1)
         return counter_normal(seeds, (t, n, d), self.log_std.dtype).transpose(0, 1)
 
-    def plan(self, obs: Tensor) -> tuple[Tensor, Tensor | None]:
+    def set_training_mode(self, mode: bool) -> None:
+        """SB3 switches to evaluation mode before each rollout: the update-time starts of the last one are dropped."""
+        if not mode and self.training:
+            self._starts.clear()
+        super().set_training_mode(mode)
+
+    def plan(self, obs: Tensor, *, record: bool = False, reuse: bool = False) -> tuple[Tensor, Tensor | None]:
         """The DCEM plan from each belief: its first action ``f_dec(ẑ(b))_1`` (B, A), differentiable, and (with
-        ``value_input="belief+plan"``, else None) its predicted return per step ``R̂/H`` (B, 1), without gradient."""
+        ``value_input="belief+plan"``, else None) its predicted return per step ``R̂/H`` (B, 1), without gradient.
+
+        :param record: keep each row's sampling distribution after ``n_iters - update_iters`` iterations (collection).
+        :param reuse: resume every row from its kept distribution, re-planning the last ``update_iters`` iterations,
+            when all rows have one (update time); see ``update_iters``.
+        """
         belief, seeds = self.split_observation(obs)
-        actions = self.controller.plan(belief, noise=self.planner_noise(seeds)).actions
+        noise = self.planner_noise(seeds)
+        k, n_iters = self.update_iters, self.planner_settings.n_iters
+        keys = None
+        if k is not None and k < n_iters and (record or reuse):
+            keys = [row.tobytes() for row in obs.detach().cpu().numpy()]
+        if reuse and keys is not None and all(key in self._starts for key in keys):
+            mean = torch.stack([self._starts[key][0] for key in keys]).to(noise)
+            std = torch.stack([self._starts[key][1] for key in keys]).to(noise)
+            actions = self.controller.plan(belief, noise=noise[n_iters - k:], start=(mean, std)).actions
+        else:
+            def keep(it: CEMIterate, at: int = n_iters - (k or 0) - 1) -> None:
+                if it.iteration == at:
+                    for key, m, s in zip(keys, it.mean.detach(), it.std.detach()):
+                        self._starts[key] = (m.clone(), s.clone())
+
+            callback = keep if record and keys is not None else None
+            actions = self.controller.plan(belief, noise=noise, callback=callback).actions
         if self.value_input == "belief":
             return actions[:, 0], None
         with torch.no_grad():
@@ -279,7 +322,7 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
     def forward(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """Actions, values and log-probabilities for a batch of observations (collection time)."""
         obs = self.obs_to_float(obs)
-        mean, planned = self.plan(obs)
+        mean, planned = self.plan(obs, record=True)
         dist = self.action_dist.proba_distribution(mean, self.log_std)
         actions = dist.get_actions(deterministic=deterministic)
         return actions.reshape((-1, *self.action_space.shape)), self._values(obs, planned), dist.log_prob(actions)
@@ -287,7 +330,7 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
     def evaluate_actions(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Values, log-probabilities of ``actions`` and entropy (update time; gradients reach the trained components)."""
         obs = self.obs_to_float(obs)
-        mean, planned = self.plan(obs)
+        mean, planned = self.plan(obs, reuse=True)
         dist = self.action_dist.proba_distribution(mean, self.log_std)
         return self._values(obs, planned), dist.log_prob(actions), dist.entropy()
 
