@@ -104,8 +104,11 @@ def test_its_zip_is_a_self_describing_entry(baseline_run: Path, tmp_path: Path) 
     assert (entry.label, entry.kind, entry.env_id, entry.action_repeat) == (
         "SAC (model-free)", "sb3-obs", "dm_control/cartpole-swingup-v0", 8)
     assert entry.train_env_steps == 400 and entry.samples_per_action == 0 and entry.model is None
+    recorded = json.loads((baseline_run / "summary.json").read_text())["evaluations"]
+    assert entry.training_curve == [[float(s), pytest.approx(r)] for s, r in recorded]  # its learning curve
     summary = compare([EntrySpec(baseline_run / "model.zip")], tmp_path / "r", episodes=2, seed=5, progress=False)
     assert summary["entries"][0]["agent_steps"] == [125, 125]
+    assert Path(summary["files"]["training"]).is_file()
 
 
 def test_config_errors() -> None:

@@ -149,6 +149,18 @@ def test_report_of_all_phases(phase1_checkpoint: Path, phase2_checkpoint: Path, 
     assert md.count("\n| ") == 2 * (1 + 4) + 2  # header + 4 entries, header + 6 pairs
     assert "IQM" in md and "B − A" in md and "latent DCEM + PPO" in md and md in p.stdout
     assert prefix.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the learning curves of the runs behind the entries, as their files record them
+    planet_ckpt = torch.load(phase1_checkpoint, weights_only=False)
+    assert entries[0]["training_curve"] == [[float(e["env_steps"]), pytest.approx(e["return_mean"])]
+                                            for e in planet_ckpt["trainer"]["evaluations"]]
+    ppo_curve = entries[2]["training_curve"]  # before and after PPO, on the env-step axis after phase 2
+    ppo_summary = json.loads((phase3_checkpoint.parent / "summary.json").read_text())
+    assert [y for _, y in ppo_curve] == pytest.approx([ppo_summary["before"]["return_mean"],
+                                                       ppo_summary["after"]["return_mean"]])
+    assert ppo_curve[0][0] == entries[1]["train_env_steps"] and ppo_curve[1][0] == entries[2]["train_env_steps"]
+    assert entries[3]["training_curve"] is None  # an SB3 zip records none
+    assert Path(summary["files"]["training"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Learning curves of the training runs" in md
 
 
 # ---------------------------------------------------------------- PPO learning curve

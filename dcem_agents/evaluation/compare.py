@@ -233,6 +233,7 @@ def _entry_summary(entry: Entry, run: EvaluationRun, n_envs: int) -> dict[str, A
         "ms_per_action": run.ms_per_action, "ms_per_planning_call": run.ms_per_plan, "n_envs": n_envs,
         "wall_time_s": run.seconds,
         "returns": [round(r, 4) for r in run.returns], "agent_steps": run.agent_steps,
+        "training_curve": entry.training_curve,
     }
 
 
@@ -328,7 +329,7 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
         "command": command, "wall_time_s": time.perf_counter() - t0, "entries": results,
         "paired_differences": paired_differences([r["label"] for r in results], [r["returns"] for r in results]),
         "videos": videos,
-        "files": {k: str(p) for k, p in report_paths(out).items()} | {f"video {v['label']}": v["path"] for v in videos},
+        "files": {k: str(p) for k, p in report_paths(out, any(e.training_curve for e in entries)).items()} | {f"video {v['label']}": v["path"] for v in videos},
     }
     if curve_steps is not None:
         summary["curve"] = {"x": "PPO agent steps", "points": curve_points(summary, curve_steps)}

@@ -133,6 +133,8 @@ class Entry:
     :param samples_per_action: action sequences evaluated per planning call and environment (samples × iterations;
         0 for a policy that does not plan).
     :param train_env_steps: environment steps behind the file (all phases), when known.
+    :param training_curve: the training run's evaluations ``[[env steps, mean return], ...]`` as the file records them
+        (planet and dcem checkpoints; ppo checkpoints and baseline zips written since they record it), else None.
     """
 
     label: str
@@ -145,11 +147,24 @@ class Entry:
     controller: Controller
     samples_per_action: int
     train_env_steps: int | None
+    training_curve: list[list[float]] | None = None
 
     def generator(self, seed: int) -> torch.Generator:
         """A torch generator seeded with ``seed`` on the world model's device (CPU without a model)."""
         device = torch.device("cpu") if self.model is None else next(self.model.parameters()).device
         return torch.Generator(device=device).manual_seed(seed)
+
+
+def _curve(value: Any) -> list[list[float]] | None:
+    """``[[env steps, mean return], ...]`` if ``value`` is such a non-empty list of finite numbers, else None (a file
+    that records no curve, or a malformed one: the comparison runs without it)."""
+    if not isinstance(value, list) or not value:
+        return None
+    try:
+        points = [[float(x), float(y)] for x, y in value]
+    except (TypeError, ValueError):
+        return None
+    return points if all(np.isfinite(p).all() for p in points) else None
 
 
 def _label(kind: str, controller: str) -> str:
@@ -256,7 +271,8 @@ def _load_model_free_zip(spec: EntrySpec, data: dict[str, Any], kwargs: dict[str
         recorded = None
     return dict(path=spec.path, kind="sb3-obs", controller_name=name, env_id=None, action_repeat=1, model=None,
                 controller=ObservationPolicyController(policy), samples_per_action=0,
-                train_env_steps=int(data.get("num_timesteps", 0)), recorded_env=recorded)
+                train_env_steps=int(data.get("num_timesteps", 0)), recorded_env=recorded,
+                training_curve=_curve((recorded or {}).get("evaluations")))
 
 
 def bind_environment(entry: Entry, env_id: str, action_repeat: int,
@@ -296,7 +312,8 @@ def _load_ppo(ckpt: dict[str, Any], spec: EntrySpec, name: str, device: torch.de
     comps = _phase2(ckpt["config"]["phase2_checkpoint"], f"the ppo checkpoint {spec.path}")
     policy = ppo.load_policy(ckpt, device, fine_tuned=name == "ppo")  # dcem: the architecture, phase-2 weights
     steps = int(ckpt.get("num_timesteps") or 0) if name == "ppo" else 0
-    return _policy_entry(spec.path, "ppo", name, policy, comps, steps)
+    curve = _curve(ckpt.get("evaluations")) if name == "ppo" else None
+    return _policy_entry(spec.path, "ppo", name, policy, comps, steps) | {"training_curve": curve}
 
 
 def _load_planner(ckpt: dict[str, Any], spec: EntrySpec, name: str, device: torch.device) -> dict[str, Any]:
@@ -318,7 +335,9 @@ def _load_planner(ckpt: dict[str, Any], spec: EntrySpec, name: str, device: torc
         samples = controller.samples_per_step
     return dict(path=spec.path, kind=kind, controller_name=name, env_id=p1.env_id, action_repeat=p1.action_repeat,
                 model=model, controller=controller, samples_per_action=samples,
-                train_env_steps=int(ckpt["trainer"]["counters"]["env_steps"]))
+                train_env_steps=int(ckpt["trainer"]["counters"]["env_steps"]),
+                training_curve=_curve([[e.get("env_steps"), e.get("return_mean")]
+                                       for e in ckpt["trainer"].get("evaluations", []) if isinstance(e, dict)]))
 
 
 def load_entry(spec: EntrySpec, device: torch.device | str = "cpu", runtime: str | None = None) -> Entry:

@@ -17,13 +17,21 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["box_plot", "curve_plot", "curve_points", "markdown_table", "report_paths", "write_report"]
+__all__ = ["box_plot", "curve_plot", "curve_points", "has_training_curves", "markdown_table", "report_paths",
+           "training_plot", "write_report"]
 
 
-def report_paths(prefix: Path) -> dict[str, Path]:
-    """The report files of ``prefix``: ``json``, ``md``, ``png`` and ``csv`` (``PREFIX_episodes.csv``)."""
-    return {"json": Path(f"{prefix}.json"), "md": Path(f"{prefix}.md"), "png": Path(f"{prefix}.png"),
-            "csv": Path(f"{prefix}_episodes.csv")}
+def report_paths(prefix: Path, training_curves: bool = False) -> dict[str, Path]:
+    """The report files of ``prefix``: ``json``, ``md``, ``png`` and ``csv`` (``PREFIX_episodes.csv``), and with
+    ``training_curves`` the entries' training curves (``PREFIX_training.png``)."""
+    paths = {"json": Path(f"{prefix}.json"), "md": Path(f"{prefix}.md"), "png": Path(f"{prefix}.png"),
+             "csv": Path(f"{prefix}_episodes.csv")}
+    return paths | ({"training": Path(f"{prefix}_training.png")} if training_curves else {})
+
+
+def has_training_curves(summary: dict[str, Any]) -> bool:
+    """Whether any entry of a comparison summary records its training run's evaluations."""
+    return any(e.get("training_curve") for e in summary["entries"])
 
 
 def _fmt_steps(n: int | None) -> str:
@@ -85,6 +93,9 @@ def markdown_table(summary: dict[str, Any]) -> str:
                 f"{p['gain']:+.1f}", f"{p['gain_ci95'][0]:+.1f} to {p['gain_ci95'][1]:+.1f}", f"{100 * p['higher']:.0f} %")
             lines.append(f"| {p['steps']} | {p['mean']:.1f} | {p['ci95'][0]:.1f} – {p['ci95'][1]:.1f} | "
                          + " | ".join(gain) + " |")
+    if has_training_curves(summary):
+        where = summary.get("files", {}).get("training", "PREFIX_training.png")
+        lines += ["", f"Learning curves of the training runs behind the entries: `{where}`."]
     for v in summary.get("videos", []):
         lines.append(f"\nVideo of **{v['label']}** (seed {v['seed']}, return {v['return']:.1f}): `{v['path']}`")
     return "\n".join(lines) + "\n"
@@ -162,13 +173,41 @@ def curve_plot(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def training_plot(summary: dict[str, Any], path: Path) -> None:
+    """The training runs behind the entries: evaluation return against environment steps, one line per file that
+    records its evaluations (entries of the same file share it; phase 2 continues phase 1's step count)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.0, 4.0))
+    seen: set[str] = set()
+    for i, e in enumerate(summary["entries"]):
+        if not e.get("training_curve") or e["checkpoint"] in seen:
+            continue
+        seen.add(e["checkpoint"])
+        pts = np.asarray(e["training_curve"], dtype=np.float64)
+        ax.plot(pts[:, 0], pts[:, 1], "o-", markersize=3, color=f"C{i}", label=e["label"])
+    ax.set_xlabel("environment steps (all phases)")
+    ax.set_ylabel("evaluation return (training run)")
+    ax.set_title(f"{summary['env_id']}: learning curves of the runs behind the entries", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
 def write_report(summary: dict[str, Any], prefix: Path) -> dict[str, Path]:
     """Write ``PREFIX.json``, ``PREFIX.md``, ``PREFIX.png`` and ``PREFIX_episodes.csv``; return their paths."""
-    paths = report_paths(prefix)
+    paths = report_paths(prefix, has_training_curves(summary))
     paths["json"].parent.mkdir(parents=True, exist_ok=True)
     paths["json"].write_text(json.dumps(summary, indent=2))
     paths["md"].write_text(markdown_table(summary))
     (curve_plot if summary.get("curve") else box_plot)(summary, paths["png"])
+    if "training" in paths:
+        training_plot(summary, paths["training"])
     with paths["csv"].open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["entry", "checkpoint", "controller", "episode", "env_seed", "return", "agent_steps"])

@@ -212,6 +212,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
     if remaining > 0:
         model.learn(remaining, callback=_callbacks(cfg, run_dir, summary), reset_num_timesteps=False)
     summary["train_seconds"] = summary.get("train_seconds", 0.0) + time.perf_counter() - t0
+    setattr(model, ENV_ATTRIBUTE, {**getattr(model, ENV_ATTRIBUTE),  # the learning curve, for comparison reports
+                                   "evaluations": [list(e) for e in summary.get("evaluations", [])]})
     model.save(run_dir / "model.zip")
     final = _evaluate(cfg, model.policy, "final evaluation")
     env.close()

@@ -203,12 +203,20 @@ def train(cfg: Config, run_dir: Path) -> dict:
         model.learn(remaining, callback=callbacks, reset_num_timesteps=False)
     summary["train_seconds"] = summary.get("train_seconds", 0.0) + time.perf_counter() - t0
     model.save(run_dir / "model.zip")
-    ckpt_path = save_checkpoint(run_dir / "checkpoint.pt", "ppo", to_dict(cfg),
-                                {"policy_kwargs": policy_kwargs, "policy_state": model.policy.state_dict(),
-                                 "num_timesteps": model.num_timesteps})
+    def save_final() -> Path:
+        """``checkpoint.pt``; with the before/after evaluations as its curve ``[[env steps, mean return]]``."""
+        start, repeat = policy_kwargs["architecture"]["env_steps"], policy_kwargs["architecture"]["action_repeat"]
+        curve = [[start + steps * repeat, summary[k]["return_mean"]]
+                 for k, steps in (("before", 0), ("after", model.num_timesteps)) if k in summary]
+        return save_checkpoint(run_dir / "checkpoint.pt", "ppo", to_dict(cfg),
+                               {"policy_kwargs": policy_kwargs, "policy_state": model.policy.state_dict(),
+                                "num_timesteps": model.num_timesteps, "evaluations": curve})
+
+    ckpt_path = save_final()
     if cfg.eval_episodes:
         summary["after"] = _evaluate(model.policy, cfg.eval_episodes, cfg.eval_seed, "evaluate after PPO")
         log.info("after PPO: %.1f (95%% CI %.1f-%.1f)", summary["after"]["return_mean"], *summary["after"]["ci95"])
+        ckpt_path = save_final()  # now with the "after" point
     summary.update({"checkpoint": str(ckpt_path), "phase2_checkpoint": cfg.phase2_checkpoint,
                     "ppo_timesteps": model.num_timesteps, "n_envs": cfg.n_envs,
                     "train_components": list(cfg.policy.train_components)})
