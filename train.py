@@ -41,8 +41,8 @@ DEFAULT_CONFIG = ROOT / "configs" / "planet" / "cartpole_swingup_cpu.yaml"
 #: config keys a resumed run may change: how long it runs, how it is evaluated and where results go, the machine
 RESUME_SAFE_KEYS = frozenset({
     "train.total_env_steps", "total_timesteps", "env_steps", "num_threads", "device", "final_eval_episodes",
-    "final_eval_seed", "results_json", "export_checkpoint", "export_progress", "export_zip", "results_path",
-    "figures_dir", "eval_episodes", "eval_seed",
+    "final_eval_seed", "results_json", "export_checkpoint", "export_slim", "export_progress", "export_zip",
+    "results_path", "figures_dir", "eval_episodes", "eval_seed",
     "eval_every", "train.eval_every", "train.eval_episodes", "train.stop_return", "train.checkpoint_every",
     "checkpoint_every", "planner.precision", "planner.compile", "policy.precision", "policy.compile",
 })

@@ -163,6 +163,21 @@ def test_debug_preset_trains_resumes_and_evaluates(tmp_path: Path) -> None:
     assert result["return_mean"] == pytest.approx(np.mean(result["returns"]), abs=0.01)
     with pytest.raises(ValueError, match="unknown controller 'dcem'.*available: cem"):
         evaluate(load_checkpoint(run_dir / CHECKPOINT_NAME), EvalOptions(controller="dcem", episodes=1))
+    # a slim copy (export_slim): no replay, no optimizer; it evaluates exactly like the full one, is much smaller,
+    # and phase 2 refuses it with the way out
+    slim_path = tmp_path / "pub" / "slim.pt"
+    out = _run("train.py", "--config", str(DEBUG), "--run-dir", str(run_dir), "--set", "train.total_env_steps=4000",
+               "--set", "final_eval_episodes=0", "--set", f"export_checkpoint={slim_path}", "--set", "export_slim=true",
+               "--publish")
+    assert out.returncode == 0, out.stderr[-3000:]
+    slim = load_checkpoint(slim_path)
+    assert slim["trainer"]["slim"] is True and not {"optimizer", "replay"} & set(slim["trainer"])
+    assert slim_path.stat().st_size < 0.6 * (tmp_path / "pub" / "c.pt").stat().st_size
+    slim_result = evaluate(slim, EvalOptions(episodes=2, seed=5, out=tmp_path / "slim_eval.json", device="cpu"))
+    assert slim_result["returns"] == result["returns"] and slim_result["env_steps"] == 4000
+    out = _run("train.py", "--config", "configs/dcem/debug.yaml", "--set", f"phase1_checkpoint={slim_path}",
+               "--run-dir", str(tmp_path / "phase2"))
+    assert out.returncode == 2 and "shipped for evaluation only" in out.stderr and "phase1_checkpoint=" in out.stderr
 
 
 @pytest.mark.slow

@@ -32,6 +32,7 @@ from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.latent import LatentCEMSettings
 from dcem_agents.planning.latent_mpc import LatentDCEMController
 from dcem_agents.training import MetricsLogger, load_checkpoint, save_checkpoint
+from dcem_agents.training.checkpoint import is_slim
 from dcem_agents.training.device import resolve_device
 from dcem_agents.training.components import components_from_checkpoint
 from dcem_agents.training.latent_phase import DecoderSettings, LatentPhaseTrainer
@@ -96,6 +97,8 @@ class Config(RunConfig):
     final_eval_seed: int = field(2_000_000, help="seed of the first environment of the final evaluation")
     results_json: str | None = field(None, help="with train.py --publish: write the summary here (e.g. results/<name>.json)")
     export_checkpoint: str | None = field(None, help="with train.py --publish: copy the run\'s checkpoint.pt here")
+    export_slim: bool = field(False, help="with --publish: ship the checkpoint for evaluation only, without optimizer "
+                                          "states and replay (small; later phases start from the run's own checkpoint)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -122,9 +125,14 @@ def build_latent_agent(p1: planet.Config, cfg: Config, device: torch.device) -> 
 
 
 def validate(cfg: Config) -> None:
-    """Before a run starts: ``train.total_env_steps`` must exceed the phase-1 checkpoint's steps (it counts from
-    the start of phase 1)."""
-    _check_budget(cfg, load_checkpoint(cfg.phase1_checkpoint, "planet")["trainer"]["counters"]["env_steps"])
+    """Before a run starts: the phase-1 checkpoint must be a full one (not slim), and ``train.total_env_steps`` must
+    exceed its steps (it counts from the start of phase 1)."""
+    phase1 = load_checkpoint(cfg.phase1_checkpoint, "planet")
+    if is_slim(phase1):
+        raise ValueError(f"{cfg.phase1_checkpoint} was shipped for evaluation only (no replay, no optimizer state): "
+                         "start phase 2 from the phase-1 run's own checkpoint, --set "
+                         "phase1_checkpoint=<phase-1 run folder>/checkpoint.pt")
+    _check_budget(cfg, phase1["trainer"]["counters"]["env_steps"])
 
 
 def _check_budget(cfg: Config, phase1_steps: int) -> None:

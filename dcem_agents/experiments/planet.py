@@ -118,6 +118,8 @@ class Config(RunConfig):
     final_eval_seed: int = field(2_000_000, help="seed of the first environment of the final evaluation")
     results_json: str | None = field(None, help="with train.py --publish: write the summary here (e.g. results/<name>.json)")
     export_checkpoint: str | None = field(None, help="with train.py --publish: copy the run\'s checkpoint.pt here")
+    export_slim: bool = field(False, help="with --publish: ship the checkpoint for evaluation only, without optimizer "
+                                          "states and replay (small; later phases start from the run's own checkpoint)")
     export_progress: str | None = field(None, help="with train.py --publish: copy the run\'s progress.csv here")
 
     def __post_init__(self) -> None:

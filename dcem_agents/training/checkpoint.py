@@ -19,7 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "load_checkpoint", "save_checkpoint", "step_checkpoints"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "SLIM_DROPPED", "is_slim", "load_checkpoint", "save_checkpoint",
+           "slim_checkpoint", "step_checkpoints"]
+
+#: trainer-state entries a slim (evaluation-only) checkpoint leaves out: what only continuing to train needs
+SLIM_DROPPED = ("optimizer", "decoder_optimizer", "replay")
 
 CHECKPOINT_FORMAT = "dcem-agents/1"
 
@@ -72,6 +76,22 @@ def load_checkpoint(path: str | Path, experiment: str | None = None, map_locatio
     if experiment is not None and data.get("experiment") != experiment:
         raise CheckpointError(f"{path} is a {data.get('experiment')!r} checkpoint, expected {experiment!r}")
     return data
+
+
+def slim_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """``checkpoint`` without what only training on needs (:data:`SLIM_DROPPED`: optimizer states and the replay),
+    marked ``trainer["slim"] = True``: the weights, config, counters and evaluations stay, so it evaluates and compares
+    like the full one at a fraction of the size (a walker-sized phase 1: its replay alone grows to tens of MB)."""
+    trainer = checkpoint.get("trainer")
+    if not isinstance(trainer, dict):
+        return checkpoint
+    return {**checkpoint, "trainer": {**{k: v for k, v in trainer.items() if k not in SLIM_DROPPED}, "slim": True}}
+
+
+def is_slim(checkpoint: dict[str, Any]) -> bool:
+    """Whether ``checkpoint`` was written by :func:`slim_checkpoint` (it cannot start or continue training)."""
+    trainer = checkpoint.get("trainer")
+    return isinstance(trainer, dict) and bool(trainer.get("slim"))
 
 
 def step_checkpoints(folder: Path, prefix: str) -> list[Path]:

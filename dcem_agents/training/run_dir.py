@@ -11,7 +11,7 @@ from typing import IO, Any
 
 import yaml
 
-from dcem_agents.training.checkpoint import load_checkpoint, save_checkpoint
+from dcem_agents.training.checkpoint import load_checkpoint, save_checkpoint, slim_checkpoint
 from dcem_agents.training.replay_store import inline_replay
 
 __all__ = ["PUBLISHED_FILES", "RunDirInUseError", "fresh_folder", "lock_run_dir", "make_run_dir", "publish_run",
@@ -83,7 +83,8 @@ def publish_run(cfg: Any, run_dir: str | Path, summary: dict[str, Any]) -> list[
     """Ship a finished run into the repository (``train.py --publish``); return the paths written.
 
     Copies every run-folder file whose config key (:data:`PUBLISHED_FILES`) names a destination (a checkpoint whose
-    replay lives in segment files is written self-contained, :func:`~dcem_agents.training.replay_store.inline_replay`)
+    replay lives in segment files is written self-contained, :func:`~dcem_agents.training.replay_store.inline_replay`,
+    or with the config's ``export_slim`` for evaluation only, :func:`~dcem_agents.training.checkpoint.slim_checkpoint`)
     and the run's PNG figures into ``figures_dir`` when the config has one, then writes ``summary`` to
     ``results_json`` with its file paths (``checkpoint``, ``model``) pointing at the published copies. Keys a config
     lacks are skipped.
@@ -102,10 +103,11 @@ def publish_run(cfg: Any, run_dir: str | Path, summary: dict[str, Any]) -> list[
         destination = getattr(cfg, key, None)
         if not destination:
             continue
-        if name == "checkpoint.pt":  # self-contained: the replay segments inlined
+        if name == "checkpoint.pt":  # self-contained: the replay segments inlined; or slim, for evaluation only
             checkpoint = load_checkpoint(run_dir / name)
-            save_checkpoint(destination, checkpoint.pop("experiment"), checkpoint.pop("config"),
-                            inline_replay(checkpoint, run_dir / name))
+            shipped = slim_checkpoint(checkpoint) if getattr(cfg, "export_slim", False) else \
+                inline_replay(checkpoint, run_dir / name)
+            save_checkpoint(destination, shipped.pop("experiment"), shipped.pop("config"), shipped)
             written.append(Path(destination))
         else:
             copy(run_dir / name, destination)
