@@ -529,3 +529,23 @@ def test_update_time_replanning_resumes_from_the_collection_time_distribution(ph
     assert policy._starts == {}
     with pytest.raises(ValueError, match="update_iters=3 exceeds the planner.s 2 iterations"):
         _ppo(phase2_checkpoint, update_iters=3)
+
+
+def test_update_time_replanning_is_used_inside_sb3_ppo(phase2_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside PPO.learn every update minibatch finds its observations' kept distributions (the bytes SB3 stores
+    are the ones the policy saw), so no update re-plans in full."""
+    from dcem_agents.planning.latent_mpc import LatentDCEMController
+
+    calls: list[tuple[bool, bool]] = []
+    original = LatentDCEMController.plan
+
+    def spy(self, belief, generator=None, noise=None, *, callback=None, start=None):  # type: ignore[no-untyped-def]
+        calls.append((torch.is_grad_enabled(), start is not None))
+        return original(self, belief, generator, noise, callback=callback, start=start)
+
+    monkeypatch.setattr(LatentDCEMController, "plan", spy)
+    model = _ppo(phase2_checkpoint, update_iters=1)
+    model.learn(64)  # 2 rollouts of 32, 2 epochs of 2 minibatches each
+    updates = [resumed for grad, resumed in calls if grad]
+    assert len(updates) == 2 * 2 * 2 and all(updates)
+    assert not any(resumed for grad, resumed in calls if not grad)  # collection plans in full
