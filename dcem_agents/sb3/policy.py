@@ -7,9 +7,11 @@ the diagonal Gaussian
     π_θ(u | b) = N(u; f_dec(ẑ(b))_1, diag(σ²)),      σ = exp(log_std), state independent (learned or fixed),
 
 with a separate value network: ``V(b)``, an MLP on the belief, or with ``value_input="belief+plan"``
-``V(b, R̂/H)``, which also sees the return the model predicts for the plan (per step, not differentiated). PPO's loss reaches the model-based components through
-DCEM and the model rollout; which ones it trains is the ``train_components`` argument (default: the decoder and the
-reward head, as the paper); the others are frozen — no gradient and not in the optimizer.
+``V(b, R̂/H)``, which also sees the return the model predicts for the plan (per step, not differentiated). PPO's
+loss reaches the model-based components through DCEM and the model rollout; which ones it trains is the
+``train_components`` argument (default: the decoder and the reward head, as the paper); the others are frozen — no
+gradient and not in the optimizer. ``update_iters`` makes the update re-plan only the last DCEM iterations, from the
+distribution kept at collection time (cheaper updates; see the constructor).
 
 Reproducible planner noise: the observation carries one integer seed per step, from which the planner's standard
 normal noise ``(n_iters, n_samples, d)`` is regenerated as a pure function of (seed, position)
