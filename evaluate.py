@@ -174,7 +174,7 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
 
     from dcem_agents.evaluation.ppo_curve import curve_specs
 
-    from dcem_agents.evaluation.study import study_specs
+    from dcem_agents.evaluation.study import add_study_table, study_specs
 
     default = Path("results/comparison") if args.ppo_curve is None else args.ppo_curve / "ppo_curve"
     episodes, seed, n_envs = args.episodes or 100, DEFAULT_SEED if args.seed is None else args.seed, args.n_envs or 10
@@ -195,10 +195,15 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
         out = args.out or default
         if out.suffix in (".json", ".md", ".png", ".csv"):
             out = out.with_suffix("")
-        summary = compare(specs, out, episodes=episodes, seed=seed, n_envs=n_envs, device=resolve_device(args.device), video=args.video,
-                          command=shlex.join(["python", "evaluate.py", *argv]), runtime=args.planner_runtime,
+        summary = compare(specs, out, episodes=episodes, seed=seed, n_envs=n_envs, device=resolve_device(args.device),
+                          video=args.video, command=shlex.join(["python", "evaluate.py", *argv]), runtime=args.planner_runtime,
                           independent_batches=args.independent_batches, ray=args.ray, workers=args.workers,
                           curve_steps=steps)
+        if args.study is not None:  # the arms' table, with their overrides and paired gains
+            table = add_study_table(summary, study)
+            Path(summary["files"]["json"]).write_text(json.dumps(summary, indent=2))
+            md = Path(summary["files"]["md"])
+            md.write_text(md.read_text() + "\n" + table)
     except (ValueError, RenderError, ImportError) as e:  # EntryError and CheckpointError are ValueErrors
         print(f"evaluate.py: {e}", file=sys.stderr)
         return 2

@@ -94,3 +94,10 @@ def test_a_study_runs_resumes_and_compares_its_arms(tmp_path: Path, phase2_check
     assert report["episodes"] == 2 and report["episode_seeds"] == [11, 12]  # the study file's evaluation section
     assert [(d["a"], d["b"]) for d in report["paired_differences"]][:2] == [("latent DCEM (start)", "base"),
                                                                           ("latent DCEM (start)", "learned_std")]
+    arms = report["study"]["arms"]  # one row per arm: its own overrides and its paired gain over the start
+    assert arms["learned_std"]["overrides"] == {"policy.learn_log_std": True, "ppo.learning_rate": 0.001}
+    assert arms["base"]["overrides"] == {} and report["study"]["common"]["total_timesteps"] == 32
+    assert [arms[a]["gain"] for a in ("base", "learned_std")] == [d["mean"] for d in report["paired_differences"][:2]]
+    md = (study_dir / "comparison.md").read_text()
+    assert "## Study `tiny`: each arm against latent DCEM (start)" in md
+    assert "| learned_std | `policy.learn_log_std=true`, `ppo.learning_rate=0.001` |" in md

@@ -9,13 +9,15 @@ gives the episodes, seed and output prefix unless the command line does.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from dcem_agents.evaluation.entries import EntryError, EntrySpec
 from dcem_agents.training import load_checkpoint
 from dcem_agents.training.study import Study, load_study, read_states
 
-__all__ = ["study_specs"]
+__all__ = ["add_study_table", "study_specs"]
 
 
 def study_specs(study_dir: str | Path) -> tuple[list[EntrySpec], Study, list[str]]:
@@ -38,3 +40,28 @@ def study_specs(study_dir: str | Path) -> tuple[list[EntrySpec], Study, list[str
     if first["experiment"] == "ppo":
         specs.insert(0, EntrySpec(specs[0].path, "dcem", "latent DCEM (start)"))
     return specs, study, [arm for arm in study.arms if arm not in finished]
+
+
+def _overrides(values: dict[str, Any]) -> str:
+    return ", ".join(f"`{k}={json.dumps(v)}`" for k, v in values.items()) or "(the common settings only)"
+
+
+def add_study_table(summary: dict[str, Any], study: Study) -> str:
+    """Add the study to a comparison summary of its arms (``summary["study"]``: base preset, common and per-arm
+    overrides, each arm's paired gain over the first entry) and return the markdown table of it: one row per arm."""
+    first = summary["entries"][0]["label"]
+    gains = {d["b"]: d for d in summary["paired_differences"] if d["a"] == first}
+    summary["study"] = {"name": study.name, "base": study.base, "seed": study.seed, "common": study.common,
+                        "arms": {arm: {"overrides": study.arms[arm], "gain": gains[arm]["mean"],
+                                       "gain_ci95": gains[arm]["ci95"], "higher": gains[arm]["b_higher"]}
+                                 for arm in study.arms if arm in gains}}
+    lines = [f"## Study `{study.name}`: each arm against {first}", "",
+             f"Base preset `{study.base}`, seed {study.seed}, common overrides: {_overrides(study.common)}.", "",
+             "| arm | its overrides | return mean | gain (paired) | 95 % CI of the gain | episodes higher |",
+             "|---|---|---|---|---|---|"]
+    means = {e["label"]: e["stats"]["mean"] for e in summary["entries"]}
+    for arm, row in summary["study"]["arms"].items():
+        lo, hi = row["gain_ci95"]
+        lines.append(f"| {arm} | {_overrides(row['overrides'])} | {means[arm]:.1f} | {row['gain']:+.1f} "
+                     f"| {lo:+.1f} to {hi:+.1f} | {100 * row['higher']:.0f} % |")
+    return "\n".join(lines) + "\n"
