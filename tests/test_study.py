@@ -41,6 +41,8 @@ def test_arm_configs_apply_common_then_arm_overrides(tmp_path: Path, phase2_chec
     ({"evaluation": {"episodes": 0}}, "evaluation.episodes and evaluation.n_envs must be >= 1"),
     ({"evaluation": {"episode": 3}}, "evaluation:"),
     ({"colour": "red"}, "unknown study key 'colour'"),
+    ({"name": "../up"}, "study name '../up'"),
+    ({"seed": "zero"}, "seed must be an integer"),
 ])
 def test_bad_study_files(tmp_path: Path, phase2_checkpoint: Path, monkeypatch: pytest.MonkeyPatch,
                          change: dict, message: str) -> None:

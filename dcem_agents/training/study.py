@@ -107,10 +107,13 @@ def load_study(path: str | Path) -> Study:
         raise ConfigError(f"{path}: evaluation: {e}") from None
     if evaluation.episodes < 1 or evaluation.n_envs < 1:
         raise ConfigError(f"{path}: evaluation.episodes and evaluation.n_envs must be >= 1")
+    name = str(data.get("name", path.stem))
+    if not _ARM_NAME.fullmatch(name):
+        raise ConfigError(f"{path}: study name {name!r} must be letters, digits and _ . + - (it names a folder)")
     seed = data.get("seed", 0)
     if not isinstance(seed, int):
         raise ConfigError(f"{path}: seed must be an integer, got {seed!r}")
-    return Study(str(data.get("name", path.stem)), data["base"], seed, dict(common),
+    return Study(name, data["base"], seed, dict(common),
                  {name: dict(o or {}) for name, o in arms.items()}, evaluation)
 
 
