@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                 or args.help_config:
             parser.error("--study/--study-dir run a study file's arms: --config, --set, --seeds, --sweep-dir, "
                          "--run-dir, --publish, --ray and --help-config do not apply")
+        if args.study is not None and args.study_dir is not None:
+            parser.error("--study FILE starts a study, --study-dir DIR resumes one (from the file it holds): give one")
         if args.workers is not None and args.workers < 1:
             parser.error(f"--workers must be >= 1, got {args.workers}")
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -58,6 +58,8 @@ def test_a_bad_arm_is_refused_before_any_folder(tmp_path: Path, phase2_checkpoin
     assert not (tmp_path / "runs").exists()
     p = run_main("train.py", "--study", str(path), "--config", "configs/ppo/debug.yaml")
     assert p.returncode == 2 and "--study/--study-dir run a study file's arms" in p.stderr
+    p = run_main("train.py", "--study", str(path), "--study-dir", str(tmp_path))
+    assert p.returncode == 2 and "give one" in p.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     p = run_main("train.py", "--study-dir", str(empty))

@@ -42,7 +42,7 @@ from dcem_agents.config import ConfigError, apply_overrides, load_yaml
 from dcem_agents.training.run_dir import fresh_folder
 
 __all__ = ["STUDY_FILE", "Study", "StudyEvaluation", "arm_config", "create_study", "load_study", "read_states",
-           "write_states"]
+           "write_arm_config", "write_states"]
 
 #: the study's state inside the study folder
 STUDY_FILE = "study.json"
