@@ -162,6 +162,7 @@ def curve_plot(summary: dict[str, Any], path: Path) -> None:
         right.errorbar(g[:, 0], g[:, 1], yerr=[g[:, 1] - g[:, 2], g[:, 3] - g[:, 1]], fmt="o-", capsize=4,
                        color="tab:green", label="paired gain, 95 % CI")
     right.axhline(0.0, color="black", lw=0.8)
+    right.set_xlim(left.get_xlim())  # the same step axis as the curve, the start included
     right.set_ylabel(f"return − {pts[0]['label']} (same episodes)")
     right.set_title("paired gain over the start", fontsize=10)
     for ax in (left, right):
