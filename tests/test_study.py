@@ -40,6 +40,7 @@ def test_arm_configs_apply_common_then_arm_overrides(tmp_path: Path, phase2_chec
     ({"base": "configs/ppo/nothing.yaml"}, "base preset not found"),
     ({"evaluation": {"episodes": 0}}, "evaluation.episodes and evaluation.n_envs must be >= 1"),
     ({"evaluation": {"episode": 3}}, "evaluation:"),
+    ({"evaluation": {"episodes": "ten"}}, "must be integers"),
     ({"colour": "red"}, "unknown study key 'colour'"),
     ({"name": "../up"}, "study name '../up'"),
     ({"seed": "zero"}, "seed must be an integer"),

@@ -105,6 +105,9 @@ def load_study(path: str | Path) -> Study:
         evaluation = StudyEvaluation(**evaluation)
     except TypeError as e:
         raise ConfigError(f"{path}: evaluation: {e}") from None
+    if not all(isinstance(v, int) for v in (evaluation.episodes, evaluation.seed, evaluation.n_envs)) or \
+            not isinstance(evaluation.out, str | None):
+        raise ConfigError(f"{path}: evaluation.episodes, .seed and .n_envs must be integers and .out a path")
     if evaluation.episodes < 1 or evaluation.n_envs < 1:
         raise ConfigError(f"{path}: evaluation.episodes and evaluation.n_envs must be >= 1")
     name = str(data.get("name", path.stem))
@@ -114,7 +117,7 @@ def load_study(path: str | Path) -> Study:
     if not isinstance(seed, int):
         raise ConfigError(f"{path}: seed must be an integer, got {seed!r}")
     return Study(name, data["base"], seed, dict(common),
-                 {name: dict(o or {}) for name, o in arms.items()}, evaluation)
+                 {arm: dict(o or {}) for arm, o in arms.items()}, evaluation)
 
 
 def arm_config(study: Study, arm: str) -> dict[str, Any]:
