@@ -173,7 +173,6 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
     from dcem_agents.training.device import resolve_device
 
     from dcem_agents.evaluation.ppo_curve import curve_specs
-
     from dcem_agents.evaluation.study import add_study_table, study_specs
 
     default = Path("results/comparison") if args.ppo_curve is None else args.ppo_curve / "ppo_curve"
@@ -196,9 +195,9 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
         if out.suffix in (".json", ".md", ".png", ".csv"):
             out = out.with_suffix("")
         summary = compare(specs, out, episodes=episodes, seed=seed, n_envs=n_envs, device=resolve_device(args.device),
-                          video=args.video, command=shlex.join(["python", "evaluate.py", *argv]), runtime=args.planner_runtime,
-                          independent_batches=args.independent_batches, ray=args.ray, workers=args.workers,
-                          curve_steps=steps)
+                          video=args.video, command=shlex.join(["python", "evaluate.py", *argv]),
+                          runtime=args.planner_runtime, independent_batches=args.independent_batches, ray=args.ray,
+                          workers=args.workers, curve_steps=steps)
         if args.study is not None:  # the arms' table, with their overrides and paired gains
             table = add_study_table(summary, study)
             Path(summary["files"]["json"]).write_text(json.dumps(summary, indent=2))
