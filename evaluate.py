@@ -172,19 +172,21 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
     from dcem_agents.evaluation.video import RenderError
     from dcem_agents.training.device import resolve_device
 
-    from dcem_agents.evaluation.ppo_curve import curve_specs
-    from dcem_agents.evaluation.study import add_study_table, study_specs
+    from dcem_agents.evaluation.ppo_curve import curve_annotation, curve_specs
+    from dcem_agents.evaluation.study import study_annotation, study_specs
 
     default = Path("results/comparison") if args.ppo_curve is None else args.ppo_curve / "ppo_curve"
     episodes, seed, n_envs = args.episodes or 100, DEFAULT_SEED if args.seed is None else args.seed, args.n_envs or 10
     try:
-        steps = None
+        annotate = None
         if args.ppo_curve is not None:
             specs, steps = curve_specs(args.ppo_curve, args.steps)
+            annotate = curve_annotation(steps)
         elif args.study is not None:
             specs, study, left_out = study_specs(args.study)
             if left_out:
                 logging.getLogger("evaluate").warning("arms %s have not finished and are left out", " ".join(left_out))
+            annotate = study_annotation(study)
             ev = study.evaluation
             default = Path(ev.out) if ev.out else args.study / "comparison"
             episodes = args.episodes or ev.episodes
@@ -197,12 +199,7 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
         summary = compare(specs, out, episodes=episodes, seed=seed, n_envs=n_envs, device=resolve_device(args.device),
                           video=args.video, command=shlex.join(["python", "evaluate.py", *argv]),
                           runtime=args.planner_runtime, independent_batches=args.independent_batches, ray=args.ray,
-                          workers=args.workers, curve_steps=steps)
-        if args.study is not None:  # the arms' table, with their overrides and paired gains
-            table = add_study_table(summary, study)
-            Path(summary["files"]["json"]).write_text(json.dumps(summary, indent=2))
-            md = Path(summary["files"]["md"])
-            md.write_text(md.read_text() + "\n" + table)
+                          workers=args.workers, annotate=annotate)
     except (ValueError, RenderError, ImportError) as e:  # EntryError and CheckpointError are ValueErrors
         print(f"evaluate.py: {e}", file=sys.stderr)
         return 2

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from dcem_agents.envs import make_env
 from dcem_agents.evaluation.entries import Entry, EntryError, EntrySpec, bind_environment, load_entry
 from dcem_agents.evaluation.harness import EpisodeRecord, EvaluationRun, evaluate_controller
-from dcem_agents.evaluation.report import curve_points, report_paths, write_report
+from dcem_agents.evaluation.report import has_training_curves, report_paths, write_report
 from dcem_agents.evaluation.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, convention, paired_differences,
                                           summarize)
 
@@ -245,7 +245,7 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
             device: torch.device | str = "cpu", video: bool = False, command: str | None = None,
             progress: bool = True, runtime: str | None = None, independent_batches: bool = False,
             ray: str | None = None, workers: int | None = None,
-            curve_steps: Sequence[int] | None = None) -> dict[str, Any]:
+            annotate: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Evaluate every entry on the same ``episodes`` seeds and write the report files under the prefix ``out``.
 
     :param video: first record one episode per entry (seed ``seed``); raises
@@ -257,16 +257,15 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
     :param ray: run the batches as Ray tasks (``"local"``: a local Ray; else a cluster address); implies
         ``independent_batches``, and gives the same per-episode returns as a local run with it.
     :param workers: with a local Ray, its CPUs (None: all).
-    :param curve_steps: the entries are points of a learning curve at these training steps (one per entry, the
-        first the reference the others are paired with; :mod:`~dcem_agents.evaluation.ppo_curve`): the report draws
-        the curve instead of the box plot.
+    :param annotate: adds sections to the finished summary before the report is written, from its entries and
+        paired differences: a learning curve (:func:`~dcem_agents.evaluation.ppo_curve.curve_annotation`, drawn
+        instead of the box plot) or a study's arms (:func:`~dcem_agents.evaluation.study.study_annotation`);
+        :func:`~dcem_agents.evaluation.report.write_report` renders them.
     :return: the summary written to ``PREFIX.json`` (``files`` lists the written paths).
     :raises EntryError: an entry cannot be loaded, or the entries are on different environments.
     """
     if episodes < 1 or n_envs < 1:
         raise ValueError(f"episodes and n_envs must be >= 1, got {episodes} and {n_envs}")
-    if curve_steps is not None and len(curve_steps) != len(specs):
-        raise ValueError(f"curve_steps needs one step per entry, got {len(curve_steps)} for {len(specs)} entries")
     t0 = time.perf_counter()
     entries = load_entries(specs, device, runtime)
     videos: list[dict[str, Any]] = []
@@ -329,10 +328,11 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
         "command": command, "wall_time_s": time.perf_counter() - t0, "entries": results,
         "paired_differences": paired_differences([r["label"] for r in results], [r["returns"] for r in results]),
         "videos": videos,
-        "files": {k: str(p) for k, p in report_paths(out, any(e.training_curve for e in entries)).items()} | {f"video {v['label']}": v["path"] for v in videos},
     }
-    if curve_steps is not None:
-        summary["curve"] = {"x": "PPO agent steps", "points": curve_points(summary, curve_steps)}
+    summary["files"] = {k: str(p) for k, p in report_paths(out, has_training_curves(summary)).items()} | {
+        f"video {v['label']}": v["path"] for v in videos}
+    if annotate is not None:
+        annotate(summary)
     write_report(summary, out)
     partial.path.unlink(missing_ok=True)
     return summary

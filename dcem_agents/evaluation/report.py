@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["box_plot", "curve_plot", "curve_points", "has_training_curves", "markdown_table", "report_paths",
-           "training_plot", "write_report"]
+           "study_table", "training_plot", "write_report"]
 
 
 def report_paths(prefix: Path, training_curves: bool = False) -> dict[str, Path]:
@@ -93,6 +93,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
                 f"{p['gain']:+.1f}", f"{p['gain_ci95'][0]:+.1f} to {p['gain_ci95'][1]:+.1f}", f"{100 * p['higher']:.0f} %")
             lines.append(f"| {p['steps']} | {p['mean']:.1f} | {p['ci95'][0]:.1f} – {p['ci95'][1]:.1f} | "
                          + " | ".join(gain) + " |")
+    if summary.get("study"):
+        lines += ["", *study_table(summary)]
     if has_training_curves(summary):
         where = summary.get("files", {}).get("training", "PREFIX_training.png")
         lines += ["", f"Learning curves of the training runs behind the entries: `{where}`."]
@@ -122,6 +124,25 @@ def box_plot(summary: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
+
+
+def _overrides(values: dict[str, Any]) -> str:
+    return ", ".join(f"`{k}={json.dumps(v)}`" for k, v in values.items()) or "(the common settings only)"
+
+
+def study_table(summary: dict[str, Any]) -> list[str]:
+    """The markdown lines of a study's arms (``summary["study"]``): one row per arm, its overrides and paired gain."""
+    st = summary["study"]
+    means = {e["label"]: e["stats"]["mean"] for e in summary["entries"]}
+    lines = [f"## Study `{st['name']}`: each arm against {st['against']}", "",
+             f"Base preset `{st['base']}`, seed {st['seed']}, common overrides: {_overrides(st['common'])}.", "",
+             "| arm | its overrides | return mean | gain (paired) | 95 % CI of the gain | episodes higher |",
+             "|---|---|---|---|---|---|"]
+    for arm, row in st["arms"].items():
+        lo, hi = row["gain_ci95"]
+        lines.append(f"| {arm} | {_overrides(row['overrides'])} | {means[arm]:.1f} | {row['gain']:+.1f} "
+                     f"| {lo:+.1f} to {hi:+.1f} | {100 * row['higher']:.0f} % |")
+    return lines
 
 
 def curve_points(summary: dict[str, Any], steps: Sequence[int]) -> list[dict[str, Any]]:

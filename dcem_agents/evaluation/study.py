@@ -9,7 +9,7 @@ gives the episodes, seed and output prefix unless the command line does.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from dcem_agents.evaluation.entries import EntryError, EntrySpec
 from dcem_agents.training import load_checkpoint
 from dcem_agents.training.study import Study, load_study, read_states
 
-__all__ = ["add_study_table", "study_specs"]
+__all__ = ["study_annotation", "study_specs"]
 
 
 def study_specs(study_dir: str | Path) -> tuple[list[EntrySpec], Study, list[str]]:
@@ -42,26 +42,17 @@ def study_specs(study_dir: str | Path) -> tuple[list[EntrySpec], Study, list[str
     return specs, study, [arm for arm in study.arms if arm not in finished]
 
 
-def _overrides(values: dict[str, Any]) -> str:
-    return ", ".join(f"`{k}={json.dumps(v)}`" for k, v in values.items()) or "(the common settings only)"
+def study_annotation(study: Study) -> Callable[[dict[str, Any]], None]:
+    """The ``annotate`` of :func:`~dcem_agents.evaluation.compare.compare` for a study's comparison: adds
+    ``summary["study"]`` (base preset, seed, common overrides, and per arm its overrides and paired gain over the first
+    entry), which the report renders as one table row per arm."""
+    def annotate(summary: dict[str, Any]) -> None:
+        first = summary["entries"][0]["label"]
+        gains = {d["b"]: d for d in summary["paired_differences"] if d["a"] == first}
+        summary["study"] = {"name": study.name, "base": study.base, "seed": study.seed, "common": study.common,
+                            "against": first,
+                            "arms": {arm: {"overrides": study.arms[arm], "gain": gains[arm]["mean"],
+                                           "gain_ci95": gains[arm]["ci95"], "higher": gains[arm]["b_higher"]}
+                                     for arm in study.arms if arm in gains}}
 
-
-def add_study_table(summary: dict[str, Any], study: Study) -> str:
-    """Add the study to a comparison summary of its arms (``summary["study"]``: base preset, common and per-arm
-    overrides, each arm's paired gain over the first entry) and return the markdown table of it: one row per arm."""
-    first = summary["entries"][0]["label"]
-    gains = {d["b"]: d for d in summary["paired_differences"] if d["a"] == first}
-    summary["study"] = {"name": study.name, "base": study.base, "seed": study.seed, "common": study.common,
-                        "arms": {arm: {"overrides": study.arms[arm], "gain": gains[arm]["mean"],
-                                       "gain_ci95": gains[arm]["ci95"], "higher": gains[arm]["b_higher"]}
-                                 for arm in study.arms if arm in gains}}
-    lines = [f"## Study `{study.name}`: each arm against {first}", "",
-             f"Base preset `{study.base}`, seed {study.seed}, common overrides: {_overrides(study.common)}.", "",
-             "| arm | its overrides | return mean | gain (paired) | 95 % CI of the gain | episodes higher |",
-             "|---|---|---|---|---|---|"]
-    means = {e["label"]: e["stats"]["mean"] for e in summary["entries"]}
-    for arm, row in summary["study"]["arms"].items():
-        lo, hi = row["gain_ci95"]
-        lines.append(f"| {arm} | {_overrides(row['overrides'])} | {means[arm]:.1f} | {row['gain']:+.1f} "
-                     f"| {lo:+.1f} to {hi:+.1f} | {100 * row['higher']:.0f} % |")
-    return "\n".join(lines) + "\n"
+    return annotate

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "SLIM_DROPPED", "is_slim", "load_checkpoint", "save_checkpoint",
-           "slim_checkpoint", "step_checkpoints"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "SLIM_DROPPED", "checkpoint_step", "is_slim", "load_checkpoint",
+           "save_checkpoint", "slim_checkpoint", "step_checkpoints"]
 
 #: trainer-state entries a slim (evaluation-only) checkpoint leaves out: what only continuing to train needs
 SLIM_DROPPED = ("optimizer", "decoder_optimizer", "replay")
@@ -94,8 +94,14 @@ def is_slim(checkpoint: dict[str, Any]) -> bool:
     return isinstance(trainer, dict) and bool(trainer.get("slim"))
 
 
+def checkpoint_step(path: Path, prefix: str) -> int | None:
+    """The steps in an SB3 checkpoint's name ``PREFIX_<steps>_steps.zip`` (None: not such a name)."""
+    m = re.fullmatch(rf"{re.escape(prefix)}_(\d+)_steps\.zip", Path(path).name)
+    return None if m is None else int(m.group(1))
+
+
 def step_checkpoints(folder: Path, prefix: str) -> list[Path]:
     """The ``PREFIX_<steps>_steps.zip`` files in ``folder`` (SB3's ``CheckpointCallback`` names), most steps first."""
-    found = [(int(m.group(1)), p) for p in Path(folder).glob(f"{prefix}_*_steps.zip")
-             if (m := re.fullmatch(rf"{re.escape(prefix)}_(\d+)_steps", p.stem))]
+    found = [(step, p) for p in Path(folder).glob(f"{prefix}_*_steps.zip")
+             if (step := checkpoint_step(p, prefix)) is not None]
     return [p for _, p in sorted(found, reverse=True)]

@@ -15,7 +15,16 @@ from dcem_agents.training.checkpoint import load_checkpoint, save_checkpoint, sl
 from dcem_agents.training.replay_store import inline_replay
 
 __all__ = ["PUBLISHED_FILES", "RunDirInUseError", "fresh_folder", "lock_run_dir", "make_run_dir", "publish_run",
-           "publish_targets", "save_resolved_config"]
+           "publish_targets", "save_resolved_config", "write_json_atomic"]
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file renamed over it (a kill leaves the old file or the
+    new one, never half of one)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
 
 
 def make_run_dir(root: str | Path, experiment: str, name: str, seed: int) -> Path:

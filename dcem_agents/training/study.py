@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import Any
 import yaml
 
 from dcem_agents.config import ConfigError, apply_overrides, load_yaml
-from dcem_agents.training.run_dir import fresh_folder
+from dcem_agents.training.run_dir import fresh_folder, write_json_atomic
 
 __all__ = ["STUDY_FILE", "Study", "StudyEvaluation", "arm_config", "create_study", "load_study", "read_states",
            "write_arm_config", "write_states"]
@@ -147,10 +146,7 @@ def read_states(study_dir: str | Path) -> dict[str, dict[str, Any]]:
 
 def write_states(study_dir: str | Path, states: dict[str, dict[str, Any]]) -> None:
     """Write ``study.json`` atomically."""
-    path = Path(study_dir) / STUDY_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"arms": states}, indent=2))
-    os.replace(tmp, path)
+    write_json_atomic(Path(study_dir) / STUDY_FILE, {"arms": states})
 
 
 def write_arm_config(study_dir: str | Path, arm: str, raw: dict[str, Any]) -> Path:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dcem_agents.training.ray_tasks import ray_map
-from dcem_agents.training.run_dir import fresh_folder
+from dcem_agents.training.run_dir import fresh_folder, write_json_atomic
 
 __all__ = ["SWEEP_FILE", "SeedTask", "SweepState", "create_sweep", "run_local", "run_ray", "run_seed", "seed_dir"]
 
@@ -124,12 +124,9 @@ class SweepState:
 
     def save(self, sweep_dir: str | Path) -> None:
         """Write ``sweep.json`` atomically (a temporary file renamed over it)."""
-        path = Path(sweep_dir) / SWEEP_FILE
-        tmp = path.with_suffix(".json.tmp")
         data = dataclasses.asdict(self)
         data["states"] = {str(k): v for k, v in sorted(self.states.items())}
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, path)
+        write_json_atomic(Path(sweep_dir) / SWEEP_FILE, data)
 
     def pending(self) -> list[int]:
         """Seeds not recorded finished, in the sweep's order."""
