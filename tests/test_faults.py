@@ -251,6 +251,22 @@ def test_a_resumed_ppo_run_loses_no_update_and_keeps_one_log(phase2_checkpoint: 
     assert n_updates[0] == n_updates[1] == 2 * 2  # 2 rollouts x 2 epochs: no update lost at the resume
 
 
+def test_evaluations_added_on_resume_measure_the_phase2_start(phase2_checkpoint: Path, tmp_path: Path) -> None:
+    """A PPO run trained without evaluations and resumed with them: "before" is the phase-2 controller (as in a run
+    that evaluated from the start), not the fine-tuned weights the resumed run holds."""
+    common = ["--config", "configs/ppo/debug.yaml", "--set", f"phase2_checkpoint={phase2_checkpoint}"]
+    fresh, late = tmp_path / "fresh", tmp_path / "late"
+    p = run_script("train.py", *common, "--set", "eval_episodes=1", "--run-dir", str(fresh))
+    assert p.returncode == 0, p.stderr[-2000:]
+    for episodes in (0, 1):
+        p = run_script("train.py", *common, "--set", f"eval_episodes={episodes}", "--run-dir", str(late))
+        assert p.returncode == 0, p.stderr[-2000:]
+    summaries = [json.loads((run / "summary.json").read_text()) for run in (fresh, late)]
+    assert summaries[1]["before"]["returns"] == summaries[0]["before"]["returns"]
+    assert summaries[1]["after"]["returns"] == summaries[0]["after"]["returns"]
+    assert summaries[0]["before"]["returns"] != summaries[0]["after"]["returns"]  # the weights PPO changed act otherwise
+
+
 def test_phase2_log_counts_environment_steps_only(phase2_checkpoint: Path) -> None:
     """Pretraining used to log rows at decoder-update counts, mixed into a column of environment steps."""
     rows = _sb3_rows(phase2_checkpoint.parent)

@@ -189,7 +189,10 @@ def train(cfg: Config, run_dir: Path) -> dict:
     if latest is not None:
         resume_exactly(model, latest[0])  # environments, generators, pending log values
     if cfg.eval_episodes and "before" not in summary:
-        summary["before"] = _evaluate(model.policy, cfg.eval_episodes, cfg.eval_seed, "evaluate before PPO")
+        # "before" is the phase-2 controller PPO starts from, also when a resumed run (one started without evaluations)
+        # already holds fine-tuned weights
+        start = model.policy if latest is None else EmbeddedDCEMPolicy.for_evaluation(policy_kwargs, None, device)
+        summary["before"] = _evaluate(start, cfg.eval_episodes, cfg.eval_seed, "evaluate before PPO")
         summary_path.write_text(json.dumps(summary, indent=2))
         log.info("before PPO: %.1f (95%% CI %.1f-%.1f)", summary["before"]["return_mean"], *summary["before"]["ci95"])
     callbacks = [AtomicCheckpointCallback(max(cfg.checkpoint_every // cfg.n_envs, 1), sb3_dir, name_prefix="ppo",
