@@ -188,7 +188,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     model.set_logger(make_sb3_logger(run_dir, model.num_timesteps if latest is not None else None))
     if latest is not None:
         resume_exactly(model, latest[0])  # environments, generators, pending log values
-    if cfg.eval_episodes and "before" not in summary:
+    if cfg.eval_episodes and not _current(summary.get("before"), cfg):
         # "before" is the phase-2 controller PPO starts from, also when a resumed run (one started without evaluations)
         # already holds fine-tuned weights
         start = model.policy if latest is None else EmbeddedDCEMPolicy.for_evaluation(policy_kwargs, None, device)
@@ -216,7 +216,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
                                 "num_timesteps": model.num_timesteps, "evaluations": curve})
 
     ckpt_path = save_final()
-    if cfg.eval_episodes:
+    if cfg.eval_episodes and (remaining > 0 or not _current(summary.get("after"), cfg)):
         summary["after"] = _evaluate(model.policy, cfg.eval_episodes, cfg.eval_seed, "evaluate after PPO")
         log.info("after PPO: %.1f (95%% CI %.1f-%.1f)", summary["after"]["return_mean"], *summary["after"]["ci95"])
         ckpt_path = save_final()  # now with the "after" point
@@ -224,8 +224,13 @@ def train(cfg: Config, run_dir: Path) -> dict:
                     "ppo_timesteps": model.num_timesteps, "n_envs": cfg.n_envs,
                     "train_components": list(cfg.policy.train_components)})
     summary_path.write_text(json.dumps(summary, indent=2))
-    return {k: v for k, v in summary.items() if k not in ("before", "after")} | {
-        f"{k}_return_mean": summary[k]["return_mean"] for k in ("before", "after") if k in summary}
+    return summary | {f"{k}_return_mean": summary[k]["return_mean"] for k in ("before", "after") if k in summary}
+
+
+def _current(result: dict[str, Any] | None, cfg: Config) -> bool:
+    """Whether an evaluation kept in a run's summary was made with the config's episodes and seed (a resumed run may
+    change both)."""
+    return result is not None and (result.get("episodes"), result.get("seed")) == (cfg.eval_episodes, cfg.eval_seed)
 
 
 def _evaluate(policy: EmbeddedDCEMPolicy, episodes: int, seed: int, label: str) -> dict[str, Any]:
