@@ -265,6 +265,9 @@ def test_evaluations_added_on_resume_measure_the_phase2_start(phase2_checkpoint:
                    "--set", f"results_json={shipped}", "--set", f"export_checkpoint={tmp_path / 'shipped.pt'}")
     assert p.returncode == 0, p.stderr[-2000:]
     summaries = [json.loads((run / "summary.json").read_text()) for run in (fresh, late)]
+    assert summaries[1]["before"]["returns"] == summaries[0]["before"]["returns"]
+    assert summaries[1]["after"]["returns"] == summaries[0]["after"]["returns"]
+    assert summaries[0]["before"]["returns"] != summaries[0]["after"]["returns"]  # the weights PPO changed act otherwise
     assert {k: json.loads(shipped.read_text())[k] for k in ("before", "after")} == \
         {k: summaries[1][k] for k in ("before", "after")}
     # a finished run run again keeps its evaluations; other evaluation settings replace both
@@ -273,9 +276,6 @@ def test_evaluations_added_on_resume_measure_the_phase2_start(phase2_checkpoint:
     p = run_script("train.py", *common, "--set", "eval_episodes=1", "--set", "eval_seed=7", "--run-dir", str(late))
     assert p.returncode == 0 and "before PPO" in p.stderr and "after PPO" in p.stderr, p.stderr[-2000:]
     assert json.loads((late / "summary.json").read_text())["before"]["seed"] == 7
-    assert summaries[1]["before"]["returns"] == summaries[0]["before"]["returns"]
-    assert summaries[1]["after"]["returns"] == summaries[0]["after"]["returns"]
-    assert summaries[0]["before"]["returns"] != summaries[0]["after"]["returns"]  # the weights PPO changed act otherwise
 
 
 def test_phase2_log_counts_environment_steps_only(phase2_checkpoint: Path) -> None:
