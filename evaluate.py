@@ -15,7 +15,7 @@ writes PREFIX.json (statistics per entry), PREFIX.md (table), PREFIX.png (box pl
 EmbeddedDCEMPolicy (ppo), or any other SB3 model zip (policy: a model-free baseline on the environment's observations,
 e.g. from configs/baselines/); the first controller is the default. RUNTIME (or --planner-runtime for every entry)
 sets how a planner computes: reference (eager fp32, the path of every result before the lean rollout), fp32, bf16,
-fp32-compile, bf16-compile; the same checkpoint under two runtimes on the same seeds is the fidelity check. A zip that does not record its environment runs on
+fp32-compile, bf16-compile, fp32-eager (fp32 without CUDA graphs); the same checkpoint under two runtimes on the same seeds is the fidelity check. A zip that does not record its environment runs on
 that of the checkpoint entries.
 
 The learning curve of a PPO run (phase 3): its saved SB3 checkpoints, compared on the same episodes, each paired with

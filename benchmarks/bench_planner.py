@@ -16,8 +16,9 @@ cartpole-swingup observation/action sizes), once per planner runtime (:data:`~dc
 It reports ms per call, ms per environment, the speed-up over ``reference`` in the same row, the achieved GFLOP/s (the
 call's floating-point operations counted once on the reference path by ``torch.utils.flop_counter``, so every runtime
 is credited with the same useful work) and the fraction of the **measured peak**: a matrix product of the rollout's own
-shape (``n_samples × hidden`` by ``hidden × 3·hidden``, the GRU gates of one step) timed in this run for fp32 and bf16,
-several times (before, between and after the rows), the best of them taken as the machine's reachable peak.
+shape (``rows × hidden`` by ``hidden × 3·hidden``, the GRU gates of one step) timed in this run for fp32 and bf16,
+several times (before, between and after the rows), the best of them taken as the machine's reachable peak. ``rows`` is
+1,000 (one environment's samples) on a CPU and ``1,000 × max(--batches)`` on CUDA, where fewer rows are launch-bound.
 Timing: median of ``--repeats`` calls after warm-up; CUDA synchronizes before reading the clock. Weights are random
 unless a checkpoint is given: the cost of a call does not depend on them.
 """
@@ -184,23 +185,27 @@ def main() -> None:
         pass
     for name in devices:
         device = torch.device(name)
-        # the reachable peak: the best of several measurements spread over the run (a shared machine's speed drifts)
-        peaks = [measure_peak(1000, model.hidden_size, device, args.repeats) for _ in range(3)]
+        # the reachable peak: the best of several measurements spread over the run (a shared machine's speed drifts).
+        # A CPU reaches its peak on one environment's 1,000 rows; a GPU only on the most rows the run plans for (at
+        # 1,000 rows it is launch-bound, and the rollout's larger batches would exceed that "peak").
+        peak_rows = 1000 * (max(args.batches) if device.type == "cuda" else 1)
+        peaks = [measure_peak(peak_rows, model.hidden_size, device, args.repeats) for _ in range(3)]
         peak = {k: max(p[k] for p in peaks) for k in ("fp32", "bf16")}
-        print(f"{device.type}: measured peak of a (1000 x {model.hidden_size}) @ ({model.hidden_size} x "
+        print(f"{device.type}: measured peak of a ({peak_rows} x {model.hidden_size}) @ ({model.hidden_size} x "
               f"{3 * model.hidden_size}) product: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
         print(f"{'dev':5s} {'envs':>4s} {'runtime':13s} {'CEM ms':>9s} {'speed':>6s} {'peak':>5s} {'DCEM ms':>9s} "
               f"{'speed':>6s} {'peak':>5s} {'CEM/DCEM':>8s}")
         rows = []
         for b in args.batches:
             rows += bench(model, horizon, device, [b], args.runtimes, args.repeats, peak)
-            peaks.append(measure_peak(1000, model.hidden_size, device, args.repeats))
+            peaks.append(measure_peak(peak_rows, model.hidden_size, device, args.repeats))
         final = {k: max(p[k] for p in peaks) for k in ("fp32", "bf16")}
         for row in rows:  # peak fractions against the best peak seen in the whole run
             for planner in PLANNERS:
                 for r in row[planner]["runtimes"].values():
                     r["peak_fraction"] = r["gflop_per_s"] / final[r["precision"]]
         result["peak_gflop_per_s"][device.type] = final
+        result.setdefault("peak_rows", {})[device.type] = peak_rows
         result["peak_measurements"] = {device.type: peaks}
         print(f"{device.type}: best peak over the run: fp32 {final['fp32']:.0f} GFLOP/s, bf16 {final['bf16']:.0f} "
               f"GFLOP/s (the JSON's peak fractions use these)")

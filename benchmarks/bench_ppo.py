@@ -3,7 +3,7 @@ fast, timed in the same run.
 
     python benchmarks/bench_ppo.py [--config configs/ppo/cartpole_swingup.yaml] [--runtimes reference bf16]
                                    [--grad-iters K ...] [--update-iters K ...] [--threads 1] [--repeats 3]
-                                   [--out results/ppo_sample_benchmark.json]
+                                   [--device cpu] [--out results/ppo_sample_benchmark.json]
 
 ``--grad-iters K ...`` also times each runtime with the policy's truncated differentiation (``policy.grad_iters``:
 the update backpropagates through the last K DCEM iterations only; the actions are the same). ``--update-iters K ...``
@@ -78,15 +78,17 @@ def observations(policy: EmbeddedDCEMPolicy, n: int, gen: torch.Generator) -> to
     return torch.cat([belief, seeds], 1)
 
 
-def time_policy(policy: EmbeddedDCEMPolicy, cfg: ppo.Config, repeats: int) -> dict[str, float]:
-    """Collection and update times and the seconds per PPO agent step (see the module docstring)."""
+def time_policy(policy: EmbeddedDCEMPolicy, cfg: ppo.Config, repeats: int,
+                device: torch.device = torch.device("cpu")) -> dict[str, float]:
+    """Collection and update times and the seconds per PPO agent step (see the module docstring), on ``device``."""
     gen = torch.Generator().manual_seed(0)
-    collect_obs = observations(policy, cfg.n_envs, gen)
-    batch_obs = observations(policy, cfg.ppo.batch_size, gen)
+    collect_obs = observations(policy, cfg.n_envs, gen).to(device)  # drawn on the CPU, same beliefs on any device
+    batch_obs = observations(policy, cfg.ppo.batch_size, gen).to(device)
+    policy = policy.to(device)
     with torch.no_grad():
         actions, _, old_log_prob = policy(batch_obs)
-    advantages = torch.randn(cfg.ppo.batch_size, generator=gen)
-    returns = torch.randn(cfg.ppo.batch_size, generator=gen)
+    advantages = torch.randn(cfg.ppo.batch_size, generator=gen).to(device)
+    returns = torch.randn(cfg.ppo.batch_size, generator=gen).to(device)
 
     def collect() -> None:
         with torch.no_grad():
@@ -103,9 +105,8 @@ def time_policy(policy: EmbeddedDCEMPolicy, cfg: ppo.Config, repeats: int) -> di
         torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.ppo.max_grad_norm)
         policy.optimizer.step()
 
-    cpu = torch.device("cpu")
-    t_collect = time_ms(collect, cpu, repeats, warmup=1)["median_ms"] / 1e3
-    t_update = time_ms(update, cpu, repeats, warmup=1)["median_ms"] / 1e3
+    t_collect = time_ms(collect, device, repeats, warmup=1)["median_ms"] / 1e3
+    t_update = time_ms(update, device, repeats, warmup=1)["median_ms"] / 1e3
     per_step = t_collect / cfg.n_envs + cfg.ppo.n_epochs * t_update / cfg.ppo.batch_size
     return {"collect_s": t_collect, "update_s": t_update, "s_per_agent_step": per_step}
 
@@ -120,12 +121,15 @@ def main() -> None:
                         help="also time each runtime re-planning the last K DCEM iterations only at update time")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     cfg = build(ppo.Config, load_yaml(args.config))
     result = {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-              "cpu_threads": torch.get_num_threads(), "config": str(args.config),
+              "cpu_threads": torch.get_num_threads(), "config": str(args.config), "device": str(device),
+              "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
               "sizes": {"n_envs": cfg.n_envs, "batch_size": cfg.ppo.batch_size, "n_epochs": cfg.ppo.n_epochs},
               "runtimes": {}}
     print(f"{'runtime':26s} {'collect s':>10s} {'update s':>9s} {'s/agent step':>13s} {'speed-up':>8s}")
@@ -135,7 +139,7 @@ def main() -> None:
         for options in variants:
             name = " ".join([rt, *(f"{k}={v}" for k, v in options.items())])
             torch.manual_seed(0)
-            r = time_policy(make_policy(cfg, rt, **options), cfg, args.repeats)
+            r = time_policy(make_policy(cfg, rt, **options), cfg, args.repeats, device)
             result["runtimes"][name] = r
             first = first or r  # the speed-up is against the first row (reference when it is timed)
             r["speedup_vs_first"] = first["s_per_agent_step"] / r["s_per_agent_step"]

@@ -79,3 +79,32 @@ def test_latent_graph_replay_equals_the_eager_plan_and_sees_weight_updates() -> 
             torch.testing.assert_close(action, expected, atol=1e-5, rtol=1e-5)
             decoder.net[-1].bias.add_(0.3)  # an in-place update between calls must reach the replay
     assert len(ctrl.graphs) == 1
+
+
+def _policy_collection_and_update(device: torch.device) -> tuple[int, float, float]:
+    """The shipped PPO start policy on ``device``: collect twice (capture, replay), then PPO's eager update forward.
+
+    :return: captures held, max |replayed - first action|, max |update log-prob - collection log-prob|.
+    """
+    from pathlib import Path
+
+    from dcem_agents import EmbeddedDCEMPolicy
+
+    ckpt = Path(__file__).resolve().parents[1] / "checkpoints" / "dcem_cartpole_swingup.pt"
+    policy = EmbeddedDCEMPolicy.for_evaluation(EmbeddedDCEMPolicy.policy_kwargs(ckpt), device=device)
+    g = torch.Generator().manual_seed(0)
+    obs = torch.cat([torch.randn(8, policy.world_model.belief_dim, generator=g) * 0.5,
+                     torch.randint(0, 2**24, (8, 1), generator=g).float()], 1).to(device)
+    with torch.no_grad():
+        actions, _, log_prob = policy(obs, deterministic=True)
+        again, _, _ = policy(obs, deterministic=True)
+    _, update_log_prob, _ = policy.evaluate_actions(obs, actions)  # records gradients: eager
+    return (len(policy._graphs), float((again - actions).abs().max()),
+            float((update_log_prob.detach() - log_prob).abs().max()))
+
+
+def test_policy_collection_replays_a_graph_and_keeps_the_ratio() -> None:
+    captures, replay_diff, log_prob_diff = _policy_collection_and_update(CUDA)
+    assert captures == 1
+    assert replay_diff < 1e-6
+    assert log_prob_diff < 1e-4  # PPO's ratio exp(Δ log π) is 1 at the start of the update

@@ -549,3 +549,39 @@ def test_update_time_replanning_is_used_inside_sb3_ppo(phase2_checkpoint: Path, 
     updates = [resumed for grad, resumed in calls if grad]
     assert len(updates) == 2 * 2 * 2 and all(updates)
     assert not any(resumed for grad, resumed in calls if not grad)  # collection plans in full
+
+
+def test_gradient_free_plans_replay_through_the_graph_cache(phase2_checkpoint: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the capture forced on (an eager stand-in for CUDA graphs): collection replays one capture per batch size,
+    its actions and log-probabilities are those of the eager policy, PPO's update (gradients) stays eager, an
+    optimizer step reaches the replay, and moving the policy drops the captures."""
+    import dcem_agents.sb3.policy as policy_module
+    from dcem_agents.planning.cuda_graph import EagerBackend, GraphCache
+
+    model = _ppo(phase2_checkpoint, value_input="belief+plan")
+    policy = model.policy.eval()
+    g = torch.Generator().manual_seed(0)
+    obs = torch.cat([torch.randn(6, policy.world_model.belief_dim, generator=g) * 0.5,
+                     torch.randint(0, 2**24, (6, 1), generator=g).float()], 1)
+    with torch.no_grad():
+        eager_actions, eager_values, _ = policy(obs, deterministic=True)
+    monkeypatch.setattr(policy_module, "use_cuda_graphs", lambda runtime, device: not torch.is_grad_enabled())
+    backend = EagerBackend()
+    policy._graphs = GraphCache(backend)
+    with torch.no_grad():
+        actions, values, log_prob = policy(obs, deterministic=True)
+        policy(obs[:2])
+        policy(obs)
+    assert (backend.captures, backend.replays) == (2, 3)  # one capture per batch size, every call a replay
+    torch.testing.assert_close(actions, eager_actions, atol=0, rtol=0)
+    torch.testing.assert_close(values, eager_values, atol=0, rtol=0)
+    _, new_log_prob, _ = policy.evaluate_actions(obs, actions)  # records gradients: eager, not a replay
+    assert backend.replays == 3
+    torch.testing.assert_close(new_log_prob.detach(), log_prob, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        policy.decoder.net[-1].bias.add_(0.5)  # an in-place update (as an optimizer step) reaches the replay
+        shifted = policy(obs, deterministic=True)[0]
+    assert backend.replays == 4 and not torch.allclose(shifted, actions)
+    policy.to(torch.float64).to(torch.float32)
+    assert len(policy._graphs) == 0

@@ -16,9 +16,9 @@ reference :meth:`~dcem_agents.models.rssm.RSSM.imagine` spends much of a step on
   changes;
 - **no per-step** ``cat`` **or** ``stack``: wide products are cut with ``split`` (whose backward is one
   concatenation, where slicing would fill a full-size zero gradient per slice), and the rewards are gathered once;
-- **row chunks**: the ``B·N`` rows are rolled out ``chunk`` rows at a time, so that the working set of a step stays
-  in the CPU's cache however many environments are planned for (the reference path slows down per environment
-  beyond one).
+- **row chunks** (CPU only): the ``B·N`` rows are rolled out ``chunk`` rows at a time, so that the working set of a
+  step stays in the CPU's cache however many environments are planned for (the reference path slows down per
+  environment beyond one). On a GPU, where a step's cost is its kernel launches, all rows go in one pass.
 
 ``precision="bf16"`` casts the weights (cached as above) and runs every product and activation, and the recurrent
 state, in bfloat16 (AMX or AVX-512-BF16 on CPUs that have them, tensor cores on CUDA); the rewards come back in the
@@ -160,7 +160,8 @@ def imagine_rewards(
     :param actions: action sequences ``u_t .. u_{t+H-1}`` (M, H, A).
     :param precision: ``fp32`` (the model's dtype) or ``bf16`` (products and activations in bfloat16; only for a
         float32 model, a float64 one keeps its dtype).
-    :param chunk: rows rolled out together (cache blocking); the result does not depend on it beyond rounding.
+    :param chunk: rows rolled out together on the CPU (cache blocking; a GPU takes all rows at once); the result does
+        not depend on it beyond rounding.
     :param compile: run the step loop through ``torch.compile`` (fuses the activations with their neighbours; the
         first call compiles, 10-60 s on a CPU).
     :return: rewards ``r̂_t .. r̂_{t+H-1}`` (M, H), weighted by the survival probabilities with the continuation head,
@@ -180,7 +181,7 @@ def imagine_rewards(
     h, x = model.split(belief.to(dtype))
     act_emb = torch.addmm(w.b_e, actions.to(dtype).reshape(m * horizon, -1), w.w_eu.t()).view(m, horizon, -1)
     step = _compiled_rollout() if compile else _rollout
-    if m <= chunk:
+    if m <= chunk or belief.device.type != "cpu":
         return step(w, h, x, act_emb).to(out_dtype)
     # split, not slicing: its backward is one concatenation, not a full-size zero gradient per chunk
     parts = [step(w, *rows) for rows in zip(h.split(chunk), x.split(chunk), act_emb.split(chunk))]

@@ -59,6 +59,7 @@ DEFAULT_RUNTIME = PlannerRuntime()
 RUNTIME_PRESETS: dict[str, PlannerRuntime] = {
     "reference": PlannerRuntime(rollout="reference", cuda_graphs=False),
     "fp32": PlannerRuntime(precision="fp32"),
+    "fp32-eager": PlannerRuntime(precision="fp32", cuda_graphs=False),  # the lean step without CUDA graphs
     "bf16": PlannerRuntime(precision="bf16"),
     "fp32-compile": PlannerRuntime(precision="fp32", compile=True),
     "bf16-compile": PlannerRuntime(precision="bf16", compile=True),

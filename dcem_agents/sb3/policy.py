@@ -19,6 +19,11 @@ normal noise ``(n_iters, n_samples, d)`` is regenerated as a pure function of (s
 synchronization, the same numbers on CPU and CUDA). The same (belief, seed) gives the same mean action at
 collection and at update time, so PPO's ratio is 1 at the start of each update.
 
+On CUDA, a gradient-free plan (SB3's collection, ``predict``) replays a CUDA graph captured once per batch size
+(:class:`~dcem_agents.planning.cuda_graph.GraphCache`): the noise is regenerated outside the graph, optimizer steps
+and ``load_state_dict`` update the weights in place and reach the replay, and moving the policy (``.to``) drops the
+captures. Plans that record gradients (PPO's update) run eagerly.
+
 Construction from a phase-2 checkpoint, with plain values only (SB3 pickles ``policy_kwargs`` into its zip)::
 
     model = PPO(EmbeddedDCEMPolicy, make_belief_vec_env(ckpt, n_envs=4),
@@ -46,8 +51,9 @@ from torch import Tensor, nn
 
 from dcem_agents.math import CEMIterate
 from dcem_agents.math.counter_noise import counter_normal
+from dcem_agents.planning.cuda_graph import GraphCache
 from dcem_agents.planning.latent_mpc import LatentDCEMController
-from dcem_agents.planning.mpc import imagined_return_cost
+from dcem_agents.planning.mpc import imagined_return_cost, use_cuda_graphs
 from dcem_agents.planning.runtime import PlannerRuntime
 from dcem_agents.sb3.belief_env import SEED_RANGE
 from dcem_agents.training.components import architecture, load_components, resolve_components
@@ -143,6 +149,7 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         self.value_input = value_input
         self.update_iters = update_iters
         self._starts: dict[bytes, tuple[Tensor, Tensor]] = {}  # observation -> collection-time (mean, std)
+        self._graphs = GraphCache()  # captured gradient-free plans on CUDA, one per batch size
         self.n_samples_override, self.n_iters_override, self.grad_iters = n_samples, n_iters, grad_iters
         self.precision, self.compile_planner = precision, bool(compile)  # nn.Module.compile is a method
         self.runtime = PlannerRuntime(precision=precision or "fp32", compile=self.compile_planner)
@@ -220,6 +227,13 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
             p.requires_grad_(id(p) in trained)
         params = [p for p in self.parameters() if p.requires_grad]
         self.optimizer = self.optimizer_class(params, lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> EmbeddedDCEMPolicy:
+        """``.to``, ``.cuda``, ``.double``, ...: the captured graphs read the old tensors, so they are dropped."""
+        graphs = getattr(self, "_graphs", None)
+        if graphs is not None:
+            graphs.clear()
+        return super()._apply(fn, *args, **kwargs)
 
     def _component_parameters(self, name: str) -> list[nn.Parameter]:
         """Parameters of one trainable component (see :data:`COMPONENTS`)."""
@@ -301,7 +315,11 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
                         self._starts[key] = (m.clone(), s.clone())
 
             callback = keep if record and keys is not None else None
-            actions = self.controller.plan(belief, noise=noise, callback=callback).actions
+            if callback is None and use_cuda_graphs(self.runtime, belief.device):
+                key = (belief.shape[0], belief.dtype, self.planner_settings, self.runtime)
+                actions = self._graphs.run(key, lambda b, e: self.controller.plan(b, noise=e).actions, belief, noise)
+            else:
+                actions = self.controller.plan(belief, noise=noise, callback=callback).actions
         if self.value_input == "belief":
             return actions[:, 0], None
         with torch.no_grad():
