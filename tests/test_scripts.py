@@ -88,3 +88,39 @@ def test_evaluate_reports_bad_checkpoints(tmp_path: Path) -> None:
     torch.save({"model": 1}, foreign)
     p = _run("evaluate.py", "--checkpoint", str(foreign))
     assert p.returncode == 2 and "not a dcem-agents checkpoint" in p.stderr
+
+
+@pytest.mark.slow
+def test_reproduce_task_script_runs_every_step_and_resumes(tmp_path: Path) -> None:
+    """``scripts/reproduce_task.sh`` on the debug presets: four run folders, each published and marked done, and the
+    five-entry report; run again, it skips the finished steps; with one mark removed, it re-enters only that step."""
+    import os
+
+    from _scripts import ROOT
+
+    env = {**os.environ, "PYTHON": sys.executable, "EPISODES": "2", "REPORT_OUT": str(tmp_path / "report")}
+    cmd = ["bash", str(ROOT / "scripts" / "reproduce_task.sh"), "debug", str(tmp_path / "runs")]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for step in ("planet", "dcem", "ppo", "sac"):
+        assert (tmp_path / "runs" / step / "DONE").is_file()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [e["label"] for e in report["entries"]] == ["full-space CEM", "latent DCEM", "latent hard CEM",
+                                                       "latent DCEM + PPO", "SAC"]
+    assert report["episodes"] == 2
+    (tmp_path / "runs" / "ppo" / "DONE").unlink()
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "=== planet: done" in again.stdout and "=== sac: done" in again.stdout
+    assert "=== ppo: configs/ppo/debug.yaml" in again.stdout
+    assert (tmp_path / "runs" / "ppo" / "DONE").is_file()
+
+
+def test_reproduce_task_script_refuses_an_unknown_task(tmp_path: Path) -> None:
+    from _scripts import ROOT
+
+    p = subprocess.run(["bash", str(ROOT / "scripts" / "reproduce_task.sh"), "no_such_task", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2
+    assert "no phase-1 preset for no_such_task" in p.stderr
+    assert not any(tmp_path.iterdir())  # nothing created

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# One task end to end: phase 1 (PlaNet, full-space CEM) -> phase 2 (latent DCEM) -> phase 3 (PPO through DCEM), the SAC
+# reference at the same environment steps, and the 100-episode comparison report.
+#
+#   bash scripts/reproduce_task.sh TASK [RUNS_DIR]        e.g.  bash scripts/reproduce_task.sh walker_walk
+#
+# TASK names the presets: configs/planet/TASK_cpu.yaml (else configs/planet/TASK.yaml), configs/dcem/TASK.yaml,
+# configs/ppo/TASK.yaml, configs/baselines/sac_TASK.yaml (else configs/baselines/TASK.yaml). Each step has a fixed run
+# folder under RUNS_DIR (default ~/dcem-runs/TASK): planet/, dcem/, ppo/, sac/. The same command therefore resumes
+# wherever a kill stopped it: a step marked done (its folder holds DONE) is skipped, an unfinished one continues from
+# its checkpoint. Phase 2 starts from the phase-1 run's own checkpoint (it needs the replay), phase 3 from phase 2's.
+# Each finished step is published (--publish: results/, checkpoints/ as its preset names them). The report evaluates
+# the shipped checkpoints when the presets publish them (so that the README's command reproduces it), else the run
+# folders, and writes results/TASK_comparison.{json,md,png} (and the training curves).
+#
+# Environment: PYTHON (default python), THREADS (torch threads per step, default 1), EPISODES (report episodes,
+# default 100), SEED (first report episode's seed, default 4000000), REPORT_OUT (default results/TASK_comparison).
+set -euo pipefail
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then
+  echo "usage: bash scripts/reproduce_task.sh TASK [RUNS_DIR]   (TASK: walker_walk, cheetah_run, cartpole_swingup, ...)" >&2
+  exit 2
+fi
+task=$1
+runs=${2:-$HOME/dcem-runs/$task}
+cd "$(dirname "$0")/.."
+first() { for f in "$@"; do if [ -f "$f" ]; then echo "$f"; return 0; fi; done; return 1; }
+planet_cfg=$(first "configs/planet/${task}_cpu.yaml" "configs/planet/$task.yaml") || { echo "no phase-1 preset for $task" >&2; exit 2; }
+dcem_cfg=$(first "configs/dcem/$task.yaml") || { echo "no phase-2 preset configs/dcem/$task.yaml" >&2; exit 2; }
+ppo_cfg=$(first "configs/ppo/$task.yaml") || { echo "no phase-3 preset configs/ppo/$task.yaml" >&2; exit 2; }
+sac_cfg=$(first "configs/baselines/sac_$task.yaml" "configs/baselines/$task.yaml") || { echo "no SAC preset for $task" >&2; exit 2; }
+threads=${THREADS:-1}
+py=${PYTHON:-python}
+mkdir -p "$runs"
+
+step() {  # step NAME PRESET [--set ...]: run (or resume) one training step in RUNS_DIR/NAME, publish it, mark it done
+  local name=$1 preset=$2; shift 2
+  local dir="$runs/$name"
+  if [ -f "$dir/DONE" ]; then echo "=== $name: done ($dir)"; return 0; fi
+  echo "=== $name: $preset -> $dir ($(date +%T))"
+  "$py" train.py --config "$preset" --run-dir "$dir" --set num_threads="$threads" "$@" --publish
+  date -u +%FT%TZ > "$dir/DONE"
+}
+
+step planet "$planet_cfg"
+step dcem "$dcem_cfg" --set phase1_checkpoint="$runs/planet/checkpoint.pt"
+step ppo "$ppo_cfg" --set phase2_checkpoint="$runs/dcem/checkpoint.pt"
+step sac "$sac_cfg"
+
+# the shipped files the presets published, else the run folders
+export_of() { "$py" - "$1" "$2" <<'PY'
+import sys, yaml
+print((yaml.safe_load(open(sys.argv[1])) or {}).get(sys.argv[2]) or "")
+PY
+}
+pick() { if [ -n "$1" ] && [ -f "$1" ]; then echo "$1"; else echo "$2"; fi; }
+planet_ckpt=$(pick "$(export_of "$planet_cfg" export_checkpoint)" "$runs/planet/checkpoint.pt")
+dcem_ckpt=$(pick "$(export_of "$dcem_cfg" export_checkpoint)" "$runs/dcem/checkpoint.pt")
+ppo_ckpt=$(pick "$(export_of "$ppo_cfg" export_checkpoint)" "$runs/ppo/checkpoint.pt")
+sac_zip=$(pick "$(export_of "$sac_cfg" export_zip)" "$runs/sac/model.zip")
+out=${REPORT_OUT:-results/${task}_comparison}
+echo "=== report -> $out ($(date +%T))"
+"$py" evaluate.py --threads "$threads" --episodes "${EPISODES:-100}" --seed "${SEED:-4000000}" --out "$out" \
+  --entry "$planet_ckpt:cem@full-space CEM" --entry "$dcem_ckpt:dcem@latent DCEM" \
+  --entry "$dcem_ckpt:latent-cem@latent hard CEM" --entry "$ppo_ckpt:ppo@latent DCEM + PPO" --entry "$sac_zip@SAC"
+echo "=== $task: every step done ($(date +%T))"
