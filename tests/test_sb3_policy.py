@@ -467,6 +467,38 @@ def test_a_saved_zip_loads_without_its_checkpoint_from_another_folder(
     assert loaded.policy.architecture["env_id"] == "dm_control/cartpole-swingup-v0"
 
 
+@pytest.mark.parametrize("found", ["phase1", "other_phase2"])
+def test_a_saved_zip_ignores_another_file_at_its_checkpoint_path(
+        phase1_checkpoint: Path, phase2_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, found: str) -> None:
+    """The zip records the checkpoint as a relative path; loaded in a folder where that path holds another phase's
+    checkpoint, or another task's phase-2 checkpoint, it builds from its recorded architecture (a warning names the
+    file) and predicts as saved."""
+    import logging
+    import shutil
+
+    train_dir, other_dir = tmp_path / "train", tmp_path / "other"
+    train_dir.mkdir()
+    other_dir.mkdir()
+    shutil.copyfile(phase2_checkpoint, train_dir / "checkpoint.pt")
+    other = phase1_checkpoint if found == "phase1" else Path(__file__).resolve().parents[1] / "checkpoints" / "dcem_cartpole_swingup.pt"
+    shutil.copyfile(other, other_dir / "checkpoint.pt")
+    monkeypatch.chdir(train_dir)
+    env = make_belief_vec_env("checkpoint.pt", n_envs=2, seed=0)
+    model = PPO(EmbeddedDCEMPolicy, env, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu",
+                policy_kwargs=EmbeddedDCEMPolicy.policy_kwargs("checkpoint.pt"))
+    model.learn(16)
+    obs = env.reset()
+    before, _ = model.predict(obs, deterministic=True)
+    model.save(tmp_path / "agent.zip")
+    monkeypatch.chdir(other_dir)
+    with caplog.at_level(logging.WARNING, logger="dcem_agents.training.components"):
+        loaded = PPO.load(tmp_path / "agent.zip", device="cpu")
+    after, _ = loaded.predict(obs, deterministic=True)
+    np.testing.assert_allclose(after, before, atol=1e-6, rtol=0)
+    assert "recorded architecture" in caplog.text
+
+
 def test_a2c_learns_with_sb3s_callbacks(phase2_checkpoint: Path, tmp_path: Path) -> None:
     """Another on-policy algorithm, with EvalCallback and CheckpointCallback as SB3's docs build them."""
     from stable_baselines3 import A2C

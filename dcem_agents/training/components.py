@@ -12,6 +12,7 @@ needs to load without the checkpoint file, its weights coming from the zip itsel
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ import torch
 from dcem_agents.models.decoder import LatentActionDecoder
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.latent import LatentCEMSettings
-from dcem_agents.training.checkpoint import load_checkpoint
+from dcem_agents.training.checkpoint import CheckpointError, load_checkpoint
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DCEMComponents", "architecture", "components_from_architecture", "components_from_checkpoint",
            "load_components", "resolve_components"]
@@ -76,14 +79,41 @@ def components_from_checkpoint(ckpt: dict[str, Any]) -> DCEMComponents:
     return comps
 
 
+def _canonical(value: Any) -> Any:
+    """``value`` with tuples as lists and floats rounded, for comparing architectures across a pickle round trip."""
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return round(value, 6) if isinstance(value, float) else value
+
+
 def resolve_components(checkpoint: str | Path | None, arch: dict[str, Any] | None) -> DCEMComponents:
-    """A policy's components: the checkpoint's (its weights too) while the file exists, else the sizes of ``arch``
-    with untrained weights (a saved SB3 zip then supplies the weights).
+    """A policy's components: the checkpoint's (its weights too) while the file exists and is the checkpoint ``arch``
+    was recorded from; else the sizes of ``arch`` with untrained weights (a saved SB3 zip then supplies the weights).
+
+    A path is a plain value: a zip loaded in another folder, or after the file was replaced, may find a different
+    file there (another phase's checkpoint, another task's). With ``arch`` recorded, such a file is not used: the
+    components are built from ``arch`` and a warning names the file.
 
     :raises CheckpointError: no architecture and the checkpoint cannot be loaded.
     """
     if checkpoint is not None and (Path(checkpoint).is_file() or arch is None):
-        return load_components(checkpoint)
+        if arch is None:
+            return load_components(checkpoint)
+        try:
+            comps = load_components(checkpoint)
+        except CheckpointError as e:
+            log.warning("%s; building the policy from its recorded architecture instead (its weights come from the "
+                        "saved model)", e)
+            return components_from_architecture(arch)
+        recorded, found = _canonical(arch), _canonical(architecture(comps))
+        changed = sorted(k for k in recorded if k != "env_steps" and recorded.get(k) != found.get(k))
+        if not changed:
+            return comps
+        log.warning("%s is not the checkpoint this policy was built from (it differs in %s); building the policy from "
+                    "its recorded architecture instead (its weights come from the saved model)",
+                    checkpoint, ", ".join(changed))
     if arch is None:
         raise ValueError("no phase-2 checkpoint and no architecture to build the policy's components from")
     return components_from_architecture(arch)
