@@ -265,6 +265,56 @@ def test_clear_errors(phase2_checkpoint: Path, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not found"):
         make_belief_vec_env(tmp_path / "missing.pt")
     assert isinstance(make_belief_vec_env(phase2_checkpoint), BeliefVecEnv)
+    with pytest.raises(ValueError, match=r"a list of component names, e.g. \['decoder'\]"):
+        _ppo(phase2_checkpoint, train_components="decoder")
+    with pytest.raises(ValueError, match="gSDE"):
+        PPO(EmbeddedDCEMPolicy, make_belief_vec_env(phase2_checkpoint), use_sde=True, device="cpu",
+            policy_kwargs=EmbeddedDCEMPolicy.policy_kwargs(phase2_checkpoint))
+    with pytest.raises(ValueError, match="value_arch"):
+        _ppo(phase2_checkpoint, net_arch=dict(vf=[256, 256]))
+
+
+def test_action_bounds_other_than_the_decoders_are_refused(phase2_checkpoint: Path) -> None:
+    import gymnasium as gym
+
+    env = make_belief_vec_env(phase2_checkpoint)
+
+    class Rescaled(VecEnvWrapper):  # an action space twice as wide, as a user's rescaling wrapper would declare
+        def __init__(self, venv):
+            super().__init__(venv, action_space=gym.spaces.Box(-2.0, 2.0, venv.action_space.shape, np.float32))
+
+        def reset(self):
+            return self.venv.reset()
+
+        def step_wait(self):
+            return self.venv.step_wait()
+
+    with pytest.raises(ValueError, match="action bounds .* differ from those the decoder was trained in"):
+        PPO(EmbeddedDCEMPolicy, Rescaled(env), device="cpu", policy_kwargs=EmbeddedDCEMPolicy.policy_kwargs(phase2_checkpoint))
+
+
+def test_belief_sync_reaches_eval_envs_and_the_end_of_training(phase2_checkpoint: Path) -> None:
+    """PPO training the transition model: the training env's filter and the evaluation env's (given to the callback)
+    equal the policy's model after learn; sync_belief_filter does the same for an env built for a loaded model."""
+    from stable_baselines3.common.monitor import Monitor
+
+    from dcem_agents.sb3 import BeliefSyncCallback, find_belief_env, sync_belief_filter
+
+    model = _ppo(phase2_checkpoint, train_components=["decoder", "reward", "transition"])
+    eval_env = make_belief_vec_env(phase2_checkpoint, n_envs=1, seed=1, wrapper_class=Monitor)
+    model.learn(48, callback=BeliefSyncCallback(eval_env))
+    policy_state = model.policy.world_model.state_dict()
+    changed = [k for k, v in load_components(phase2_checkpoint).model.state_dict().items()
+               if not torch.equal(v, policy_state[k])]
+    assert any(k.startswith("cell.") for k in changed)  # PPO did change the transition model
+    for env in (model.get_env(), eval_env):
+        filt = find_belief_env(env).model.state_dict()
+        assert all(torch.equal(filt[k], policy_state[k]) for k in policy_state)
+    fresh = make_belief_vec_env(phase2_checkpoint)
+    assert not all(torch.equal(fresh.model.state_dict()[k], policy_state[k]) for k in policy_state)
+    sync_belief_filter(fresh, model.policy)
+    assert all(torch.equal(fresh.model.state_dict()[k], policy_state[k]) for k in policy_state)
+    assert isinstance(eval_env.venv.envs[0], Monitor)  # the wrapper_class wraps each environment
 
 
 def test_train_and_evaluate_scripts_phase3(phase2_checkpoint: Path, tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ Limits (documented in the README):
 
 - The filter uses the wrapper's copy of the world model. If PPO trains the transition or observation model, beliefs
   computed during a rollout use the weights of that rollout's start; add :class:`BeliefSyncCallback` to copy the
-  policy's weights into the filter before every rollout. With the default trained components (decoder, reward head)
-  the filter never changes.
+  policy's weights into the filter before every rollout and when training ends (pass it the evaluation
+  environments too: ``BeliefSyncCallback(eval_env)``), and call :func:`sync_belief_filter` on an environment built
+  for a loaded model. With the default trained components (decoder, reward head) the filter never changes.
 - Do not normalize observations (``VecNormalize(norm_obs=False)``): the belief is already normalized and the seed must
   reach the policy unchanged. Normalizing rewards is fine.
 - The filter sees the actions actually executed (SB3 clips them to the action box before ``step``).
@@ -23,6 +24,7 @@ Limits (documented in the README):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,8 @@ from dcem_agents.envs.replayable import make_replayable_env
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.training.components import load_components
 
-__all__ = ["SEED_RANGE", "BeliefSyncCallback", "BeliefVecEnv", "make_belief_vec_env"]
+__all__ = ["SEED_RANGE", "BeliefSyncCallback", "BeliefVecEnv", "find_belief_env", "make_belief_vec_env",
+           "sync_belief_filter"]
 
 #: planner-noise seeds are integers in [0, SEED_RANGE): exactly representable in float32
 SEED_RANGE = 2**24
@@ -130,27 +133,70 @@ class BeliefVecEnv(VecEnvWrapper):
             infos[i]["terminal_observation"] = np.concatenate([final[j], seeds[j]])
 
 
+def find_belief_env(env: VecEnv) -> BeliefVecEnv:
+    """The :class:`BeliefVecEnv` in a chain of VecEnv wrappers (``VecMonitor``, ``VecNormalize``, ... around it).
+
+    :raises TypeError: there is none.
+    """
+    inner = env
+    while not isinstance(inner, BeliefVecEnv) and hasattr(inner, "venv"):
+        inner = inner.venv
+    if not isinstance(inner, BeliefVecEnv):
+        raise TypeError(f"no BeliefVecEnv in the wrapper chain of {type(env).__name__}: build the environment with "
+                        "dcem_agents.sb3.make_belief_vec_env (or wrap it in BeliefVecEnv)")
+    return inner
+
+
+def sync_belief_filter(env: VecEnv, policy: torch.nn.Module) -> None:
+    """Copy ``policy.world_model``'s weights into the filter of ``env``'s :class:`BeliefVecEnv`.
+
+    For environments built for a policy whose PPO training changed the transition or observation model: an
+    evaluation environment, or one made with :func:`make_belief_vec_env` for a model loaded from a zip (which starts
+    from the phase-2 checkpoint's weights).
+    """
+    find_belief_env(env).model.load_state_dict(policy.world_model.state_dict())
+
+
 class BeliefSyncCallback(BaseCallback):
-    """Copy the policy's world-model weights into the :class:`BeliefVecEnv` filter at the start of every rollout.
+    """Copy the policy's world-model weights into the :class:`BeliefVecEnv` filters before every rollout and when
+    training ends: the training environment's and those of ``envs`` (evaluation environments, e.g. the one given to
+    SB3's ``EvalCallback``, which evaluates during the next rollout).
 
     Needed only when PPO trains the transition or observation model (see :mod:`dcem_agents.sb3.belief_env`).
+
+    :param envs: other environments whose filters follow the policy's model.
     """
 
+    def __init__(self, *envs: VecEnv, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.envs = envs
+
+    def _sync(self) -> None:
+        for env in (self.training_env, *self.envs):
+            sync_belief_filter(env, self.model.policy)
+
     def _on_rollout_start(self) -> None:
-        env = self.training_env
-        while not isinstance(env, BeliefVecEnv) and hasattr(env, "venv"):
-            env = env.venv
-        if not isinstance(env, BeliefVecEnv):
-            raise TypeError("BeliefSyncCallback needs a BeliefVecEnv in the training env's wrapper chain")
-        env.model.load_state_dict(self.model.policy.world_model.state_dict())
+        self._sync()
+
+    def _on_training_end(self) -> None:
+        self._sync()
 
     def _on_step(self) -> bool:
         return True
 
 
+def _make_env(env_id: str, action_repeat: int, seed: int, wrapper_class: Callable[..., gym.Env] | None,
+              wrapper_kwargs: dict[str, Any]) -> gym.Env:
+    """One environment of :func:`make_belief_vec_env` (module level: a worker process unpickles it)."""
+    env = make_replayable_env(env_id, action_repeat=action_repeat, seed=seed)
+    return env if wrapper_class is None else wrapper_class(env, **wrapper_kwargs)
+
+
 def make_belief_vec_env(checkpoint: str | Path, n_envs: int = 1, seed: int = 0, monitor: bool = True,
                         vec_env_cls: type[VecEnv] | None = None,
-                        vec_env_kwargs: dict[str, Any] | None = None) -> BeliefVecEnv:
+                        vec_env_kwargs: dict[str, Any] | None = None,
+                        wrapper_class: Callable[..., gym.Env] | None = None,
+                        wrapper_kwargs: dict[str, Any] | None = None) -> BeliefVecEnv:
     """``n_envs`` environments of a phase-2 checkpoint's task (its env id and action repeat), wrapped for the policy.
 
     Episode statistics (``VecMonitor``, for SB3's ``rollout/ep_rew_mean`` and ``evaluate_policy``) are in
@@ -162,10 +208,14 @@ def make_belief_vec_env(checkpoint: str | Path, n_envs: int = 1, seed: int = 0, 
         in SB3's ``make_vec_env``. The belief filter stays in this process, batched over the environments; the
         workers receive only the environment id, action repeat and seed (never the world model).
     :param vec_env_kwargs: keyword arguments of ``vec_env_cls`` (e.g. ``start_method="spawn"``).
+    :param wrapper_class: a Gymnasium wrapper around each environment (e.g. ``Monitor``), as SB3's ``make_vec_env``
+        applies it: outside the action repeat, so it sees agent steps; it must keep the observations unchanged.
+    :param wrapper_kwargs: keyword arguments of ``wrapper_class``.
     """
     comps = load_components(checkpoint)
     env_id, action_repeat = comps.env_id, comps.action_repeat  # plain values: what a worker process receives
-    fns = [partial(make_replayable_env, env_id, action_repeat=action_repeat, seed=seed + i) for i in range(n_envs)]
+    fns = [partial(_make_env, env_id, action_repeat, seed + i, wrapper_class, wrapper_kwargs or {})
+           for i in range(n_envs)]
     venv: VecEnv = (vec_env_cls or DummyVecEnv)(fns, **(vec_env_kwargs or {}))
     if monitor:
         venv = VecMonitor(venv)

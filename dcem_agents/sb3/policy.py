@@ -27,9 +27,11 @@ captures. Plans that record gradients (PPO's update) run eagerly.
 Construction from a phase-2 checkpoint, with plain values only (SB3 pickles ``policy_kwargs`` into its zip)::
 
     model = PPO(EmbeddedDCEMPolicy, make_belief_vec_env(ckpt, n_envs=4),
-                policy_kwargs=dict(checkpoint=ckpt, log_std_init=math.log(0.1)))
+                policy_kwargs=EmbeddedDCEMPolicy.policy_kwargs(ckpt, log_std_init=math.log(0.1)))
 
-``PPO.load`` rebuilds the architecture from the checkpoint path and then loads the saved weights.
+``policy_kwargs`` records the architecture next to the path, so ``PPO.load`` rebuilds the policy without the
+checkpoint file (from any folder) and then loads the saved weights. Zips made with ``dict(checkpoint=ckpt)`` alone
+still load, through the file.
 """
 
 from __future__ import annotations
@@ -105,7 +107,9 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
     :param compile: ``torch.compile`` the planner's rollout.
     :param grad_iters: backpropagate PPO's loss through the last ``grad_iters`` DCEM iterations only (None: all). The
         action is the same (PPO's ratio stays 1 at the start of an update); the update's backward pass is cheaper.
-    :param kwargs: other :class:`~stable_baselines3.common.policies.ActorCriticPolicy` arguments (``net_arch`` is ignored).
+    :param kwargs: other :class:`~stable_baselines3.common.policies.ActorCriticPolicy` arguments. ``net_arch`` is
+        refused (the actor is the planner; the value network's widths are ``value_arch``), and so is ``use_sde=True``
+        (the exploration noise is the state-independent Gaussian above).
     """
 
     def __init__(
@@ -137,6 +141,9 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
                              "dict(checkpoint=PATH)) of a phase-2 (dcem) checkpoint")
         if not isinstance(action_space, spaces.Box):
             raise ValueError(f"EmbeddedDCEMPolicy supports Box action spaces only, got {action_space}")
+        if isinstance(train_components, str):
+            raise ValueError(f"train_components must be a list of component names, e.g. [{train_components!r}], got "
+                             f"the string {train_components!r}")
         unknown = sorted(set(train_components) - set(COMPONENTS))
         if unknown:
             raise ValueError(f"unknown train_components {unknown}; choose from {sorted(COMPONENTS)}")
@@ -153,8 +160,12 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         self.n_samples_override, self.n_iters_override, self.grad_iters = n_samples, n_iters, grad_iters
         self.precision, self.compile_planner = precision, bool(compile)  # nn.Module.compile is a method
         self.runtime = PlannerRuntime(precision=precision or "fp32", compile=self.compile_planner)
-        kwargs.pop("net_arch", None)
-        kwargs.pop("use_sde", None)
+        if kwargs.pop("net_arch", None) is not None:
+            raise ValueError("EmbeddedDCEMPolicy takes no net_arch: the actor is the DCEM planner; set the value "
+                             "network's hidden widths with value_arch=[...] in policy_kwargs")
+        if kwargs.pop("use_sde", False):
+            raise ValueError("EmbeddedDCEMPolicy does not support gSDE (use_sde=True): its exploration noise is a "
+                             "state-independent Gaussian around the planned action; build the algorithm without use_sde")
         super().__init__(observation_space, action_space, lr_schedule, net_arch=dict(pi=[], vf=list(self.value_arch)),
                          log_std_init=log_std_init, **kwargs)
 
@@ -202,6 +213,13 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
                 f"planner-noise seeds, integers up to {SEED_RANGE})")
         if self.action_space.shape != (comps.decoder.action_dim,):
             raise ValueError(f"action shape {self.action_space.shape} does not match the decoder's ({comps.decoder.action_dim},)")
+        low, high = comps.decoder.lower.numpy(), comps.decoder.upper.numpy()
+        if not (np.allclose(self.action_space.low, low, atol=1e-5) and np.allclose(self.action_space.high, high, atol=1e-5)):
+            raise ValueError(
+                f"action bounds [{self.action_space.low.tolist()}, {self.action_space.high.tolist()}] differ from those "
+                f"the decoder was trained in ([{low.tolist()}, {high.tolist()}], task {comps.env_id}): the planner's "
+                "actions would be rescaled wrongly; use the checkpoint's task (make_belief_vec_env) without rescaling "
+                "the action space")
         self.world_model = comps.model
         self.decoder = comps.decoder
         self.env_id, self.action_repeat = comps.env_id, comps.action_repeat  # the task the components were trained on
