@@ -70,8 +70,9 @@ class _CountingEnv(gym.Env):
 def test_action_repeat_stops_at_termination() -> None:
     env = ActionRepeat(_CountingEnv(), 5)
     env.reset()
-    obs, reward, terminated, truncated, _ = env.step(np.zeros(1))
+    obs, reward, terminated, truncated, info = env.step(np.zeros(1))
     assert terminated and not truncated and reward == 3.0 and isinstance(reward, float) and env.unwrapped.t == 3
+    assert info["env_steps"] == 3  # the agent step ended inside its repeat: 3 real environment steps, not 5
     np.testing.assert_array_equal(obs, [3.0, 3.0])
     with pytest.raises(ValueError, match="action_repeat"):
         ActionRepeat(_CountingEnv(), 0)
@@ -139,3 +140,42 @@ def test_registered_ids_are_accepted(tmp_path, monkeypatch) -> None:  # noqa: AN
     env = make_env("dcem_test_envs:ModulePendulum-v0", seed=0)
     assert env.spec is not None and env.spec.id == "ModulePendulum-v0"
     sys.modules.pop("dcem_test_envs", None)
+
+
+class _EndlessEnv(gym.Env):
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):  # noqa: ANN001, ANN201
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):  # noqa: ANN001, ANN201
+        return np.zeros(2, np.float32), 0.0, False, False, {}
+
+
+class _MatrixActionEnv(_EndlessEnv):
+    action_space = gym.spaces.Box(-1.0, 1.0, (2, 2), np.float32)
+
+
+def test_an_env_without_time_limit_and_a_matrix_action_space_are_refused_by_name() -> None:
+    """An episode that never ends would hang training; a (2, 2) action box would fail deep in the rollout."""
+    gym.register("DcemTestEndless-v0", entry_point=_EndlessEnv)
+    with pytest.raises(UnsupportedSpaceError, match="DcemTestEndless-v0: no time limit"):
+        make_env("DcemTestEndless-v0")
+    assert make_env("DcemTestEndless-v0", max_episode_steps=5).spec.max_episode_steps == 5
+    gym.register("DcemTestMatrixAction-v0", entry_point=_MatrixActionEnv, max_episode_steps=5)
+    with pytest.raises(UnsupportedSpaceError, match=r"DcemTestMatrixAction-v0: .*must be a flat vector"):
+        make_env("DcemTestMatrixAction-v0")
+
+
+def test_rollouts_count_real_environment_steps() -> None:
+    """An episode of 3 environment steps at action repeat 2 is 2 agent steps and 3 environment steps (not 4)."""
+    import torch
+
+    from dcem_agents.training.rollout import RandomController, run_episodes
+
+    envs = [ActionRepeat(_CountingEnv(), 2), ActionRepeat(_CountingEnv(), 2)]
+    controller = RandomController(torch.tensor([-1.0]), torch.tensor([1.0]))
+    _, stats = run_episodes(envs, None, controller, [0, 1], generator=torch.Generator().manual_seed(0))
+    assert (stats.steps, stats.env_steps) == (4, 6)

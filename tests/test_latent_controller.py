@@ -108,5 +108,8 @@ def test_tiny_phase2_run_and_evaluate_both_controllers(phase2_checkpoint: Path, 
     result = json.loads(out.read_text())
     assert set(result["controllers"]) == {"dcem", "cem"}
     assert all(len(c["returns"]) == 2 for c in result["controllers"].values())
+    dcem_mean, cem_mean = (result["controllers"][k]["return_mean"] for k in ("dcem", "cem"))
+    assert result["dcem_minus_cem_return"] == pytest.approx(dcem_mean - cem_mean)
+    assert result["dcem_over_cem_return"] == (pytest.approx(dcem_mean / cem_mean) if cem_mean > 0 else None)
     bad = run_script("evaluate.py", "--checkpoint", str(phase2_checkpoint), "--controller", "ppo")
     assert bad.returncode == 2 and "available: dcem, cem" in bad.stderr

@@ -221,3 +221,11 @@ def test_updates_per_step_pays_for_the_agent_steps_collected(tmp_path: Path, per
     assert summary["updates"] == updates
     state = load_checkpoint(tmp_path / CHECKPOINT_NAME)["trainer"]["counters"]
     assert state["update_credit"] == pytest.approx(credit) and state["new_steps"] == 125  # the third episode's steps
+
+
+def test_a_budget_spent_in_the_seed_episodes_warns_of_an_untrained_model(tmp_path: Path) -> None:
+    p = _run("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(tmp_path / "run"),
+                   "--set", "train.total_env_steps=500", "--set", "final_eval_episodes=1")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "the world model was never trained" in p.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["updates"] == 0

@@ -53,9 +53,11 @@ def test_shapes_of_filtering_and_imagination() -> None:
 
 def test_normalization_is_stored_with_the_weights() -> None:
     model = _model()
-    model.set_obs_normalization(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 0.0, 4.0]))
+    model.set_obs_normalization(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 0.001, 4.0]))
     x = torch.tensor([[3.0, 2.0, 7.0]])
     torch.testing.assert_close(model.normalize(x), torch.tensor([[1.0, 0.0, 1.0]]))
+    # a dimension that barely varied when the moments were taken is centred, not divided by its tiny std
+    torch.testing.assert_close(model.normalize(torch.tensor([[3.0, 5.0, 7.0]])), torch.tensor([[1.0, 3.0, 1.0]]))
     torch.testing.assert_close(model.denormalize(model.normalize(x)), x)
     other = RSSM(OBS, ACT, 16, 16)
     other.load_state_dict(model.state_dict())

@@ -70,6 +70,9 @@ def _check_vector_box(space: gym.Space, what: str) -> None:
 class ActionRepeat(gym.Wrapper):
     """Repeat each action ``repeat`` times, summing rewards; stop early at termination or truncation.
 
+    ``info["env_steps"]`` is the number of environment steps the agent step took (``repeat``, or fewer when the
+    episode ended inside it), so that budgets count real environment steps.
+
     :param env: the environment to wrap.
     :param repeat: number of environment steps per agent step (>= 1).
     """
@@ -82,12 +85,12 @@ class ActionRepeat(gym.Wrapper):
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         total = 0.0
-        for _ in range(self.repeat):
+        for k in range(1, self.repeat + 1):
             obs, reward, terminated, truncated, info = self.env.step(action)
             total += float(reward)
             if terminated or truncated:
                 break
-        return obs, total, terminated, truncated, info
+        return obs, total, terminated, truncated, {**info, "env_steps": k}
 
 
 class _FloatReward(gym.RewardWrapper):
@@ -117,7 +120,8 @@ def make_env(env_id: str, action_repeat: int = 1, seed: int | None = None, **kwa
     :param action_repeat: environment steps per agent step; rewards are summed.
     :param seed: seed of the first reset and of the action/observation spaces (None: unseeded).
     :param kwargs: passed to ``gymnasium.make``.
-    :raises UnsupportedSpaceError: the action space is not a ``Box`` or the observation space is not usable.
+    :raises UnsupportedSpaceError: the action space is not a flat ``Box`` with finite bounds, the observation space
+        is not usable, or the environment has no time limit (any id but DeepMind Control's).
     """
     if env_id.startswith("dm_control/"):
         import shimmy  # noqa: PLC0415 - lazy: only DeepMind Control needs it
@@ -129,6 +133,10 @@ def make_env(env_id: str, action_repeat: int = 1, seed: int | None = None, **kwa
         raise UnsupportedSpaceError(
             f"{env_id}: unsupported action space {env.action_space!r}: only continuous Box action spaces are supported"
         )
+    if len(env.action_space.shape) != 1:
+        env.close()
+        raise UnsupportedSpaceError(f"{env_id}: action space {env.action_space!r} must be a flat vector (one "
+                                    "dimension); flatten it with a wrapper registered under a new id")
     if not (np.all(np.isfinite(env.action_space.low)) and np.all(np.isfinite(env.action_space.high))):
         env.close()
         raise UnsupportedSpaceError(f"{env_id}: action space {env.action_space!r} must have finite bounds for planning")
@@ -137,6 +145,13 @@ def make_env(env_id: str, action_repeat: int = 1, seed: int | None = None, **kwa
     except UnsupportedSpaceError as e:
         env.close()
         raise UnsupportedSpaceError(f"{env_id}: {e}") from None
+    # DeepMind Control ends its episodes itself (the task's time limit); any other id needs Gymnasium's TimeLimit
+    if (not env_id.startswith("dm_control/") and "max_episode_steps" not in kwargs
+            and (env.spec is None or env.spec.max_episode_steps is None)):
+        env.close()
+        raise UnsupportedSpaceError(
+            f"{env_id}: no time limit (registered without max_episode_steps), so an episode that never terminates would "
+            "run forever; register it with gymnasium.register(..., max_episode_steps=N)")
     env = _FloatReward(env)
     if action_repeat != 1:
         env = ActionRepeat(env, action_repeat)

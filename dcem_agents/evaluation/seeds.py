@@ -264,8 +264,8 @@ def _markdown(report: dict[str, Any]) -> str:
         lines += [f"| {p['env_steps']:,} | {p['mean']:.1f} | {p['ci95'][0]:.1f} – {p['ci95'][1]:.1f} | {p['n']} "
                   f"| {p.get('held', 0)} |" for p in e["learning_curve"]]
     lines += ["", "Final return: each seed's final-evaluation mean. Aggregates and P(X > Y): rliable's stratified "
-              "bootstrap, 95 % percentile CIs; curve bands: bootstrap across seeds; a seed whose run stopped early (stop_return "
-              "reached) holds its last evaluation."]
+              "bootstrap, 95 % percentile CIs; curve bands: bootstrap across seeds; a seed whose run ended before a curve point "
+              "(stop_return reached, or its last episode ended earlier) holds its last evaluation."]
     return "\n".join(lines) + "\n"
 
 

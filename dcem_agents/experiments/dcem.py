@@ -234,7 +234,11 @@ def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
         result["controllers"][name] = run.summary(decimals=2) | {"sequences_per_plan": samples}
     if {"dcem", "cem"} <= set(names):
         c = result["controllers"]
-        result["dcem_over_cem_return"] = c["dcem"]["return_mean"] / c["cem"]["return_mean"]
+        dcem_mean, cem_mean = c["dcem"]["return_mean"], c["cem"]["return_mean"]
+        # a ratio of returns means "fraction of CEM's return" only when both are positive (DMC rewards are >= 0;
+        # Gymnasium's can be negative, and a sparse task's mean can be 0): else it is left out (None)
+        result["dcem_over_cem_return"] = dcem_mean / cem_mean if dcem_mean >= 0 and cem_mean > 0 else None
+        result["dcem_minus_cem_return"] = dcem_mean - cem_mean
     out = options.out or Path("results") / f"dcem_{cfg.name}_eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -188,6 +188,10 @@ def train(cfg: Config, run_dir: Path) -> dict:
 
 def _final_summary(cfg: Config, trainer: PlanetTrainer, ckpt_path: Path) -> dict[str, Any]:
     c = trainer.counters
+    if c["updates"] == 0:
+        log.warning("the world model was never trained: the budget of %d environment steps ended during the %d seed "
+                    "episodes (train.seed_episodes); its evaluation is that of an untrained model", c["env_steps"],
+                    cfg.train.seed_episodes)
     summary: dict[str, Any] = {
         "checkpoint": str(ckpt_path),
         "env_id": cfg.env_id,

@@ -194,7 +194,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
         start = model.policy if latest is None else EmbeddedDCEMPolicy.for_evaluation(policy_kwargs, None, device)
         summary["before"] = _evaluate(start, cfg.eval_episodes, cfg.eval_seed, "evaluate before PPO")
         summary_path.write_text(json.dumps(summary, indent=2))
-        log.info("before PPO: %.1f (95%% CI %.1f-%.1f)", summary["before"]["return_mean"], *summary["before"]["ci95"])
+        log.info("before PPO: %.1f (95%% CI %.1f to %.1f)", summary["before"]["return_mean"], *summary["before"]["ci95"])
     callbacks = [AtomicCheckpointCallback(max(cfg.checkpoint_every // cfg.n_envs, 1), sb3_dir, name_prefix="ppo",
                                           save_vecnormalize=True, at_rollout_start=True, save_resume_state=True),
                  TqdmCallback(cfg.total_timesteps)]
@@ -218,7 +218,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     ckpt_path = save_final()
     if cfg.eval_episodes and (remaining > 0 or not _current(summary.get("after"), cfg)):
         summary["after"] = _evaluate(model.policy, cfg.eval_episodes, cfg.eval_seed, "evaluate after PPO")
-        log.info("after PPO: %.1f (95%% CI %.1f-%.1f)", summary["after"]["return_mean"], *summary["after"]["ci95"])
+        log.info("after PPO: %.1f (95%% CI %.1f to %.1f)", summary["after"]["return_mean"], *summary["after"]["ci95"])
         ckpt_path = save_final()  # now with the "after" point
     summary.update({"checkpoint": str(ckpt_path), "phase2_checkpoint": cfg.phase2_checkpoint,
                     "ppo_timesteps": model.num_timesteps, "n_envs": cfg.n_envs,

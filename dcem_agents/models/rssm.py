@@ -95,9 +95,15 @@ class RSSM(nn.Module):
 
     # ---------------------------------------------------------------- normalization
     def set_obs_normalization(self, mean: Tensor, std: Tensor, min_scale: float = 1e-2) -> None:
-        """Normalize observations as ``x̃ = (x - mean) / max(std, min_scale)`` (O,); stored with the weights."""
+        """Normalize observations as ``x̃ = (x - mean) / std`` (O,); stored with the weights.
+
+        A dimension that barely varied in the data the moments come from (``std < min_scale``) is centred but not
+        scaled (scale 1): dividing by its tiny std would blow it up once it varies, e.g. the contact forces of
+        Ant or Humanoid, zero during the short random seed episodes and then in the hundreds.
+        """
+        std = torch.as_tensor(std, dtype=self.obs_scale.dtype)
         self.obs_loc.copy_(torch.as_tensor(mean, dtype=self.obs_loc.dtype))
-        self.obs_scale.copy_(torch.as_tensor(std, dtype=self.obs_scale.dtype).clamp_min(min_scale))
+        self.obs_scale.copy_(torch.where(std < min_scale, torch.ones_like(std), std))
 
     def normalize(self, obs: Tensor) -> Tensor:
         """``x̃`` from observations in environment units (..., O)."""

@@ -194,7 +194,7 @@ class PlanetTrainer:
             )
             self.replay.add_episode(episode.obs, episode.actions, episode.rewards, episode.terminated)
             c["episodes"] += 1
-            c["env_steps"] += stats.steps * self.action_repeat
+            c["env_steps"] += stats.env_steps  # real environment steps: an episode can end inside an action repeat
             c["new_steps"] = c.get("new_steps", 0) + stats.steps  # agent steps not yet paid in updates_per_step
             if not c["normalized"] and c["episodes"] >= s.seed_episodes:
                 mean, std = self.replay.obs_moments()
@@ -217,12 +217,12 @@ class PlanetTrainer:
             elapsed = time.perf_counter() - t0
             c["wall_time_s"] += elapsed
             record.update({"time/iteration_s": elapsed, "time/wall_s": c["wall_time_s"],
-                           "time/steps_per_s": stats.steps * self.action_repeat / max(elapsed, 1e-9)})
+                           "time/steps_per_s": stats.env_steps / max(elapsed, 1e-9)})
             if self.logger is not None:
                 for k, v in record.items():
                     self.logger.record(k, v)
                 self.logger.dump(c["env_steps"])
-            bar.update(stats.steps * self.action_repeat)
+            bar.update(stats.env_steps)
             bar.set_postfix(ret=f"{episode.return_:.0f}", sps=f"{record['time/steps_per_s']:.0f}",
                             eval=f"{self.evaluations[-1]['return_mean']:.0f}" if self.evaluations else "-")
             iterations += 1

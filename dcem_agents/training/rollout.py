@@ -56,12 +56,14 @@ class Episode:
 
 @dataclass
 class RolloutStats:
-    """Timing of :func:`run_episodes`: controller calls and the seconds they took, total seconds and agent steps."""
+    """Timing of :func:`run_episodes`: controller calls and the seconds they took, total seconds, agent steps and
+    environment steps (``info["env_steps"]`` of :class:`~dcem_agents.envs.ActionRepeat`, 1 per agent step without)."""
 
     plan_calls: int = 0
     plan_seconds: float = 0.0
     seconds: float = 0.0
     steps: int = 0
+    env_steps: int = 0
     returns: list[float] = field(default_factory=list)
 
     @property
@@ -145,13 +147,14 @@ def run_episodes(
         actions = np.clip(actions, low, high)
         next_obs = np.stack([o[-1] for o in obs_lists])
         for i in np.flatnonzero(running):
-            obs, reward, term, trunc, _ = envs[i].step(actions[i])
+            obs, reward, term, trunc, info = envs[i].step(actions[i])
             _check_finite(envs[i], int(seeds[i]), steps + 1, np.asarray(obs), float(reward))
             obs_lists[i].append(np.asarray(obs, np.float32))
             act_lists[i].append(actions[i])
             rew_lists[i].append(float(reward))
             next_obs[i] = obs
             stats.steps += 1
+            stats.env_steps += int(info.get("env_steps", 1))
             if term or trunc:
                 running[i], terminated[i] = False, bool(term)
         observed = torch.as_tensor(next_obs, dtype=dtype, device=device)
