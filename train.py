@@ -27,7 +27,7 @@ import logging
 import sys
 from pathlib import Path
 
-from dcem_agents.config import ConfigError, apply_overrides, build, describe, load_yaml, put_seed, to_dict
+from dcem_agents.config import ConfigError, apply_overrides, build, describe, load_yaml, parse_yaml, put_seed, to_dict
 from dcem_agents.experiments import EXPERIMENTS, get_experiment
 from dcem_agents.training import load_checkpoint, make_run_dir, save_resolved_config
 from dcem_agents.training.run_dir import RunDirInUseError, lock_run_dir, publish_run, publish_targets
@@ -48,6 +48,32 @@ RESUME_SAFE_KEYS = frozenset({
 })
 
 
+def saved_config(run_dir: Path) -> dict | str | None:
+    """The config a run folder was started with: the one inside its ``checkpoint.pt`` (what the run really holds,
+    loaded without unpickling code), else its ``config.yaml``; None for a folder never used; a message (str) for a
+    folder whose record cannot be read."""
+    ckpt = run_dir / "checkpoint.pt"
+    if ckpt.is_file():
+        try:
+            stored = load_checkpoint(ckpt).get("config")
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: one line
+            return f"{ckpt} cannot be resumed: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+        if isinstance(stored, dict):
+            return stored
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        data = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    except (ConfigError, OSError, UnicodeDecodeError) as e:
+        return f"{path} cannot be read ({e}); it records how the run was started: restore it or use a new run folder"
+    if data is None:
+        return None  # an empty record of a run with no checkpoint: nothing to resume
+    if not isinstance(data, dict):
+        return f"{path} is not a mapping of config keys; restore it or use a new run folder"
+    return data
+
+
 def changed_keys(old: object, new: object, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two resolved configs (keys the old one lacks are not counted)."""
     if isinstance(old, dict) and isinstance(new, dict):
@@ -66,6 +92,21 @@ def validate_inputs(cfg: object, check_checkpoints: bool = True, module: object 
 
     :raises Exception: the first problem found (the caller prints it as one line).
     """
+    seed = getattr(cfg, "seed", 0)
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed}")
+    run_name = getattr(cfg, "name", "")
+    if "/" in run_name or "\\" in run_name or run_name in (".", ".."):
+        raise ValueError(f"name {run_name!r} names the run folder and must not contain a path separator or be . or ..")
+    device = str(getattr(cfg, "device", "cpu"))
+    if device.startswith("cuda"):
+        import torch
+
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} was requested but this machine has "
+                             f"{torch.cuda.device_count() if torch.cuda.is_available() else 'no'} CUDA GPU(s); "
+                             "use --set device=auto or cpu")
     env_id = getattr(cfg, "env_id", None)
     if env_id is not None:
         from dcem_agents.envs import make_env
@@ -174,12 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     if sweeping:
         return run_sweep(args, cfg)
 
-    saved = args.run_dir / "config.yaml" if args.run_dir is not None else None
-    if saved is not None and saved.is_file():  # a run folder used before: resume it with the same config
-        import yaml
-
-        changed = [k for k in changed_keys(yaml.safe_load(saved.read_text()) or {}, to_dict(cfg))
-                   if k not in RESUME_SAFE_KEYS]
+    saved = None if args.run_dir is None else saved_config(args.run_dir)
+    if isinstance(saved, str):
+        print(f"train.py: {saved}", file=sys.stderr)
+        return 2
+    if saved is not None:  # a run folder used before: resume it with the same config
+        changed = [k for k in changed_keys(saved, to_dict(cfg)) if k not in RESUME_SAFE_KEYS]
         if changed:
             print(f"train.py: {args.run_dir} was started with other values of {', '.join(changed)}; a resumed run keeps "
                   f"its config (only {', '.join(sorted(RESUME_SAFE_KEYS & {'train.total_env_steps', 'total_timesteps', 'env_steps'}))}, "
@@ -201,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         except (NonFiniteEnvironmentError, NonFiniteTrainingError) as e:  # the checkpoint before it is intact: nothing non-finite was stored
             print(f"train.py: {e}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:  # Ctrl-C: the last checkpoint is intact (every write is atomic)
+            print(f"train.py: interrupted; resume from the last checkpoint with the same command and --run-dir {run_dir}",
+                  file=sys.stderr)
+            return 130
         print(json.dumps({"run_dir": str(run_dir), **(summary or {})}, indent=2, default=str))
         log = logging.getLogger("train")
         targets = publish_targets(cfg)

@@ -9,6 +9,7 @@ Command-line overrides are ``key.sub=value`` strings whose values are parsed as 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -34,13 +35,48 @@ def field(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any
     return dataclasses.field(default=default, default_factory=default_factory, metadata={"help": help})
 
 
+#: most values a config may expand to: YAML aliases (``*name``) of aliases expand exponentially ("billion laughs")
+MAX_YAML_VALUES = 100_000
+
+
+def _expanded_size(node: Any, memo: dict[int, int]) -> int:
+    """Values in ``node`` once every alias is expanded (counted without expanding: shared nodes are memoized)."""
+    if not isinstance(node, (dict, list)):
+        return 1
+    key = id(node)
+    if key not in memo:
+        memo[key] = 0  # a cycle (a recursive alias) counts once
+        children = list(node.keys()) + list(node.values()) if isinstance(node, dict) else node
+        memo[key] = 1 + sum(_expanded_size(c, memo) for c in children)
+    return memo[key]
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` of ``text``; syntax errors and alias bombs raise :class:`ConfigError` naming ``where``."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
+    if _expanded_size(data, {}) > MAX_YAML_VALUES:
+        raise ConfigError(f"{where}: expands to more than {MAX_YAML_VALUES:,} values through YAML aliases (*name); "
+                          "refused (nested aliases expand exponentially)")
+    return data
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping from ``path``; a missing file or a non-mapping raises :class:`ConfigError`."""
+    """Read a YAML mapping from ``path``; a missing or unreadable file, invalid YAML or a non-mapping raises
+    :class:`ConfigError`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    with path.open() as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read as UTF-8 text ({type(e).__name__})") from None
+    data = parse_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got {type(data).__name__}")
     return data
@@ -69,7 +105,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {p!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = parse_yaml(raw, f"override {item!r}")
     return out
 
 
@@ -164,11 +200,13 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, str):  # PyYAML reads 3e-4 (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"config key {key!r} must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

@@ -176,6 +176,11 @@ def test_non_finite_updates_are_skipped_then_stop_the_run() -> None:
     ("configs/ppo/debug.yaml", "device=cuda:x", "device must be one of auto, cpu, cuda (or cuda:N)"),
     ("configs/demo_rastrigin.yaml", "num_threads=-1", "num_threads must be >= 0"),
     ("configs/cartpole_embed.yaml", "threads=1", "unknown config key 'threads'"),
+    ("configs/planet/debug.yaml", "train.learning_rate=nan", "'train.learning_rate' must be a finite number"),
+    ("configs/planet/debug.yaml", "model.min_std=.inf", "'model.min_std' must be a finite number"),
+    ("configs/planet/debug.yaml", "model.hidden_size=[unclosed", "not valid YAML (line 1, column 10)"),
+    ("configs/planet/debug.yaml", "seed=-1", "seed must be an integer in [0, 2**63)"),
+    ("configs/planet/debug.yaml", "name=x/../../escaped", "must not contain a path separator"),
 ])
 def test_train_validates_inputs_before_the_run_folder_exists(tmp_path: Path, config: str, override: str,
                                                             message: str) -> None:
@@ -186,6 +191,68 @@ def test_train_validates_inputs_before_the_run_folder_exists(tmp_path: Path, con
     assert len(lines) == 1 and message in lines[0], p.stderr[-2000:]
     assert "Traceback" not in p.stderr
     assert not runs.exists()
+
+
+def test_hostile_config_files_give_one_line(tmp_path: Path) -> None:
+    """A YAML syntax error (a tab), non-UTF-8 bytes and a "billion laughs" alias bomb: one line, no traceback."""
+    tab = tmp_path / "tab.yaml"
+    tab.write_text("experiment: planet\nmodel:\n\thidden_size: 3\n")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"experiment: planet\nname: \xff\xfe\n")
+    bomb = tmp_path / "bomb.yaml"
+    levels = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    bomb.write_text("experiment: planet\n" + "\n".join(levels) + "\n")
+    for path, message in ((tab, "not valid YAML (line 3, column 1)"), (binary, "cannot be read as UTF-8"),
+                          (bomb, "expands to more than 100,000 values through YAML aliases")):
+        p = run_main("train.py", "--config", str(path), "--runs-dir", str(tmp_path / "runs"))
+        assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message of a CPU-only machine")
+def test_cuda_without_a_gpu_is_refused_before_the_run_folder_exists(tmp_path: Path) -> None:
+    p = run_main("train.py", "--config", "configs/planet/debug.yaml", "--runs-dir", str(tmp_path / "runs"),
+                 "--set", "device=cuda")
+    assert p.returncode == 2 and "device 'cuda' was requested but this machine has no CUDA GPU" in p.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_resume_guard_reads_the_checkpoints_config(tmp_path: Path) -> None:
+    """config.yaml emptied (a kill while it was written, before it was atomic) or deleted: the checkpoint's own
+    config still refuses a changed key; a corrupt config.yaml without a checkpoint is one line."""
+    run = tmp_path / "run"
+    first = run_script("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(run),
+                       "--set", "train.total_env_steps=2000")
+    assert first.returncode == 0, first.stderr[-2000:]
+    (run / "config.yaml").write_text("")
+    p = run_main("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(run), "--set", "seed=9")
+    assert p.returncode == 2 and "other values of seed;" in p.stderr
+    (run / "config.yaml").unlink()
+    p = run_main("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(run), "--set", "planner.n_samples=64")
+    assert p.returncode == 2 and "other values of planner.n_samples;" in p.stderr
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "config.yaml").write_text("a: [\n")
+    p = run_main("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(fresh))
+    assert p.returncode == 2 and "config.yaml cannot be read" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_a_phase2_run_resumes_without_its_phase1_checkpoint(tmp_path: Path, phase1_checkpoint: Path) -> None:
+    """The phase-2 checkpoint holds the phase-1 config and all the state: a resume needs no phase-1 file."""
+    import shutil
+
+    p1 = tmp_path / "p1" / "checkpoint.pt"
+    shutil.copytree(phase1_checkpoint.parent, p1.parent)
+    run = tmp_path / "p2"
+    args = ("train.py", "--config", "configs/dcem/debug.yaml", "--run-dir", str(run), "--set", f"phase1_checkpoint={p1}")
+    first = run_script(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    shutil.rmtree(p1.parent)
+    again = run_script(*args, "--set", "train.total_env_steps=6000")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resumed phase 2" in again.stderr
+    assert json.loads((run / "summary.json").read_text())["env_steps"] >= 6000
 
 
 def test_a_resume_with_a_changed_config_key_names_the_keys(tmp_path: Path) -> None:

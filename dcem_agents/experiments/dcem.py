@@ -144,21 +144,29 @@ def _check_budget(cfg: Config, phase1_steps: int) -> None:
 def train(cfg: Config, run_dir: Path) -> dict:
     """Phase 2 from ``cfg.phase1_checkpoint`` (or resume from ``run_dir/checkpoint.pt``); returns the summary."""
     device = cfg.setup_torch()
-    phase1_ckpt = load_checkpoint(cfg.phase1_checkpoint, "planet", map_location=device)
-    p1, p1_state = _phase1(phase1_ckpt)
-    env_fn, model, controller = build_latent_agent(p1, cfg, device)
     ckpt_path = run_dir / planet.CHECKPOINT_NAME
+    # a resumed run needs nothing from the phase-1 checkpoint: its own holds the phase-1 config (sizes, env) and all
+    # the state (model, optimizer, replay) it has trained since; only a fresh start reads phase 1
+    resumed = load_checkpoint(ckpt_path, "dcem", map_location=device) if ckpt_path.exists() else None
+    if resumed is None:
+        phase1_ckpt = load_checkpoint(cfg.phase1_checkpoint, "planet", map_location=device)
+        phase1_config = phase1_ckpt["config"]
+        p1, p1_state = _phase1(phase1_ckpt)
+    else:
+        phase1_config = resumed["phase1_config"]
+        p1 = build(planet.Config, phase1_config)
+    env_fn, model, controller = build_latent_agent(p1, cfg, device)
     config_dict = to_dict(cfg)
 
     def save_fn(state: dict[str, Any]) -> None:
-        save_checkpoint(ckpt_path, "dcem", config_dict, {"trainer": state, "phase1_config": phase1_ckpt["config"]})
+        save_checkpoint(ckpt_path, "dcem", config_dict, {"trainer": state, "phase1_config": phase1_config})
 
     trainer = LatentPhaseTrainer(env_fn, model, controller, cfg.train, cfg.decoder_training, cfg.seed,
                                  p1.action_repeat, save_fn=save_fn)
     trainer.replay_store = ReplayStore(run_dir / REPLAY_FOLDER)
     resume_step = None
-    if ckpt_path.exists():
-        trainer.load_state_dict(load_checkpoint(ckpt_path, "dcem", map_location=device)["trainer"])
+    if resumed is not None:
+        trainer.load_state_dict(resumed["trainer"])
         resume_step = trainer.counters["env_steps"]
         log.info("resumed phase 2 from %s at %d env steps", ckpt_path, trainer.counters["env_steps"])
     else:

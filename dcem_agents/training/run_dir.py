@@ -76,8 +76,9 @@ def lock_run_dir(run_dir: str | Path) -> IO[str]:
 def save_resolved_config(run_dir: str | Path, config: dict[str, Any]) -> Path:
     """Write the fully resolved config (defaults filled in, overrides applied) to ``<run_dir>/config.yaml``."""
     path = Path(run_dir) / "config.yaml"
-    with path.open("w") as f:
-        yaml.safe_dump(config, f, sort_keys=False)
+    tmp = path.with_name(path.name + ".tmp")  # renamed over it: a kill never leaves an empty or half-written file
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    os.replace(tmp, path)
     return path
 
 
