@@ -12,7 +12,7 @@ from _scripts import run_script
 from dcem_agents.config import ConfigError, build
 from dcem_agents.experiments import baseline
 from dcem_agents.evaluation.compare import compare, load_entries
-from dcem_agents.evaluation.entries import EntrySpec
+from dcem_agents.evaluation.entries import EntryError, EntrySpec
 
 
 def _episode_return(zip_path: Path, seed: int) -> tuple[float, int]:
@@ -128,3 +128,55 @@ def test_config_errors() -> None:
 def test_evaluate_checkpoint_points_a_zip_to_entry(baseline_run: Path) -> None:
     p = run_script("evaluate.py", "--checkpoint", str(baseline_run / "model.zip"))
     assert p.returncode == 2 and "is an SB3 model zip, not a checkpoint: evaluate it with --entry" in p.stderr
+
+
+class _Payload:
+    """Unpickling calls ``os.system``: what a tampered SB3 file would carry."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def _tamper_zip_item(path: Path, key: str, payload: object) -> None:
+    """Replace one cloudpickled item of an SB3 zip's ``data`` by ``payload``, pickled."""
+    import base64
+    import pickle
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        files = {name: z.read(name) for name in z.namelist()}
+    data = json.loads(files["data"])
+    data[key] = {":type:": "<class 'object'>", ":serialized:": base64.b64encode(pickle.dumps(payload)).decode()}
+    files["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(path, "w") as z:
+        for name, content in files.items():
+            z.writestr(name, content)
+
+
+def test_tampered_sb3_files_run_no_code(baseline_run: Path, tmp_path: Path) -> None:
+    """A replay buffer and a model zip that would run a command when unpickled: the resume refuses both (falling
+    back to the checkpoint before, then to a fresh start) and evaluate.py refuses the zip, and the command never runs."""
+    import pickle
+    import shutil
+
+    marker = tmp_path / "PWNED"
+    run_dir = tmp_path / "run"
+    shutil.copytree(baseline_run, run_dir)
+    ckpts = run_dir / "sb3_checkpoints"
+    (ckpts / "sac_replay_buffer_50_steps.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+    _tamper_zip_item(ckpts / "sac_25_steps.zip", "lr_schedule", _Payload(marker))
+    p = run_script("train.py", "--config", "configs/baselines/debug.yaml", "--run-dir", str(run_dir))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stderr.count("skipping the broken checkpoint") == 2 and "refused to unpickle posix.system" in p.stderr
+    assert not marker.exists()
+    evil = tmp_path / "evil.zip"
+    shutil.copyfile(baseline_run / "model.zip", evil)
+    _tamper_zip_item(evil, "observation_space", _Payload(marker))
+    with pytest.raises(EntryError, match="refused to unpickle posix.system"):
+        load_entries([EntrySpec(evil)])
+    assert not marker.exists()

@@ -225,8 +225,10 @@ def _policy_entry(path: Path, kind: str, name: str, policy: Any, comps: Any, ste
 def _load_sb3_zip(spec: EntrySpec, device: torch.device) -> dict[str, Any]:
     from stable_baselines3.common.save_util import load_from_zip_file
 
-    try:
-        data, params, _ = load_from_zip_file(spec.path, device=device)
+    from dcem_agents.sb3.safe_pickle import safe_custom_objects
+
+    try:  # the zip's pickled items through the allowlist: SB3 unpickles nothing itself
+        data, params, _ = load_from_zip_file(spec.path, device=device, custom_objects=safe_custom_objects(spec.path))
     except Exception as e:  # noqa: BLE001 - a foreign zip can fail to unpickle in many ways; say which, once
         raise EntryError(f"{spec.path}: cannot load this SB3 model zip ({type(e).__name__}: {e})") from None
     if not isinstance(data.get("policy_class"), type) or params is None or "policy" not in params:

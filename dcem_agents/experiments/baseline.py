@@ -29,6 +29,7 @@ from typing import Any, Literal
 from dcem_agents.config import field, to_dict
 from dcem_agents.envs import make_env, make_replayable_env
 from dcem_agents.sb3.checkpoints import AtomicCheckpointCallback, companion_path, load_latest, resume_exactly
+from dcem_agents.sb3.safe_pickle import load_replay_buffer, safe_custom_objects
 from dcem_agents.evaluation.harness import evaluate_controller
 from dcem_agents.training.run_config import RunConfig
 
@@ -187,10 +188,10 @@ def train(cfg: Config, run_dir: Path) -> dict:
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
 
     def load(path: Path) -> Any:
-        model = algo.load(path, env=env, device=device, force_reset=False)
+        model = algo.load(path, env=env, device=device, force_reset=False, custom_objects=safe_custom_objects(path))
         buffer = companion_path(path, "replay_buffer_", "pkl")
         if buffer.exists():
-            model.load_replay_buffer(buffer)
+            load_replay_buffer(model, buffer)
         return model
 
     latest = load_latest(run_dir / "sb3_checkpoints", cfg.algorithm, load)

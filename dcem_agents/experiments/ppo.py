@@ -30,6 +30,7 @@ from dcem_agents.config import build, field, to_dict
 from dcem_agents.experiments import EvalOptions
 from dcem_agents.sb3 import COMPONENTS, BeliefSyncCallback, EmbeddedDCEMPolicy, make_belief_vec_env
 from dcem_agents.sb3.controllers import evaluate_belief_policy
+from dcem_agents.sb3.safe_pickle import load_vecnormalize, safe_custom_objects
 from dcem_agents.sb3.progress import TqdmCallback, make_sb3_logger
 from dcem_agents.training import load_checkpoint, save_checkpoint
 from dcem_agents.sb3.checkpoints import AtomicCheckpointCallback, companion_path, load_latest, resume_exactly
@@ -169,10 +170,10 @@ def train(cfg: Config, run_dir: Path) -> dict:
     summary_path = run_dir / "summary.json"
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     def load(path: Path) -> PPO:
-        model = PPO.load(path, env=env, device=device, force_reset=False)
+        model = PPO.load(path, env=env, device=device, force_reset=False, custom_objects=safe_custom_objects(path))
         vecnorm = companion_path(path, "vecnormalize_", "pkl")
         if cfg.normalize_reward and vecnorm.exists():
-            model.set_env(VecNormalize.load(str(vecnorm), env.venv), force_reset=False)
+            model.set_env(load_vecnormalize(vecnorm, env.venv), force_reset=False)
         return model
 
     latest = load_latest(sb3_dir, "ppo", load)
