@@ -29,7 +29,7 @@ from pathlib import Path
 
 from dcem_agents.config import ConfigError, apply_overrides, build, describe, load_yaml, parse_yaml, put_seed, to_dict
 from dcem_agents.experiments import EXPERIMENTS, get_experiment
-from dcem_agents.training import load_checkpoint, make_run_dir, save_resolved_config
+from dcem_agents.training import CheckpointError, load_checkpoint, make_run_dir, save_resolved_config
 from dcem_agents.training.run_dir import RunDirInUseError, lock_run_dir, publish_run, publish_targets
 from dcem_agents.training.planet import NonFiniteTrainingError
 from dcem_agents.training.rollout import NonFiniteEnvironmentError
@@ -240,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             summary = module.train(cfg, run_dir)
         except (NonFiniteEnvironmentError, NonFiniteTrainingError) as e:  # the checkpoint before it is intact: nothing non-finite was stored
+            print(f"train.py: {e}", file=sys.stderr)
+            return 1
+        except CheckpointError as e:  # a run folder whose checkpoints cannot be resumed
             print(f"train.py: {e}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:  # Ctrl-C: the last checkpoint is intact (every write is atomic)

@@ -160,7 +160,8 @@ def _tamper_zip_item(path: Path, key: str, payload: object) -> None:
 
 def test_tampered_sb3_files_run_no_code(baseline_run: Path, tmp_path: Path) -> None:
     """A replay buffer and a model zip that would run a command when unpickled: the resume refuses both (falling
-    back to the checkpoint before, then to a fresh start) and evaluate.py refuses the zip, and the command never runs."""
+    back to the checkpoint before, then stopping: no checkpoint loads) and evaluate.py refuses the zip; the command
+    never runs."""
     import pickle
     import shutil
 
@@ -171,8 +172,9 @@ def test_tampered_sb3_files_run_no_code(baseline_run: Path, tmp_path: Path) -> N
     (ckpts / "sac_replay_buffer_50_steps.pkl").write_bytes(pickle.dumps(_Payload(marker)))
     _tamper_zip_item(ckpts / "sac_25_steps.zip", "lr_schedule", _Payload(marker))
     p = run_script("train.py", "--config", "configs/baselines/debug.yaml", "--run-dir", str(run_dir))
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.returncode == 1, p.stderr[-3000:]
     assert p.stderr.count("skipping the broken checkpoint") == 2 and "refused to unpickle posix.system" in p.stderr
+    assert "none of the 2 checkpoints" in p.stderr.strip().splitlines()[-1] and "Traceback" not in p.stderr
     assert not marker.exists()
     evil = tmp_path / "evil.zip"
     shutil.copyfile(baseline_run / "model.zip", evil)

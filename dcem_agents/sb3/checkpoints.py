@@ -23,7 +23,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
 from dcem_agents.sb3.resume import capture, restore
-from dcem_agents.training.checkpoint import step_checkpoints
+from dcem_agents.training.checkpoint import CheckpointError, step_checkpoints
 
 __all__ = ["AtomicCheckpointCallback", "companion_path", "load_latest", "resume_exactly"]
 
@@ -129,14 +129,22 @@ def resume_exactly(model: BaseAlgorithm, zip_path: Path) -> bool:
 
 
 def load_latest(folder: Path, prefix: str, load: Callable[[Path], Any]) -> tuple[Path, Any] | None:
-    """``(path, load(path))`` for the newest ``PREFIX_<steps>_steps.zip`` in ``folder`` that loads, or None.
+    """``(path, load(path))`` for the newest ``PREFIX_<steps>_steps.zip`` in ``folder`` that loads, or None when
+    there is none.
 
-    A file that fails to load (truncated by a kill, corrupt) is skipped with a warning and left in place.
+    A file that fails to load (truncated by a kill, corrupt, refused by the allowlist unpickler) is skipped with a
+    warning and left in place.
+
+    :raises CheckpointError: there are checkpoints and none loads: starting over would silently discard the run.
     """
-    for path in step_checkpoints(folder, prefix):
+    found = step_checkpoints(folder, prefix)
+    for path in found:
         try:
             return path, load(path)
         except Exception as e:  # noqa: BLE001 - any failure to read the file means: try the one before
             log.warning("skipping the broken checkpoint %s (%s: %s); resuming from the one before", path,
                         type(e).__name__, e)
+    if found:
+        raise CheckpointError(f"none of the {len(found)} checkpoints in {folder} loads (see the warnings above): move "
+                              "them away to start this run over, or resume from a copy you trust")
     return None
