@@ -72,7 +72,7 @@ def test_action_repeat_stops_at_termination() -> None:
     env.reset()
     obs, reward, terminated, truncated, info = env.step(np.zeros(1))
     assert terminated and not truncated and reward == 3.0 and isinstance(reward, float) and env.unwrapped.t == 3
-    assert info["env_steps"] == 3  # the agent step ended inside its repeat: 3 real environment steps, not 5
+    assert info["action_repeat_steps"] == 3  # the agent step ended inside its repeat: 3 real environment steps, not 5
     np.testing.assert_array_equal(obs, [3.0, 3.0])
     with pytest.raises(ValueError, match="action_repeat"):
         ActionRepeat(_CountingEnv(), 0)

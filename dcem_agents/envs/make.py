@@ -70,8 +70,8 @@ def _check_vector_box(space: gym.Space, what: str) -> None:
 class ActionRepeat(gym.Wrapper):
     """Repeat each action ``repeat`` times, summing rewards; stop early at termination or truncation.
 
-    ``info["env_steps"]`` is the number of environment steps the agent step took (``repeat``, or fewer when the
-    episode ended inside it), so that budgets count real environment steps.
+    ``info["action_repeat_steps"]`` is the number of environment steps the agent step took (``repeat``, or fewer when
+    the episode ended inside it), so that budgets count real environment steps.
 
     :param env: the environment to wrap.
     :param repeat: number of environment steps per agent step (>= 1).
@@ -90,7 +90,7 @@ class ActionRepeat(gym.Wrapper):
             total += float(reward)
             if terminated or truncated:
                 break
-        return obs, total, terminated, truncated, {**info, "env_steps": k}
+        return obs, total, terminated, truncated, {**info, "action_repeat_steps": k}
 
 
 class _FloatReward(gym.RewardWrapper):
@@ -150,8 +150,8 @@ def make_env(env_id: str, action_repeat: int = 1, seed: int | None = None, **kwa
             and (env.spec is None or env.spec.max_episode_steps is None)):
         env.close()
         raise UnsupportedSpaceError(
-            f"{env_id}: no time limit (registered without max_episode_steps), so an episode that never terminates would "
-            "run forever; register it with gymnasium.register(..., max_episode_steps=N)")
+            f"{env_id}: no time limit (registered without max_episode_steps), so an episode that never terminates "
+            "would run forever; register it with gymnasium.register(..., max_episode_steps=N)")
     env = _FloatReward(env)
     if action_repeat != 1:
         env = ActionRepeat(env, action_repeat)

@@ -57,7 +57,8 @@ class Episode:
 @dataclass
 class RolloutStats:
     """Timing of :func:`run_episodes`: controller calls and the seconds they took, total seconds, agent steps and
-    environment steps (``info["env_steps"]`` of :class:`~dcem_agents.envs.ActionRepeat`, 1 per agent step without)."""
+    environment steps (``info["action_repeat_steps"]`` of :class:`~dcem_agents.envs.ActionRepeat`, else 1 per agent
+    step)."""
 
     plan_calls: int = 0
     plan_seconds: float = 0.0
@@ -154,7 +155,7 @@ def run_episodes(
             rew_lists[i].append(float(reward))
             next_obs[i] = obs
             stats.steps += 1
-            stats.env_steps += int(info.get("env_steps", 1))
+            stats.env_steps += int(info.get("action_repeat_steps", 1))
             if term or trunc:
                 running[i], terminated[i] = False, bool(term)
         observed = torch.as_tensor(next_obs, dtype=dtype, device=device)
