@@ -128,6 +128,10 @@ def _single(args: argparse.Namespace) -> int:
     if not hasattr(module, "evaluate"):
         print(f"evaluate.py: experiment {checkpoint['experiment']!r} has no evaluation", file=sys.stderr)
         return 2
+    if args.out is not None and args.out.is_dir():  # checked now, not after the evaluation has run
+        print(f"evaluate.py: --out {args.out} is a folder; with --checkpoint it names the JSON file to write "
+              f"(e.g. {args.out / 'eval.json'})", file=sys.stderr)
+        return 2
     seed = 0 if args.seed is None else args.seed
     options = EvalOptions(args.controller, args.episodes or 100, seed, args.out, args.device)
     try:

@@ -194,7 +194,8 @@ def test_train_validates_inputs_before_the_run_folder_exists(tmp_path: Path, con
 
 
 def test_hostile_config_files_give_one_line(tmp_path: Path) -> None:
-    """A YAML syntax error (a tab), non-UTF-8 bytes and a "billion laughs" alias bomb: one line, no traceback."""
+    """A YAML syntax error (a tab), non-UTF-8 bytes, a "billion laughs" alias bomb and a key given twice: one line,
+    no traceback."""
     tab = tmp_path / "tab.yaml"
     tab.write_text("experiment: planet\nmodel:\n\thidden_size: 3\n")
     binary = tmp_path / "binary.yaml"
@@ -203,8 +204,11 @@ def test_hostile_config_files_give_one_line(tmp_path: Path) -> None:
     levels = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
     levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
     bomb.write_text("experiment: planet\n" + "\n".join(levels) + "\n")
+    duplicate = tmp_path / "duplicate.yaml"  # PyYAML alone would silently run the last one: a PPO preset
+    duplicate.write_text("experiment: planet\nname: debug\nexperiment: ppo\n")
     for path, message in ((tab, "not valid YAML (line 3, column 1)"), (binary, "cannot be read as UTF-8"),
-                          (bomb, "expands to more than 100,000 values through YAML aliases")):
+                          (bomb, "expands to more than 100,000 values through YAML aliases"),
+                          (duplicate, "key 'experiment' is given twice (line 3)")):
         p = run_main("train.py", "--config", str(path), "--runs-dir", str(tmp_path / "runs"))
         assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert not (tmp_path / "runs").exists()

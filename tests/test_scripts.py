@@ -88,6 +88,8 @@ def test_evaluate_reports_bad_checkpoints(tmp_path: Path) -> None:
     torch.save({"model": 1}, foreign)
     p = _run("evaluate.py", "--checkpoint", str(foreign))
     assert p.returncode == 2 and "not a dcem-agents checkpoint" in p.stderr
+    p = _run("evaluate.py", "--checkpoint", "checkpoints/dcem_cartpole_swingup.pt", "--out", str(tmp_path))
+    assert p.returncode == 2 and "is a folder" in p.stderr and "Traceback" not in p.stderr  # before evaluating
 
 
 @pytest.mark.slow
