@@ -30,6 +30,7 @@ from pathlib import Path
 from dcem_agents.config import ConfigError, apply_overrides, build, describe, load_yaml, parse_yaml, put_seed, to_dict
 from dcem_agents.experiments import EXPERIMENTS, get_experiment
 from dcem_agents.training import CheckpointError, load_checkpoint, make_run_dir, save_resolved_config
+from dcem_agents.training.device import resolve_device
 from dcem_agents.training.run_dir import RunDirInUseError, lock_run_dir, publish_run, publish_targets
 from dcem_agents.training.planet import NonFiniteTrainingError
 from dcem_agents.training.rollout import NonFiniteEnvironmentError
@@ -98,15 +99,7 @@ def validate_inputs(cfg: object, check_checkpoints: bool = True, module: object 
     run_name = getattr(cfg, "name", "")
     if "/" in run_name or "\\" in run_name or run_name in (".", ".."):
         raise ValueError(f"name {run_name!r} names the run folder and must not contain a path separator or be . or ..")
-    device = str(getattr(cfg, "device", "cpu"))
-    if device.startswith("cuda"):
-        import torch
-
-        index = int(device.split(":", 1)[1]) if ":" in device else 0
-        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} was requested but this machine has "
-                             f"{torch.cuda.device_count() if torch.cuda.is_available() else 'no'} CUDA GPU(s); "
-                             "use --set device=auto or cpu")
+    resolve_device(str(getattr(cfg, "device", "cpu")))  # a GPU the machine does not have: refused now
     env_id = getattr(cfg, "env_id", None)
     if env_id is not None:
         from dcem_agents.envs import make_env

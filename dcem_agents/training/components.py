@@ -80,12 +80,12 @@ def components_from_checkpoint(ckpt: dict[str, Any]) -> DCEMComponents:
 
 
 def _canonical(value: Any) -> Any:
-    """``value`` with tuples as lists and floats rounded, for comparing architectures across a pickle round trip."""
+    """``value`` with tuples as lists, for comparing architectures across a pickle or JSON round trip."""
     if isinstance(value, dict):
         return {k: _canonical(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_canonical(v) for v in value]
-    return round(value, 6) if isinstance(value, float) else value
+    return value
 
 
 def resolve_components(checkpoint: str | Path | None, arch: dict[str, Any] | None) -> DCEMComponents:
@@ -98,9 +98,11 @@ def resolve_components(checkpoint: str | Path | None, arch: dict[str, Any] | Non
 
     :raises CheckpointError: no architecture and the checkpoint cannot be loaded.
     """
-    if checkpoint is not None and (Path(checkpoint).is_file() or arch is None):
-        if arch is None:
-            return load_components(checkpoint)
+    if arch is None:
+        if checkpoint is None:
+            raise ValueError("no phase-2 checkpoint and no architecture to build the policy's components from")
+        return load_components(checkpoint)
+    if checkpoint is not None and Path(checkpoint).is_file():
         try:
             comps = load_components(checkpoint)
         except CheckpointError as e:
@@ -114,8 +116,6 @@ def resolve_components(checkpoint: str | Path | None, arch: dict[str, Any] | Non
         log.warning("%s is not the checkpoint this policy was built from (it differs in %s); building the policy from "
                     "its recorded architecture instead (its weights come from the saved model)",
                     checkpoint, ", ".join(changed))
-    if arch is None:
-        raise ValueError("no phase-2 checkpoint and no architecture to build the policy's components from")
     return components_from_architecture(arch)
 
 

@@ -8,12 +8,16 @@ __all__ = ["resolve_device", "setup_torch"]
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA if available else CPU; ``"cuda"`` without a GPU raises ``ValueError``; else ``torch.device(name)``."""
+    """``"auto"`` -> CUDA if available else CPU; ``"cuda"`` (or ``"cuda:N"``) without that GPU raises ``ValueError``;
+    else ``torch.device(name)``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but no CUDA GPU is available; use device=cpu or device=auto")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ValueError(f"device {name!r} was requested but this machine has {count or 'no'} CUDA GPU(s); use "
+                             "device=auto or device=cpu")
     return device
 
 

@@ -15,16 +15,21 @@ from dcem_agents.training.checkpoint import load_checkpoint, save_checkpoint, sl
 from dcem_agents.training.replay_store import inline_replay
 
 __all__ = ["PUBLISHED_FILES", "RunDirInUseError", "fresh_folder", "lock_run_dir", "make_run_dir", "publish_run",
-           "publish_targets", "save_resolved_config", "write_json_atomic"]
+           "publish_targets", "save_resolved_config", "write_json_atomic", "write_text_atomic"]
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed over it (a kill leaves the old file or the new one,
+    never half of one)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file renamed over it (a kill leaves the old file or the
-    new one, never half of one)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    """Write ``data`` as JSON to ``path`` atomically (:func:`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(data, indent=2))
 
 
 def make_run_dir(root: str | Path, experiment: str, name: str, seed: int) -> Path:
@@ -76,9 +81,7 @@ def lock_run_dir(run_dir: str | Path) -> IO[str]:
 def save_resolved_config(run_dir: str | Path, config: dict[str, Any]) -> Path:
     """Write the fully resolved config (defaults filled in, overrides applied) to ``<run_dir>/config.yaml``."""
     path = Path(run_dir) / "config.yaml"
-    tmp = path.with_name(path.name + ".tmp")  # renamed over it: a kill never leaves an empty or half-written file
-    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-    os.replace(tmp, path)
+    write_text_atomic(path, yaml.safe_dump(config, sort_keys=False))  # a kill never leaves it empty or half-written
     return path
 
 
