@@ -83,6 +83,32 @@ def changed_keys(old: object, new: object, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix]
 
 
+#: the budget keys of the experiments (how long a run trains); a resumed run may raise them, or lower them to a point
+#: it has not reached yet
+BUDGET_KEYS = ("train.total_env_steps", "total_timesteps", "env_steps")
+
+
+def _dotted(tree: object, key: str) -> object:
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def budget_passed(saved: dict, cfg: object, module: object, run_dir: Path) -> str | None:
+    """A message when a resumed run's budget was lowered below what its checkpoint has already trained (it would
+    otherwise stop at once and report the longer run under the shorter budget); None when the budget is fine."""
+    new = to_dict(cfg)
+    for key in BUDGET_KEYS:
+        old_budget, new_budget = _dotted(saved, key), _dotted(new, key)
+        if not (isinstance(old_budget, int) and isinstance(new_budget, int) and new_budget < old_budget):
+            continue
+        done = module.progress(cfg, run_dir) if hasattr(module, "progress") else None
+        if done is not None and done > new_budget:
+            return (f"{run_dir} has trained {done:,} steps already, past the new {key}={new_budget:,} (it was started "
+                    f"with {old_budget:,}): a run cannot go back; evaluate its checkpoint, or start a new run folder")
+    return None
+
+
 #: checkpoint config keys and the experiment of the checkpoint they must name
 _CHECKPOINT_KEYS = {"phase1_checkpoint": "planet", "phase2_checkpoint": "dcem"}
 
@@ -216,8 +242,12 @@ def main(argv: list[str] | None = None) -> int:
         changed = [k for k in changed_keys(saved, to_dict(cfg)) if k not in RESUME_SAFE_KEYS]
         if changed:
             print(f"train.py: {args.run_dir} was started with other values of {', '.join(changed)}; a resumed run keeps "
-                  f"its config (only {', '.join(sorted(RESUME_SAFE_KEYS & {'train.total_env_steps', 'total_timesteps', 'env_steps'}))}, "
+                  f"its config (only {', '.join(sorted(RESUME_SAFE_KEYS & set(BUDGET_KEYS)))}, "
                   "evaluation, output and machine keys may change): start a new run folder instead", file=sys.stderr)
+            return 2
+        passed = budget_passed(saved, cfg, module, args.run_dir)
+        if passed is not None:
+            print(f"train.py: {passed}", file=sys.stderr)
             return 2
 
     run_dir = args.run_dir or make_run_dir(args.runs_dir, name, getattr(cfg, "name", name), getattr(cfg, "seed", 0))

@@ -182,3 +182,18 @@ def test_tampered_sb3_files_run_no_code(baseline_run: Path, tmp_path: Path) -> N
     with pytest.raises(EntryError, match="refused to unpickle posix.system"):
         load_entries([EntrySpec(evil)])
     assert not marker.exists()
+
+
+def test_progress_reads_the_newest_checkpoint_name_in_environment_steps(tmp_path: Path) -> None:
+    """What train.py compares a lowered budget with: the newest ``sac_<agent steps>_steps.zip``, times the repeat."""
+    from dcem_agents.experiments import ppo
+
+    cfg = build(baseline.Config, {"experiment": "baseline", "algorithm": "sac", "action_repeat": 4})
+    assert baseline.progress(cfg, tmp_path) is None
+    folder = tmp_path / "sb3_checkpoints"
+    folder.mkdir()
+    for steps in (250, 1000, 750):
+        (folder / f"sac_{steps}_steps.zip").write_bytes(b"")
+    (folder / "ppo_5000_steps.zip").write_bytes(b"")  # another algorithm's name is not this run's progress
+    assert baseline.progress(cfg, tmp_path) == 4000
+    assert ppo.progress(None, tmp_path) == 5000

@@ -267,6 +267,10 @@ def test_a_resume_with_a_changed_config_key_names_the_keys(tmp_path: Path) -> No
                  "--set", "model.hidden_size=32", "--set", "train.total_env_steps=3500")
     assert p.returncode == 2
     assert "other values of model.hidden_size;" in p.stderr  # total_env_steps is safe to change, so not named
+    # lowered below the 3,000 steps it has trained: it would stop at once and publish 3,000 steps as 1,000
+    p = run_main("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(run),
+                 "--set", "train.total_env_steps=1000")
+    assert p.returncode == 2 and "has trained 3,000 steps already, past the new train.total_env_steps=1,000" in p.stderr
     ok = run_script("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(run),
                     "--set", "train.total_env_steps=3500")
     assert ok.returncode == 0, ok.stderr[-2000:]

@@ -31,6 +31,7 @@ from dcem_agents.envs import make_env, make_replayable_env
 from dcem_agents.sb3.checkpoints import AtomicCheckpointCallback, companion_path, load_latest, resume_exactly
 from dcem_agents.sb3.safe_pickle import load_replay_buffer, safe_custom_objects
 from dcem_agents.evaluation.harness import evaluate_controller
+from dcem_agents.training.checkpoint import checkpoint_step, step_checkpoints
 from dcem_agents.training.run_config import RunConfig
 
 __all__ = ["ALGORITHMS", "Config", "ENV_ATTRIBUTE", "train"]
@@ -172,6 +173,13 @@ def _callbacks(cfg: Config, run_dir: Path, summary: dict[str, Any]) -> list[Any]
         TqdmCallback(cfg.agent_steps, desc=cfg.algorithm),
     ]
     return callbacks
+
+
+def progress(cfg: Config, run_dir: Path) -> int | None:
+    """Environment steps (the unit of ``env_steps``: agent steps x ``action_repeat``) of the run folder's newest SB3
+    checkpoint; None: no checkpoint yet."""
+    found = step_checkpoints(run_dir / "sb3_checkpoints", cfg.algorithm)
+    return checkpoint_step(found[0], cfg.algorithm) * cfg.action_repeat if found else None
 
 
 def train(cfg: Config, run_dir: Path) -> dict:

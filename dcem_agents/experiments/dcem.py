@@ -141,6 +141,12 @@ def _check_budget(cfg: Config, phase1_steps: int) -> None:
                          f"exceed the phase-1 checkpoint's {phase1_steps} env steps")
 
 
+def progress(cfg: Config, run_dir: Path) -> int | None:
+    """Environment steps (from the start of phase 1, the unit of ``train.total_env_steps``) of the run folder's
+    checkpoint; None: no checkpoint yet."""
+    return planet.trainer_progress(run_dir / planet.CHECKPOINT_NAME, "dcem")
+
+
 def train(cfg: Config, run_dir: Path) -> dict:
     """Phase 2 from ``cfg.phase1_checkpoint`` (or resume from ``run_dir/checkpoint.pt``); returns the summary."""
     device = cfg.setup_torch()

@@ -186,6 +186,19 @@ def train(cfg: Config, run_dir: Path) -> dict:
     return summary
 
 
+def trainer_progress(ckpt_path: Path, experiment: str) -> int | None:
+    """Environment steps a trainer checkpoint (``planet`` or ``dcem``) has reached; None when there is none."""
+    if not ckpt_path.is_file():
+        return None
+    return int(load_checkpoint(ckpt_path, experiment)["trainer"]["counters"]["env_steps"])
+
+
+def progress(cfg: Config, run_dir: Path) -> int | None:
+    """How far the run folder's checkpoint is, in the unit of the budget ``train.total_env_steps`` (None: no
+    checkpoint yet). ``train.py`` refuses to resume with a budget below it."""
+    return trainer_progress(run_dir / CHECKPOINT_NAME, "planet")
+
+
 def _final_summary(cfg: Config, trainer: PlanetTrainer, ckpt_path: Path) -> dict[str, Any]:
     c = trainer.counters
     if c["updates"] == 0:
