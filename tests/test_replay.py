@@ -187,8 +187,8 @@ def test_store_survives_a_kill_between_segment_and_checkpoint(tmp_path) -> None:
     _same(replay, _reloaded(tmp_path / "replay", manifest))
 
 
-def test_missing_segment_and_inline_copy(tmp_path) -> None:
-    from dcem_agents.training import load_checkpoint, save_checkpoint
+def test_missing_or_corrupt_segment_and_inline_copy(tmp_path) -> None:
+    from dcem_agents.training import CheckpointError, load_checkpoint, save_checkpoint
     from dcem_agents.training.replay_store import ReplayStore, inline_replay
 
     replay = _filled([20, 30])
@@ -199,6 +199,15 @@ def test_missing_segment_and_inline_copy(tmp_path) -> None:
     restored = EpisodeReplay(3, 2)
     restored.load_state_dict(full["trainer"]["replay"])
     _same(replay, restored)
-    (tmp_path / "replay" / manifest["segments"][0][2]).unlink()
+    segment = tmp_path / "replay" / manifest["segments"][0][2]
+    data = segment.read_bytes()
+    for broken in (data[: len(data) // 2], b"not a segment"):  # truncated by a kill, overwritten
+        segment.write_bytes(broken)
+        with pytest.raises(CheckpointError, match=f"replay segment {segment} cannot be read"):
+            ReplayStore(tmp_path / "replay").load(manifest, EpisodeReplay(3, 2))
+    torch.save({"obs": torch.zeros(2, 3)}, segment)  # a readable file that is not a replay segment
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        ReplayStore(tmp_path / "replay").load(manifest, EpisodeReplay(3, 2))
+    segment.unlink()
     with pytest.raises(FileNotFoundError, match="keep the replay/ folder next to the checkpoint"):
         ReplayStore(tmp_path / "replay").load(manifest, EpisodeReplay(3, 2))

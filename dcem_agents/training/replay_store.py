@@ -25,9 +25,15 @@ from typing import Any
 
 import torch
 
+from dcem_agents.training.checkpoint import CheckpointError
 from dcem_agents.training.replay import EpisodeReplay
 
-__all__ = ["REPLAY_FOLDER", "ReplayStore", "inline_replay", "is_manifest", "load_replay"]
+__all__ = ["MissingReplayError", "REPLAY_FOLDER", "ReplayStore", "inline_replay", "is_manifest", "load_replay"]
+
+
+class MissingReplayError(CheckpointError, FileNotFoundError):
+    """A checkpoint's replay segment file is not where its manifest says."""
+
 
 #: name of the segment folder beside a checkpoint
 REPLAY_FOLDER = "replay"
@@ -71,16 +77,22 @@ class ReplayStore:
     def load(self, manifest: dict[str, Any], replay: EpisodeReplay) -> None:
         """Restore ``replay`` from ``manifest`` and this folder's segments; later saves continue from it.
 
-        :raises FileNotFoundError: a listed segment is missing (the ``replay/`` folder was not kept with the checkpoint).
+        :raises MissingReplayError: a listed segment is missing (the ``replay/`` folder was not kept with the
+            checkpoint). :raises CheckpointError: a segment cannot be read (truncated, corrupt, not a replay segment).
         """
         parts = []
         for start, end, name in manifest["segments"]:
             path = self.folder / name
             if not path.is_file():
-                raise FileNotFoundError(f"replay segment {path} is missing: keep the {REPLAY_FOLDER}/ folder next to "
-                                        "the checkpoint (or use a published, self-contained copy)")
+                raise MissingReplayError(f"replay segment {path} is missing: keep the {REPLAY_FOLDER}/ folder next to "
+                                         "the checkpoint (or use a published, self-contained copy)")
             part = EpisodeReplay(replay.obs_dim, replay.action_dim, capacity=2**62)
-            part.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            try:
+                part.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            except Exception as e:  # noqa: BLE001 - whatever is wrong with the file, the run cannot resume from it
+                raise CheckpointError(f"replay segment {path} cannot be read ({type(e).__name__}: "
+                                      f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no detail'}): restore "
+                                      f"the {REPLAY_FOLDER}/ folder from a copy taken with the checkpoint") from e
             skip = max(manifest["first_kept"] - start, 0)
             parts.append(part.subset(skip, len(part)))
         replay.restore(parts, int(manifest["total_episodes"]), int(manifest["capacity"]))
