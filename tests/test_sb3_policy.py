@@ -274,6 +274,43 @@ def test_clear_errors(phase2_checkpoint: Path, tmp_path: Path) -> None:
         _ppo(phase2_checkpoint, net_arch=dict(vf=[256, 256]))
 
 
+def test_planner_overrides_are_checked_and_extractors_refused(phase2_checkpoint: Path) -> None:
+    """0 is not "the checkpoint's" (it was silently replaced); n_elites can be set; an extractor would go unused."""
+    from stable_baselines3.common.torch_layers import FlattenExtractor, NatureCNN
+
+    for key in ("n_samples", "n_iters", "n_elites"):
+        with pytest.raises(ValueError, match=f"{key} must be an integer >= 1"):
+            _ppo(phase2_checkpoint, **{key: 0})
+    model = _ppo(phase2_checkpoint, n_samples=6, n_elites=3, n_iters=2)
+    assert (model.policy.planner_settings.n_samples, model.policy.planner_settings.n_elites,
+            model.policy.planner_settings.n_iters) == (6, 3, 2)
+    for bad in (dict(features_extractor_class=NatureCNN), dict(features_extractor_kwargs={"features_dim": 8})):
+        with pytest.raises(ValueError, match="takes no features extractor"):
+            _ppo(phase2_checkpoint, **bad)
+    _ppo(phase2_checkpoint, features_extractor_class=FlattenExtractor)  # SB3's default, stated: accepted
+
+
+def test_make_belief_vec_env_follows_make_vec_env(phase2_checkpoint: Path) -> None:
+    """seed=None draws a seed (unseeded runs differ), a Monitor wrapper replaces the VecMonitor (SB3 warns about
+    both), env_kwargs reach gymnasium.make (render_mode for VecVideoRecorder)."""
+    import warnings
+
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    first, second = (make_belief_vec_env(phase2_checkpoint, n_envs=2).reset() for _ in range(2))
+    assert not np.array_equal(first[:, -1], second[:, -1])  # the planner-noise seeds
+    seeded = [make_belief_vec_env(phase2_checkpoint, n_envs=2, seed=4).reset() for _ in range(2)]
+    assert np.array_equal(*seeded)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*Monitor")  # SB3's "already wrapped with a Monitor" warning
+        env = make_belief_vec_env(phase2_checkpoint, n_envs=1, seed=0, wrapper_class=Monitor)
+    assert not isinstance(env.venv, VecMonitor)
+    assert isinstance(make_belief_vec_env(phase2_checkpoint, seed=0).venv, VecMonitor)
+    rendering = make_belief_vec_env(phase2_checkpoint, seed=0, env_kwargs={"render_mode": "rgb_array"})
+    assert rendering.render_mode == "rgb_array"  # what VecVideoRecorder asserts (rendering itself needs MUJOCO_GL)
+
+
 def test_action_bounds_other_than_the_decoders_are_refused(phase2_checkpoint: Path) -> None:
     import gymnasium as gym
 
@@ -667,3 +704,16 @@ def test_gradient_free_plans_replay_through_the_graph_cache(phase2_checkpoint: P
     assert backend.replays == 4 and not torch.allclose(shifted, actions)
     policy.to(torch.float64).to(torch.float32)
     assert len(policy._graphs) == 0
+
+
+def test_a_comparison_entry_names_the_algorithm_of_an_sb3_zip(phase2_checkpoint: Path, tmp_path: Path) -> None:
+    """An A2C zip of the policy was labelled "+ PPO" in reports."""
+    from stable_baselines3 import A2C
+
+    from dcem_agents.evaluation.entries import EntrySpec, load_entry
+
+    kwargs = EmbeddedDCEMPolicy.policy_kwargs(phase2_checkpoint, n_samples=6, n_elites=3, n_iters=2)
+    for algo, label in ((A2C, "latent DCEM + A2C (SB3 zip)"), (PPO, "latent DCEM + PPO (SB3 zip)")):
+        algo(EmbeddedDCEMPolicy, make_belief_vec_env(phase2_checkpoint, seed=0), device="cpu",
+             policy_kwargs=kwargs).save(tmp_path / f"{algo.__name__}.zip")
+        assert load_entry(EntrySpec(tmp_path / f"{algo.__name__}.zip")).label == label

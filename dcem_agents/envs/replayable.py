@@ -66,7 +66,8 @@ class ReplayableEnv(gym.Wrapper):
         return obs
 
 
-def make_replayable_env(env_id: str, action_repeat: int = 1, seed: int | None = None) -> ReplayableEnv:
+def make_replayable_env(env_id: str, action_repeat: int = 1, seed: int | None = None, **kwargs: Any) -> ReplayableEnv:
     """:func:`~dcem_agents.envs.make_env` wrapped (outermost) in a :class:`ReplayableEnv` with seed sequence ``seed``
-    (a module-level function: picklable into ``SubprocVecEnv`` workers through ``functools.partial``)."""
-    return ReplayableEnv(make_env(env_id, action_repeat=action_repeat, seed=seed), seed)
+    (a module-level function: picklable into ``SubprocVecEnv`` workers through ``functools.partial``); ``kwargs``
+    go to ``gymnasium.make`` (e.g. ``render_mode``)."""
+    return ReplayableEnv(make_env(env_id, action_repeat=action_repeat, seed=seed, **kwargs), seed)

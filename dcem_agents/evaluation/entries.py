@@ -245,7 +245,17 @@ def _load_sb3_zip(spec: EntrySpec, device: torch.device) -> dict[str, Any]:
                          f"{kwargs.get('checkpoint')!r}, which is not here (the zip holds the fine-tuned ones only)")
     policy = _sb3_policy(data["policy_class"], data["observation_space"], data["action_space"], kwargs,
                          params["policy"] if fine_tuned else None, device)
-    return _policy_entry(spec.path, "sb3", name, policy, comps, int(data.get("num_timesteps", 0)) if fine_tuned else 0)
+    fields = _policy_entry(spec.path, "sb3", name, policy, comps, int(data.get("num_timesteps", 0)) if fine_tuned else 0)
+    algorithm = _on_policy_algorithm(data)
+    if fine_tuned and algorithm != "PPO":  # the default label names the algorithm that fine-tuned it
+        fields["default_label"] = f"latent DCEM + {algorithm} (SB3 zip)"
+    return fields
+
+
+def _on_policy_algorithm(data: dict[str, Any]) -> str:
+    """The SB3 algorithm that saved a zip of an actor-critic policy, told by its saved attributes (SB3 records no
+    class name): PPO has a clip range, A2C none."""
+    return "PPO" if "clip_range" in data else "A2C" if "normalize_advantage" in data or "ent_coef" in data else "SB3"
 
 
 def _load_model_free_zip(spec: EntrySpec, data: dict[str, Any], kwargs: dict[str, Any], state: dict[str, Any],
@@ -365,7 +375,10 @@ def load_entry(spec: EntrySpec, device: torch.device | str = "cpu", runtime: str
         name = _controller_name(kind, spec)
         fields = _load_ppo(ckpt, spec, name, device) if kind == "ppo" else _load_planner(ckpt, spec, name, device)
     recorded = fields.pop("recorded_env", None)
-    if fields["kind"] != "sb3-obs":
+    own_label = fields.pop("default_label", None)
+    if own_label is not None:
+        default = own_label
+    elif fields["kind"] != "sb3-obs":
         default = _label(fields["kind"], fields["controller_name"])
     else:  # a baseline zip of this package names its algorithm
         default = f"{recorded['algorithm']} (model-free)" if recorded and recorded.get("algorithm") else spec.path.stem

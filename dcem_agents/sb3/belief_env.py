@@ -186,17 +186,18 @@ class BeliefSyncCallback(BaseCallback):
 
 
 def _make_env(env_id: str, action_repeat: int, seed: int, wrapper_class: Callable[..., gym.Env] | None,
-              wrapper_kwargs: dict[str, Any]) -> gym.Env:
+              wrapper_kwargs: dict[str, Any], env_kwargs: dict[str, Any]) -> gym.Env:
     """One environment of :func:`make_belief_vec_env` (module level: a worker process unpickles it)."""
-    env = make_replayable_env(env_id, action_repeat=action_repeat, seed=seed)
+    env = make_replayable_env(env_id, action_repeat=action_repeat, seed=seed, **env_kwargs)
     return env if wrapper_class is None else wrapper_class(env, **wrapper_kwargs)
 
 
-def make_belief_vec_env(checkpoint: str | Path, n_envs: int = 1, seed: int = 0, monitor: bool = True,
+def make_belief_vec_env(checkpoint: str | Path, n_envs: int = 1, seed: int | None = None, monitor: bool = True,
                         vec_env_cls: type[VecEnv] | None = None,
                         vec_env_kwargs: dict[str, Any] | None = None,
                         wrapper_class: Callable[..., gym.Env] | None = None,
-                        wrapper_kwargs: dict[str, Any] | None = None) -> BeliefVecEnv:
+                        wrapper_kwargs: dict[str, Any] | None = None,
+                        env_kwargs: dict[str, Any] | None = None) -> BeliefVecEnv:
     """``n_envs`` environments of a phase-2 checkpoint's task (its env id and action repeat), wrapped for the policy.
 
     Episode statistics (``VecMonitor``, for SB3's ``rollout/ep_rew_mean`` and ``evaluate_policy``) are in
@@ -204,20 +205,32 @@ def make_belief_vec_env(checkpoint: str | Path, n_envs: int = 1, seed: int = 0, 
     seeded from the sequence ``seed + i`` (so a checkpoint can restore it exactly, :mod:`dcem_agents.sb3.resume`);
     the noise seeds come from ``seed``.
 
+    :param seed: as SB3's ``make_vec_env``: None (the default) draws one from the operating system's entropy, so that
+        two unseeded runs differ; pass an integer to repeat a run. An evaluation environment should not share its
+        seed sequences with the training ones (environment ``i`` of seed ``s`` replays those of environment ``i - 1``
+        of seed ``s + 1``): give it a distant seed.
+
     :param vec_env_cls: SB3's ``DummyVecEnv`` (default) or ``SubprocVecEnv`` (MuJoCo steps in worker processes), as
         in SB3's ``make_vec_env``. The belief filter stays in this process, batched over the environments; the
         workers receive only the environment id, action repeat and seed (never the world model).
     :param vec_env_kwargs: keyword arguments of ``vec_env_cls`` (e.g. ``start_method="spawn"``).
     :param wrapper_class: a Gymnasium wrapper around each environment (e.g. ``Monitor``), as SB3's ``make_vec_env``
-        applies it: outside the action repeat, so it sees agent steps; it must keep the observations unchanged.
+        applies it: outside the action repeat, so it sees agent steps; it must keep the observations unchanged. A
+        ``Monitor`` (or subclass) records the episode statistics itself: no ``VecMonitor`` is added then.
     :param wrapper_kwargs: keyword arguments of ``wrapper_class``.
+    :param env_kwargs: keyword arguments of ``gymnasium.make`` (e.g. ``render_mode="rgb_array"`` for SB3's
+        ``VecVideoRecorder``).
     """
+    from stable_baselines3.common.monitor import Monitor
+
     comps = load_components(checkpoint)
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % SEED_RANGE)
     env_id, action_repeat = comps.env_id, comps.action_repeat  # plain values: what a worker process receives
-    fns = [partial(_make_env, env_id, action_repeat, seed + i, wrapper_class, wrapper_kwargs or {})
+    fns = [partial(_make_env, env_id, action_repeat, seed + i, wrapper_class, wrapper_kwargs or {}, env_kwargs or {})
            for i in range(n_envs)]
     venv: VecEnv = (vec_env_cls or DummyVecEnv)(fns, **(vec_env_kwargs or {}))
-    if monitor:
+    if monitor and not (isinstance(wrapper_class, type) and issubclass(wrapper_class, Monitor)):
         venv = VecMonitor(venv)
     venv.seed(seed)
     return BeliefVecEnv(venv, comps.model, seed)

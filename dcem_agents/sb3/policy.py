@@ -48,6 +48,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.distributions import DiagGaussianDistribution, Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from torch import Tensor, nn
 
@@ -100,6 +101,8 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         the model through it).
     :param n_samples: override the planner's samples per iteration (None: the checkpoint's).
     :param n_iters: override the planner's iterations (None: the checkpoint's).
+    :param n_elites: override the planner's elites per iteration, the ``k`` of the soft top-k (None: the
+        checkpoint's; needed to go below the checkpoint's ``n_elites`` samples).
     :param precision: the planner's rollout precision, ``fp32`` (None, the default) or ``bf16``. PPO's ratio is 1 at
         the start of an update only if a row's action does not depend on the batch it is computed in; fp32 keeps that
         to rounding (1e-7), bf16 does not (its kernels depend on the batch size: 4e-4 measured between a 4-row and a
@@ -125,6 +128,7 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         value_arch: Sequence[int] = (64, 64),
         n_samples: int | None = None,
         n_iters: int | None = None,
+        n_elites: int | None = None,
         precision: str | None = None,
         compile: bool = False,
         grad_iters: int | None = None,
@@ -134,6 +138,9 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
     ) -> None:
         if value_input not in VALUE_INPUTS:
             raise ValueError(f"value_input must be one of {', '.join(VALUE_INPUTS)}, got {value_input!r}")
+        for name, value in (("n_samples", n_samples), ("n_iters", n_iters), ("n_elites", n_elites)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1 (or None: the checkpoint's), got {value!r}")
         if update_iters is not None and update_iters < 1:
             raise ValueError(f"update_iters must be >= 1 (or None: plan in full at update time), got {update_iters}")
         if checkpoint is None and architecture is None:
@@ -158,11 +165,17 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         self._starts: dict[bytes, tuple[Tensor, Tensor]] = {}  # observation -> collection-time (mean, std)
         self._graphs = GraphCache()  # captured gradient-free plans on CUDA, one per batch size
         self.n_samples_override, self.n_iters_override, self.grad_iters = n_samples, n_iters, grad_iters
+        self.n_elites_override = n_elites
         self.precision, self.compile_planner = precision, bool(compile)  # nn.Module.compile is a method
         self.runtime = PlannerRuntime(precision=precision or "fp32", compile=self.compile_planner)
         if kwargs.pop("net_arch", None) is not None:
             raise ValueError("EmbeddedDCEMPolicy takes no net_arch: the actor is the DCEM planner; set the value "
                              "network's hidden widths with value_arch=[...] in policy_kwargs")
+        extractor = kwargs.pop("features_extractor_class", None)
+        if (extractor not in (None, FlattenExtractor)) or kwargs.pop("features_extractor_kwargs", None):
+            raise ValueError("EmbeddedDCEMPolicy takes no features extractor (features_extractor_class/_kwargs): the "
+                             "planner and the value network read the belief of BeliefVecEnv directly; set the value "
+                             "network's widths with value_arch=[...]")
         if kwargs.pop("use_sde", False):
             raise ValueError("EmbeddedDCEMPolicy does not support gSDE (use_sde=True): its exploration noise is a "
                              "state-independent Gaussian around the planned action; build the algorithm without use_sde")
@@ -224,9 +237,11 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         self.decoder = comps.decoder
         self.env_id, self.action_repeat = comps.env_id, comps.action_repeat  # the task the components were trained on
         settings = comps.settings
-        if self.n_samples_override or self.n_iters_override or self.grad_iters:
-            settings = replace(settings, n_samples=self.n_samples_override or settings.n_samples,
-                               n_iters=self.n_iters_override or settings.n_iters, grad_iters=self.grad_iters)
+        overrides = {"n_samples": self.n_samples_override, "n_iters": self.n_iters_override,
+                     "n_elites": self.n_elites_override}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if given or self.grad_iters:
+            settings = replace(settings, grad_iters=self.grad_iters, **given)
         self.planner_settings = settings
         if self.update_iters is not None and self.update_iters > settings.n_iters:
             raise ValueError(f"update_iters={self.update_iters} exceeds the planner's {settings.n_iters} iterations")
@@ -265,7 +280,8 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         data.pop("net_arch", None)
         data.update(checkpoint=self.checkpoint, architecture=self.architecture, train_components=list(self.train_components),
                     learn_log_std=self.learn_log_std, value_arch=list(self.value_arch),
-                    n_samples=self.n_samples_override, n_iters=self.n_iters_override, grad_iters=self.grad_iters,
+                    n_samples=self.n_samples_override, n_iters=self.n_iters_override, n_elites=self.n_elites_override,
+                    grad_iters=self.grad_iters,
                     precision=self.precision, compile=self.compile_planner, value_input=self.value_input,
                     update_iters=self.update_iters)
         return data
