@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
                         "--entry, apart from training's seeds; 0 with --checkpoint)")
     p.add_argument("--out", type=Path, default=None,
                    help="with --entry: output prefix (default: results/comparison; with --ppo-curve: RUN_DIR/ppo_curve); "
-                        "with --checkpoint: the JSON file")
+                        "with --checkpoint: the JSON file (default: beside the checkpoint, <its name>_eval.json)")
     p.add_argument("--n-envs", type=int, default=None, help="with --entry: parallel environments (default: 10)")
     p.add_argument("--video", action="store_true", help="with --entry: record one episode per entry (GIF or MP4)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
@@ -133,13 +133,16 @@ def _single(args: argparse.Namespace) -> int:
               f"(e.g. {args.out / 'eval.json'})", file=sys.stderr)
         return 2
     seed = 0 if args.seed is None else args.seed
-    options = EvalOptions(args.controller, args.episodes or 100, seed, args.out, args.device)
+    # next to the checkpoint unless --out says where: never over a shipped result by accident
+    out = args.out or args.checkpoint.with_name(f"{args.checkpoint.stem}_eval.json")
+    options = EvalOptions(args.controller, args.episodes or 100, seed, out, args.device)
     try:
         result = module.evaluate(checkpoint, options)
     except ValueError as e:  # e.g. a controller the checkpoint cannot provide
         print(f"evaluate.py: {e}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2, default=str))
+    print(f"evaluate.py: wrote {out}", file=sys.stderr)
     return 0
 
 

@@ -143,7 +143,8 @@ def validate_inputs(cfg: object, check_checkpoints: bool = True, module: object 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=None,
-                        help=f"YAML preset (default: {DEFAULT_CONFIG.name}, or with --sweep-dir the sweep's own)")
+                        help=f"YAML preset (default: {DEFAULT_CONFIG.name}, or the config.yaml of the --sweep-dir or "
+                             "--run-dir being resumed)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key, e.g. --set seed=3 --set model.hidden=64 (repeatable)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent folder of run folders (default: runs)")
@@ -183,8 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.sweep_dir is not None and not (args.sweep_dir / "sweep.json").is_file():
         print(f"train.py: not a sweep folder (no sweep.json): {args.sweep_dir}", file=sys.stderr)
         return 2
-    if args.config is None:
-        args.config = args.sweep_dir / "config.yaml" if args.sweep_dir is not None else DEFAULT_CONFIG
+    if args.config is None:  # a sweep or run folder to resume carries its own config
+        if args.sweep_dir is not None:
+            args.config = args.sweep_dir / "config.yaml"
+        elif args.run_dir is not None and (args.run_dir / "config.yaml").is_file():
+            args.config = args.run_dir / "config.yaml"
+        else:
+            args.config = DEFAULT_CONFIG
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
     if (args.seeds is not None or args.sweep_dir is not None) and (args.run_dir is not None or args.publish):

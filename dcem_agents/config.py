@@ -161,7 +161,8 @@ def build(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
     except ConfigError:
         raise
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{path or 'config'}: {e}") from e
+        where = path or "config"
+        raise ConfigError(str(e) if str(e).startswith(f"{where}: ") else f"{where}: {e}") from e
     return obj
 
 

@@ -242,6 +242,18 @@ def test_the_resume_guard_reads_the_checkpoints_config(tmp_path: Path) -> None:
     assert p.returncode == 2 and "config.yaml cannot be read" in p.stderr and "Traceback" not in p.stderr
 
 
+def test_phase2_refuses_a_phase1_model_that_was_never_trained(tmp_path: Path) -> None:
+    """A phase-1 budget spent on seed episodes leaves an untrained model (phase 1 warns); phase 2 refuses it."""
+    p1 = tmp_path / "p1"
+    first = run_script("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(p1),
+                       "--set", "train.total_env_steps=2000", "--set", "final_eval_episodes=0")
+    assert first.returncode == 0, first.stderr[-2000:]
+    p = run_main("train.py", "--config", "configs/dcem/debug.yaml", "--runs-dir", str(tmp_path / "runs"),
+                 "--set", f"phase1_checkpoint={p1 / 'checkpoint.pt'}")
+    assert p.returncode == 2 and "its world model was never trained (0 updates in 2000 env steps" in p.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_phase2_run_resumes_without_its_phase1_checkpoint(tmp_path: Path, phase1_checkpoint: Path) -> None:
     """The phase-2 checkpoint holds the phase-1 config and all the state: a resume needs no phase-1 file."""
     import shutil
@@ -271,9 +283,9 @@ def test_a_resume_with_a_changed_config_key_names_the_keys(tmp_path: Path) -> No
     p = run_main("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(run),
                  "--set", "train.total_env_steps=1000")
     assert p.returncode == 2 and "has trained 3,000 steps already, past the new train.total_env_steps=1,000" in p.stderr
-    ok = run_script("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(run),
-                    "--set", "train.total_env_steps=3500")
+    ok = run_script("train.py", "--run-dir", str(run), "--set", "train.total_env_steps=3500")  # its own config.yaml
     assert ok.returncode == 0, ok.stderr[-2000:]
+    assert json.loads((run / "summary.json").read_text())["env_steps"] >= 3500
 
 
 def _progress(run: Path) -> list[dict[str, str]]:

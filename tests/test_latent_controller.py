@@ -102,11 +102,11 @@ def test_tiny_phase2_run_and_evaluate_both_controllers(phase2_checkpoint: Path, 
     summary = json.loads((phase2_checkpoint.parent / "summary.json").read_text())
     assert summary["env_steps"] > summary["phase1_env_steps"] and summary["decoder_updates"] > 0
     out = tmp_path / "eval.json"
-    ev = run_script("evaluate.py", "--checkpoint", str(phase2_checkpoint), "--controller", "dcem,cem", "--episodes", "2",
-                    "--out", str(out))
+    ev = run_script("evaluate.py", "--checkpoint", str(phase2_checkpoint), "--controller", "dcem,cem,latent-cem",
+                    "--episodes", "2", "--out", str(out))
     assert ev.returncode == 0, ev.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert set(result["controllers"]) == {"dcem", "cem"}
+    assert set(result["controllers"]) == {"dcem", "cem", "latent-cem"}  # as evaluate.py --entry offers them
     assert all(len(c["returns"]) == 2 for c in result["controllers"].values())
     dcem_mean, cem_mean = (result["controllers"][k]["return_mean"] for k in ("dcem", "cem"))
     assert result["dcem_minus_cem_return"] == pytest.approx(dcem_mean - cem_mean)

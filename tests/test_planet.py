@@ -160,6 +160,10 @@ def test_debug_preset_trains_resumes_and_evaluates(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(result_path.read_text())
     assert len(result["returns"]) == 2 and result["env_steps"] == 4000
+    default = _run("evaluate.py", "--checkpoint", str(run_dir / CHECKPOINT_NAME), "--episodes", "1", "--device", "cpu")
+    beside = run_dir / "checkpoint_eval.json"  # without --out: next to the checkpoint, never into results/
+    assert default.returncode == 0 and f"wrote {beside}" in default.stderr
+    assert len(json.loads(beside.read_text())["returns"]) == 1
     assert result["return_mean"] == pytest.approx(np.mean(result["returns"]), abs=0.01)
     with pytest.raises(ValueError, match="unknown controller 'dcem'.*available: cem"):
         evaluate(load_checkpoint(run_dir / CHECKPOINT_NAME), EvalOptions(controller="dcem", episodes=1))

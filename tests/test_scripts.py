@@ -90,6 +90,14 @@ def test_evaluate_reports_bad_checkpoints(tmp_path: Path) -> None:
     assert p.returncode == 2 and "not a dcem-agents checkpoint" in p.stderr
     p = _run("evaluate.py", "--checkpoint", "checkpoints/dcem_cartpole_swingup.pt", "--out", str(tmp_path))
     assert p.returncode == 2 and "is a folder" in p.stderr and "Traceback" not in p.stderr  # before evaluating
+    p = _run("evaluate.py", "--checkpoint", str(tmp_path))  # a run folder instead of its checkpoint
+    assert p.returncode == 2 and f"{tmp_path / 'checkpoint.pt'}" in p.stderr and "not found" not in p.stderr
+
+
+def test_a_config_error_names_its_section_once(tmp_path: Path) -> None:
+    p = _run("train.py", "--config", "configs/planet/debug.yaml", "--set", "planner.n_elites=500",
+             "--runs-dir", str(tmp_path))
+    assert p.returncode == 2 and "config error: planner: need 1 <= n_elites" in p.stderr
 
 
 @pytest.mark.slow

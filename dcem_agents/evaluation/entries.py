@@ -362,6 +362,8 @@ def load_entry(spec: EntrySpec, device: torch.device | str = "cpu", runtime: str
     """
     device = torch.device(device)
     if not spec.path.is_file():
+        if spec.path.is_dir():
+            raise EntryError(f"{spec.path} is a folder: name the checkpoint file in it (e.g. {spec.path / 'checkpoint.pt'})")
         raise EntryError(f"checkpoint not found: {spec.path}")
     if is_sb3_zip(spec.path):
         fields = _load_sb3_zip(spec, device)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["EXPERIMENTS", "EvalOptions", "get_experiment"]
+__all__ = ["EXPERIMENTS", "EvalOptions", "get_experiment", "write_result"]
 
 #: experiment name -> module that implements it
 EXPERIMENTS: dict[str, str] = {
@@ -38,7 +38,8 @@ class EvalOptions:
     :param controller: which controller of the checkpoint to evaluate (experiment-specific names), or None for its default.
     :param episodes: number of evaluation episodes / initial states.
     :param seed: base seed of the evaluation.
-    :param out: where to write the JSON result, or None for the experiment's default.
+    :param out: where to write the JSON result (None: not written; ``evaluate.py`` writes it next to the
+        checkpoint, ``<checkpoint stem>_eval.json``, unless ``--out`` says where).
     :param device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
     """
 
@@ -54,3 +55,15 @@ def get_experiment(name: str) -> ModuleType:
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; known experiments: {', '.join(sorted(EXPERIMENTS))}")
     return importlib.import_module(EXPERIMENTS[name])
+
+
+def write_result(result: dict, out: Path | None) -> None:
+    """Write an evaluation's result as JSON to ``out`` (atomically; nothing when ``out`` is None)."""
+    if out is None:
+        return
+    import json
+
+    from dcem_agents.training.run_dir import write_text_atomic
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(Path(out), json.dumps(result, indent=2) + "\n")

@@ -19,7 +19,6 @@ Writes the JSON (default ``results/cartpole_embed.json``) and two figures beside
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from dcem_agents.math.cem import check_cem_sizes
 from dcem_agents.config import build, field, to_dict
+from dcem_agents.experiments import EvalOptions, write_result
 from dcem_agents.evaluation.stats import summarize
 from dcem_agents.models.cartpole import ACTION_DIM, FORCE_BOUND, cartpole_cost, cartpole_return, sample_initial_states
 from dcem_agents.models.decoder import LatentActionDecoder
@@ -211,7 +211,7 @@ def _planners(cfg: Config, decoder: LatentActionDecoder) -> dict[str, tuple[int,
     }
 
 
-def evaluate(checkpoint: dict[str, Any], options: Any) -> dict[str, Any]:
+def evaluate(checkpoint: dict[str, Any], options: EvalOptions) -> dict[str, Any]:
     """Compare the controllers on ``options.episodes`` held-out initial states (open loop, one plan per state).
 
     Each state is solved on its own (batch of one, as in MPC) with a generator seeded by the state's index, so the
@@ -262,8 +262,8 @@ def evaluate(checkpoint: dict[str, Any], options: Any) -> dict[str, Any]:
         }
     table = _markdown_table(controllers)
     log.info("cartpole embedding, %d held-out initial states:\n%s", options.episodes, table)
-    out = Path(options.out) if options.out is not None else Path("results") / "cartpole_embed.json"
-    figures = _figures(cfg, decoder, planners, out.parent, device)
+    # the figures go beside the JSON result (none without one)
+    figures = [] if options.out is None else _figures(cfg, decoder, planners, Path(options.out).parent, device)
     result = {
         "experiment": "cartpole_embed",
         "n_states": options.episodes,
@@ -278,8 +278,7 @@ def evaluate(checkpoint: dict[str, Any], options: Any) -> dict[str, Any]:
         "figures": [str(f) for f in figures],
         "table": table,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(result, options.out)
     return result
 
 

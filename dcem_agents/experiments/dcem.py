@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from dcem_agents.config import build, field, to_dict
-from dcem_agents.experiments import EvalOptions
+from dcem_agents.experiments import EvalOptions, write_result
 from dcem_agents.experiments import planet
 from dcem_agents.evaluation.harness import evaluate_controller
 from dcem_agents.models.decoder import LatentActionDecoder
@@ -44,7 +44,7 @@ __all__ = ["Config", "DecoderConfig", "LatentPlannerConfig", "build_latent_agent
 
 log = logging.getLogger(__name__)
 
-CONTROLLERS = ("dcem", "cem")
+CONTROLLERS = ("dcem", "cem", "latent-cem")
 
 
 @dataclass
@@ -125,14 +125,19 @@ def build_latent_agent(p1: planet.Config, cfg: Config, device: torch.device) -> 
 
 
 def validate(cfg: Config) -> None:
-    """Before a run starts: the phase-1 checkpoint must be a full one (not slim), and ``train.total_env_steps`` must
-    exceed its steps (it counts from the start of phase 1)."""
+    """Before a run starts: the phase-1 checkpoint must be a full one (not slim) whose model was trained, and
+    ``train.total_env_steps`` must exceed its steps (it counts from the start of phase 1)."""
     phase1 = load_checkpoint(cfg.phase1_checkpoint, "planet")
     if is_slim(phase1):
         raise ValueError(f"{cfg.phase1_checkpoint} was shipped for evaluation only (no replay, no optimizer state): "
                          "start phase 2 from the phase-1 run's own checkpoint, --set "
                          "phase1_checkpoint=<phase-1 run folder>/checkpoint.pt")
-    _check_budget(cfg, phase1["trainer"]["counters"]["env_steps"])
+    counters = phase1["trainer"]["counters"]
+    if not counters.get("updates"):
+        raise ValueError(f"{cfg.phase1_checkpoint}: its world model was never trained (0 updates in "
+                         f"{counters['env_steps']} env steps, all of them seed episodes): run phase 1 longer, or with "
+                         "fewer train.seed_episodes, before phase 2")
+    _check_budget(cfg, counters["env_steps"])
 
 
 def _check_budget(cfg: Config, phase1_steps: int) -> None:
@@ -235,7 +240,9 @@ def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
     cfg, p1, env_fn, model, latent = load_latent_agent(checkpoint, device)
     _, _, cem = planet.build_agent(p1, device)
     cem.model = model  # the full-space planner of phase 1, on the phase-2 model
-    controllers = {"dcem": latent, "cem": cem}
+    # the learned latent space searched with hard top-k elites (as evaluate.py --entry PATH:latent-cem)
+    hard = LatentDCEMController(model, latent.decoder, replace(latent.settings, temperature=None), latent.runtime)
+    controllers = {"dcem": latent, "cem": cem, "latent-cem": hard}
     seeds = [options.seed + i for i in range(options.episodes)]
     result: dict[str, Any] = {"experiment": "dcem", "name": cfg.name, "env_id": p1.env_id, "episodes": len(seeds),
                               "seed": options.seed, "env_steps": checkpoint["trainer"]["counters"]["env_steps"],
@@ -243,8 +250,8 @@ def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
     for name in names:
         run = evaluate_controller(lambda: env_fn(None), model, controllers[name], seeds, label=f"evaluate {name}",
                                   generator=torch.Generator(device=device).manual_seed(options.seed))
-        samples = (cfg.planner.n_samples * cfg.planner.n_iters if name == "dcem"
-                   else p1.planner.n_samples * p1.planner.n_iters)
+        samples = (p1.planner.n_samples * p1.planner.n_iters if name == "cem"
+                   else cfg.planner.n_samples * cfg.planner.n_iters)
         result["controllers"][name] = run.summary(decimals=2) | {"sequences_per_plan": samples}
     if {"dcem", "cem"} <= set(names):
         c = result["controllers"]
@@ -253,7 +260,5 @@ def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
         # Gymnasium's can be negative, and a sparse task's mean can be 0): else it is left out (None)
         result["dcem_over_cem_return"] = dcem_mean / cem_mean if dcem_mean >= 0 and cem_mean > 0 else None
         result["dcem_minus_cem_return"] = dcem_mean - cem_mean
-    out = options.out or Path("results") / f"dcem_{cfg.name}_eval.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_result(result, options.out)
     return result

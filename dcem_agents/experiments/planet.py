@@ -35,7 +35,7 @@ import torch
 from dcem_agents.math.cem import check_cem_sizes
 from dcem_agents.config import build, field, to_dict
 from dcem_agents.envs import make_env
-from dcem_agents.experiments import EvalOptions
+from dcem_agents.experiments import EvalOptions, write_result
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.mpc import CEMController
 from dcem_agents.planning.runtime import DEFAULT_RUNTIME, PlannerRuntime
@@ -269,7 +269,5 @@ def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
     result = {"experiment": "planet", "name": cfg.name, "env_id": cfg.env_id, "controller": controller_name,
               "env_steps": counters.get("env_steps"), "wall_time_s": counters.get("wall_time_s"), "seed": options.seed,
               **run.summary(decimals=2)}
-    out = options.out or Path("results") / f"planet_{cfg.name}_eval.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_result(result, options.out)
     return result

@@ -27,7 +27,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecNormalize
 
 from dcem_agents.config import build, field, to_dict
-from dcem_agents.experiments import EvalOptions
+from dcem_agents.experiments import EvalOptions, write_result
 from dcem_agents.sb3 import COMPONENTS, BeliefSyncCallback, EmbeddedDCEMPolicy, make_belief_vec_env
 from dcem_agents.sb3.controllers import evaluate_belief_policy
 from dcem_agents.sb3.safe_pickle import load_vecnormalize, safe_custom_objects
@@ -269,7 +269,5 @@ def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
     for name in names:
         policy = load_policy(checkpoint, device, fine_tuned=name == "ppo")
         result["controllers"][name] = _evaluate(policy, options.episodes, options.seed, f"evaluate {name}")
-    out = options.out or Path("results") / f"ppo_{cfg.name}_eval.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_result(result, options.out)
     return result

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from dcem_agents.math.cem import check_cem_sizes
 from dcem_agents.config import build, field, to_dict
-from dcem_agents.experiments import EvalOptions
+from dcem_agents.experiments import EvalOptions, write_result
 from dcem_agents.evaluation.regression_figures import (
     plot_ablation,
     plot_energy_surfaces,
@@ -296,7 +296,5 @@ def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
             per_seed.append(((its - target(x)) ** 2).mean(dim=(1, 2)).tolist())
         stats = _stats(per_seed)
         result[method] = {**stats, "summary": _ablation_summary(steps, stats["mean"], _train_steps(method, cfg))}
-    if options.out is not None:
-        options.out.parent.mkdir(parents=True, exist_ok=True)
-        options.out.write_text(json.dumps(result, indent=2))
+    write_result(result, options.out)
     return result

@@ -63,6 +63,8 @@ def load_checkpoint(path: str | Path, experiment: str | None = None, map_locatio
     """
     path = Path(path)
     if not path.is_file():
+        if path.is_dir():
+            raise CheckpointError(f"{path} is a folder: name the checkpoint file in it (e.g. {path / 'checkpoint.pt'})")
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         with torch.serialization.safe_globals(_numpy_array_globals()):
