@@ -197,3 +197,22 @@ def test_progress_reads_the_newest_checkpoint_name_in_environment_steps(tmp_path
     (folder / "ppo_5000_steps.zip").write_bytes(b"")  # another algorithm's name is not this run's progress
     assert baseline.progress(cfg, tmp_path) == 4000
     assert ppo.progress(None, tmp_path) == 5000
+
+
+def test_environment_steps_are_counted_exactly_where_episodes_end_early(tmp_path: Path) -> None:
+    """InvertedPendulum-v5 under random early actions falls within a few steps, often inside an action repeat of 3:
+    the budget and the evaluations count the steps really taken (as the planning agents do), not agent steps x 3."""
+    from stable_baselines3 import SAC
+
+    run_dir = tmp_path / "run"
+    p = run_script("train.py", "--config", "configs/baselines/debug.yaml", "--run-dir", str(run_dir),
+                   "--set", "env_id=InvertedPendulum-v5", "--set", "action_repeat=3", "--set", "env_steps=300",
+                   "--set", "eval_every=150", "--set", "checkpoint_every=150")
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 300 <= summary["env_steps"] < 303  # stopped at the first agent step that reached the budget
+    assert summary["env_steps"] < 3 * summary["agent_steps"]  # some repeats were cut short by a fall
+    assert [e[0] >= 150 for e in summary["evaluations"]] == [True, True] and summary["evaluations"][-1][0] >= 300
+    # the count is the model's own, saved in its zip (a resumed run continues it)
+    model = SAC.load(run_dir / "model.zip", device="cpu")
+    assert model.dcem_env_steps == summary["env_steps"]

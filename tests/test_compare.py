@@ -134,6 +134,7 @@ def test_report_of_all_phases(phase1_checkpoint: Path, phase2_checkpoint: Path, 
         assert s["median"] == pytest.approx(np.median(e["returns"]), abs=1e-3)
         assert s["ci95"][0] <= s["mean"] <= s["ci95"][1] and s["std"] >= 0
         assert e["eval_env_steps"] == 250 * 8 and e["ms_per_action"] > 0 and e["samples_per_action"] > 0
+        assert e["planner_runtime"]["rollout"] in ("lean", "reference")  # every entry here plans
     assert entries[0]["samples_per_action"] == 32 and entries[1]["samples_per_action"] == 16  # debug presets
     assert entries[2]["train_env_steps"] > entries[1]["train_env_steps"] > entries[0]["train_env_steps"]
     assert entries[3]["returns"] == entries[2]["returns"]  # the SB3 zip is the same policy as the ppo checkpoint
@@ -363,6 +364,14 @@ def test_entries_take_the_runtime_they_name(phase2_checkpoint: Path) -> None:
     assert default.controller.runtime == RUNTIME_PRESETS["bf16"]
     named = load_entry(EntrySpec(phase2_checkpoint, "cem", runtime="fp32"), runtime="bf16")  # the entry's own wins
     assert named.controller.runtime == RUNTIME_PRESETS["fp32"]
+    # entries of one file that differ only in their runtime are told apart in the report: label and column
+    from dcem_agents.evaluation.entries import runtime_of
+    from dcem_agents.evaluation.report import _fmt_runtime
+
+    assert (ref.label, default.label, named.label) == ("latent DCEM (reference)", "latent DCEM",
+                                                       "full-space CEM (phase-2 model) (fp32)")
+    assert _fmt_runtime(runtime_of(ref.controller)) == " (reference)"
+    assert _fmt_runtime(runtime_of(default.controller)) == " (lean bf16)"
 
 
 # ---------------------------------------------------------------- independent batches and Ray

@@ -38,7 +38,7 @@ import torch
 from tqdm import tqdm
 
 from dcem_agents.envs import make_env
-from dcem_agents.evaluation.entries import Entry, EntryError, EntrySpec, bind_environment, load_entry
+from dcem_agents.evaluation.entries import Entry, EntryError, EntrySpec, bind_environment, load_entry, runtime_of
 from dcem_agents.evaluation.harness import EpisodeRecord, EvaluationRun, evaluate_controller
 from dcem_agents.evaluation.report import has_training_curves, report_paths, write_report
 from dcem_agents.evaluation.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, convention, paired_differences,
@@ -137,12 +137,12 @@ class _Progress:
         if saved is None:
             return EvaluationRun()
         return EvaluationRun([EpisodeRecord(int(s), float(r), int(n)) for s, r, n in saved["episodes"]],
-                             saved["plan_seconds"], saved["plan_calls"], saved["seconds"])
+                             saved["plan_seconds"], saved["plan_calls"], saved["seconds"], saved.get("env_steps", 0))
 
     def record(self, k: int, run: EvaluationRun, generator: torch.Generator) -> None:
         self.entries[k] = {"episodes": [[e.seed, e.return_, e.agent_steps] for e in run.episodes],
                            "plan_seconds": run.plan_seconds, "plan_calls": run.plan_calls, "seconds": run.seconds,
-                           "generator": generator.get_state()}
+                           "env_steps": run.env_steps, "generator": generator.get_state()}
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"key": self.key, "entries": self.entries}, tmp)
@@ -157,7 +157,8 @@ def _file_identity(path: str | Path) -> list[int]:
 
 def _joined(before: EvaluationRun, after: EvaluationRun) -> EvaluationRun:
     return EvaluationRun(before.episodes + after.episodes, before.plan_seconds + after.plan_seconds,
-                         before.plan_calls + after.plan_calls, before.seconds + after.seconds)
+                         before.plan_calls + after.plan_calls, before.seconds + after.seconds,
+                         before.env_steps + after.env_steps)
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,7 @@ def _runs_on_ray(entries: Sequence[Entry], specs: Sequence[EntrySpec], seeds: Se
             run.plan_seconds += part.plan_seconds
             run.plan_calls += part.plan_calls
             run.seconds += part.seconds
+            run.env_steps += part.env_steps
         runs.append(run)
     return runs
 
@@ -228,8 +230,8 @@ def _entry_summary(entry: Entry, run: EvaluationRun, n_envs: int) -> dict[str, A
         "env_id": entry.env_id, "action_repeat": entry.action_repeat, "train_env_steps": entry.train_env_steps,
         "episodes": len(run.returns),
         "stats": summarize(run.returns),
-        "eval_agent_steps": actions, "eval_env_steps": actions * entry.action_repeat,
-        "samples_per_action": entry.samples_per_action,
+        "eval_agent_steps": actions, "eval_env_steps": run.env_steps,
+        "samples_per_action": entry.samples_per_action, "planner_runtime": runtime_of(entry.controller),
         "ms_per_action": run.ms_per_action, "ms_per_planning_call": run.ms_per_plan, "n_envs": n_envs,
         "wall_time_s": run.seconds,
         "returns": [round(r, 4) for r in run.returns], "agent_steps": run.agent_steps,

@@ -58,7 +58,7 @@ from dcem_agents.planning.runtime import RUNTIME_PRESETS, PlannerRuntime
 from dcem_agents.training import CheckpointError, load_checkpoint
 
 __all__ = ["CONTROLLERS", "Entry", "EntryError", "EntrySpec", "bind_environment", "is_sb3_zip", "load_entry",
-           "parse_entry", "set_runtime"]
+           "parse_entry", "runtime_of", "set_runtime"]
 
 #: file kind -> controllers it provides (the first is the default)
 CONTROLLERS: dict[str, tuple[str, ...]] = {"planet": ("cem",), "dcem": ("dcem", "latent-cem", "cem"),
@@ -106,6 +106,12 @@ def parse_entry(text: str) -> EntrySpec:
     if not text:
         raise EntryError("an entry needs a path: PATH[:CONTROLLER[+RUNTIME]][@LABEL]")
     return EntrySpec(Path(text), controller, label, runtime)
+
+
+def runtime_of(controller: Controller) -> dict[str, Any] | None:
+    """How ``controller`` plans (its :class:`PlannerRuntime` as a dict), for the report; None if it does not plan."""
+    runtime = getattr(getattr(controller, "policy", controller), "runtime", None)
+    return dataclasses.asdict(runtime) if isinstance(runtime, PlannerRuntime) else None
 
 
 def set_runtime(controller: Controller, runtime: PlannerRuntime) -> bool:
@@ -384,6 +390,8 @@ def load_entry(spec: EntrySpec, device: torch.device | str = "cpu", runtime: str
         default = _label(fields["kind"], fields["controller_name"])
     else:  # a baseline zip of this package names its algorithm
         default = f"{recorded['algorithm']} (model-free)" if recorded and recorded.get("algorithm") else spec.path.stem
+    if spec.runtime is not None:  # entries of one file that differ only in how they plan are told apart
+        default = f"{default} ({spec.runtime})"
     entry = Entry(label=spec.label or default, **fields)
     name = spec.runtime or runtime
     if name is not None:

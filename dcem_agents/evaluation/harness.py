@@ -49,6 +49,7 @@ class EvaluationRun:
     plan_seconds: float = 0.0
     plan_calls: int = 0
     seconds: float = 0.0
+    env_steps: int = 0  # of all episodes (an action repeat cut short by an episode's end counts its real steps)
 
     @property
     def returns(self) -> list[float]:
@@ -147,6 +148,7 @@ def evaluate_controller(
                 episodes, stats = run_episodes(pool[: len(part)], model, ctrl, part, generator=generator
                                                if batch_generator is None else batch_generator(part[0]))
                 run.episodes += [EpisodeRecord(s, e.return_, len(e.rewards)) for s, e in zip(part, episodes)]
+                run.env_steps += stats.env_steps
                 run.plan_seconds += stats.plan_seconds
                 run.plan_calls += stats.plan_calls
                 bar.update(len(part))

@@ -45,9 +45,25 @@ def _fmt_ms(ms: float) -> str:
     return f"{ms:.1f}" if ms >= 1.0 else f"{ms:.2g}"
 
 
+def _fmt_runtime(runtime: dict[str, Any] | None) -> str:
+    """`` (lean bf16 compiled)`` for a planner's runtime in the controller column; nothing for a policy that does
+    not plan (or a report written before runtimes were recorded)."""
+    if not runtime:
+        return ""
+    if runtime.get("rollout") == "reference":
+        return " (reference)"
+    return f" (lean {runtime.get('precision')}{' compiled' if runtime.get('compile') else ''})"
+
+
+def _fmt_repeats(entries: list[dict[str, Any]]) -> str:
+    repeats = sorted({e["action_repeat"] for e in entries})
+    if len(repeats) == 1:
+        return f"action repeat {repeats[0]}"
+    return "action repeat " + ", ".join(f"{e['action_repeat']} for {e['label']}" for e in entries)
+
+
 def markdown_table(summary: dict[str, Any]) -> str:
     """The entries of a comparison summary as a markdown table, with a header line and the column meanings."""
-    e0 = summary["entries"][0]
     lines = [
         f"# Controller comparison on `{summary['env_id']}`",
         "",
@@ -63,13 +79,14 @@ def markdown_table(summary: dict[str, Any]) -> str:
     for e in summary["entries"]:
         s = e["stats"]
         lines.append(
-            f"| {e['label']} | `{e['checkpoint']}` | {e['kind']}:{e['controller']} | {s['mean']:.1f} ± {s['std']:.1f} "
+            f"| {e['label']} | `{e['checkpoint']}` | {e['kind']}:{e['controller']}{_fmt_runtime(e.get('planner_runtime'))} "
+            f"| {s['mean']:.1f} ± {s['std']:.1f} "
             f"| {s['median']:.1f} | {s['iqm']:.1f} | {s['ci95'][0]:.1f} – {s['ci95'][1]:.1f} | {e['episodes']} "
             f"| {_fmt_steps(e['train_env_steps'])} | {e['samples_per_action']} | {_fmt_ms(e['ms_per_action'])} |"
         )
     lines += [
         "",
-        f"Returns are sums of environment rewards per episode (action repeat {e0['action_repeat']}). IQM: "
+        f"Returns are sums of environment rewards per episode ({_fmt_repeats(summary['entries'])}). IQM: "
         f"interquartile mean. 95 % CI: percentile bootstrap of the mean ({summary['bootstrap']['resamples']} "
         f"resamples, seed {summary['bootstrap']['seed']}). Samples / action: action sequences the planner evaluates "
         "per planning call and environment (samples × iterations; 0: a policy that does not plan). ms / action: the "

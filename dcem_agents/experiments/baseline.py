@@ -5,6 +5,9 @@
 planning agents use) for ``env_steps`` environment steps, evaluates it every ``eval_every`` environment steps
 (deterministic actions, ``eval_episodes`` episodes: ``eval/mean_reward`` in ``progress.csv`` and TensorBoard, and
 ``evaluations`` ``[env_steps, mean return]`` in ``summary.json``), evaluates the final model and saves ``model.zip``.
+Environment steps are counted exactly (:data:`ENV_STEPS_ATTRIBUTE`): an action repeat cut short by the end of an
+episode counts the steps it took, as the planning agents count them, so "the same environment steps" holds on
+tasks that terminate early too (on DeepMind Control it is agent steps x ``action_repeat``).
 The zip records its environment id and action repeat (the attribute :data:`ENV_ATTRIBUTE`), so ``evaluate.py --entry model.zip`` compares it with the planners with nothing to repeat.
 
 Interrupted runs resume from the last SB3 checkpoint in ``sb3_checkpoints/`` (with the replay buffer of off-policy
@@ -34,7 +37,7 @@ from dcem_agents.evaluation.harness import evaluate_controller
 from dcem_agents.training.checkpoint import checkpoint_step, step_checkpoints
 from dcem_agents.training.run_config import RunConfig
 
-__all__ = ["ALGORITHMS", "Config", "ENV_ATTRIBUTE", "train"]
+__all__ = ["ALGORITHMS", "Config", "ENV_ATTRIBUTE", "ENV_STEPS_ATTRIBUTE", "env_steps_taken", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,15 @@ ENV_ATTRIBUTE = "dcem_agents_env"
 #: keyword arguments the experiment sets itself
 _OWN_KWARGS = {"policy", "env", "seed", "device", "learning_rate", "policy_kwargs", "verbose", "tensorboard_log",
                "_init_setup_model"}
+#: attribute of the SB3 model counting the environment steps it has taken, exactly (saved in its zips: a resumed run
+#: continues the count)
+ENV_STEPS_ATTRIBUTE = "dcem_env_steps"
+
+
+def env_steps_taken(model: Any, action_repeat: int) -> int:
+    """The environment steps ``model`` has trained on (a model saved before the count existed: agent steps x
+    ``action_repeat``)."""
+    return int(getattr(model, ENV_STEPS_ATTRIBUTE, model.num_timesteps * action_repeat))
 
 
 def _algorithm(name: str) -> type:
@@ -129,6 +141,18 @@ def _callbacks(cfg: Config, run_dir: Path, summary: dict[str, Any]) -> list[Any]
 
     from dcem_agents.sb3.progress import TqdmCallback
 
+    class EnvStepCounter(BaseCallback):
+        """Add each step's environment steps (``info["action_repeat_steps"]`` of the action repeat) to the model's
+        :data:`ENV_STEPS_ATTRIBUTE`; first in the list, so that evaluations and checkpoints see the count."""
+
+        def _on_training_start(self) -> None:
+            setattr(self.model, ENV_STEPS_ATTRIBUTE, env_steps_taken(self.model, cfg.action_repeat))
+
+        def _on_step(self) -> bool:
+            taken = sum(int(info.get("action_repeat_steps", cfg.action_repeat)) for info in self.locals["infos"])
+            setattr(self.model, ENV_STEPS_ATTRIBUTE, getattr(self.model, ENV_STEPS_ATTRIBUTE) + taken)
+            return True
+
     class PeriodicEvaluation(BaseCallback):
         """Every ``eval_every`` environment steps, between updates (at the start of a rollout, and at the end of
         training): evaluate, log ``eval/mean_reward``, append ``[env_steps, mean return]`` to
@@ -137,40 +161,44 @@ def _callbacks(cfg: Config, run_dir: Path, summary: dict[str, Any]) -> list[Any]
 
         def __init__(self) -> None:
             super().__init__()
-            self.every = max(cfg.eval_every // cfg.action_repeat, 1)
+            self.every = max(cfg.eval_every, 1)  # environment steps
             self.next = self.every
 
+        def _taken(self) -> int:
+            return env_steps_taken(self.model, cfg.action_repeat)
+
         def _on_training_start(self) -> None:
-            self.next = (self.num_timesteps // self.every + 1) * self.every  # a resumed run: the next one due
+            self.next = (self._taken() // self.every + 1) * self.every  # a resumed run: the next one due
 
         def _on_rollout_start(self) -> None:
-            if self.num_timesteps >= self.next:
+            if self._taken() >= self.next:
                 self.evaluate()
 
         def _on_training_end(self) -> None:
-            if self.num_timesteps >= self.next:
+            if self._taken() >= self.next:
                 self.evaluate()
 
         def _on_step(self) -> bool:
             return True
 
         def evaluate(self) -> None:
-            self.next = (self.num_timesteps // self.every + 1) * self.every
+            taken = self._taken()
+            self.next = (taken // self.every + 1) * self.every
             result = _evaluate(cfg, self.model.policy, None)
             mean = result["return_mean"]
             self.logger.record("eval/mean_reward", mean)
             self.logger.record("eval/mean_ep_length", float(sum(result["agent_steps"]) / result["episodes"]))
             self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
             self.logger.dump(self.num_timesteps)
-            summary.setdefault("evaluations", []).append([self.num_timesteps * cfg.action_repeat, mean])
+            summary.setdefault("evaluations", []).append([taken, mean])
             (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
-    callbacks: list[Any] = [PeriodicEvaluation()] if cfg.eval_every > 0 else []
+    callbacks: list[Any] = [EnvStepCounter()] + ([PeriodicEvaluation()] if cfg.eval_every > 0 else [])
     callbacks += [
         AtomicCheckpointCallback(max(cfg.checkpoint_every // cfg.action_repeat, 1), run_dir / "sb3_checkpoints",
                                  name_prefix=cfg.algorithm, save_replay_buffer=cfg.algorithm != "ppo",
                                  at_rollout_start=True, save_resume_state=True),
-        TqdmCallback(cfg.agent_steps, desc=cfg.algorithm),
+        TqdmCallback(cfg.env_steps, desc=cfg.algorithm, position=lambda m: env_steps_taken(m, cfg.action_repeat)),
     ]
     return callbacks
 
@@ -206,7 +234,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     if latest is not None:
         resume, model = latest
         log.info("resumed %s from %s at %d agent steps", cfg.algorithm, resume, model.num_timesteps)
-        done = model.num_timesteps * cfg.action_repeat  # evaluations past the checkpoint are run again
+        done = env_steps_taken(model, cfg.action_repeat)  # evaluations past the checkpoint are run again
         summary["evaluations"] = [e for e in summary.get("evaluations", []) if e[0] <= done]
     else:
         model = algo("MlpPolicy", env, learning_rate=cfg.learning_rate, seed=cfg.seed, device=device,
@@ -216,10 +244,12 @@ def train(cfg: Config, run_dir: Path) -> dict:
     model.set_logger(make_sb3_logger(run_dir, model.num_timesteps if latest is not None else None))
     if latest is not None:
         resume_exactly(model, latest[0])  # environments, generators, pending log values
-    remaining = cfg.agent_steps - model.num_timesteps
     t0 = time.perf_counter()
-    if remaining > 0:
-        model.learn(remaining, callback=_callbacks(cfg, run_dir, summary), reset_num_timesteps=False)
+    callbacks = _callbacks(cfg, run_dir, summary)
+    # in agent steps that cannot overshoot the budget (each is at most action_repeat environment steps), until the
+    # exact count reaches it: one call on tasks that never end an episode inside an action repeat, a few more otherwise
+    while (left := cfg.env_steps - env_steps_taken(model, cfg.action_repeat)) > 0:
+        model.learn(-(-left // cfg.action_repeat), callback=callbacks, reset_num_timesteps=False)
     summary["train_seconds"] = summary.get("train_seconds", 0.0) + time.perf_counter() - t0
     setattr(model, ENV_ATTRIBUTE, {**getattr(model, ENV_ATTRIBUTE),  # the learning curve, for comparison reports
                                    "evaluations": [list(e) for e in summary.get("evaluations", [])]})
@@ -228,7 +258,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     env.close()
     summary.update({
         "algorithm": ALGORITHMS[cfg.algorithm], "env_id": cfg.env_id, "action_repeat": cfg.action_repeat,
-        "agent_steps": int(model.num_timesteps), "env_steps": int(model.num_timesteps) * cfg.action_repeat,
+        "agent_steps": int(model.num_timesteps), "env_steps": env_steps_taken(model, cfg.action_repeat),
         "final_eval": final, "model": str(run_dir / "model.zip"), "config": to_dict(cfg),
     })
     log.info("%s after %d env steps: %.1f over %d episodes", ALGORITHMS[cfg.algorithm], summary["env_steps"],

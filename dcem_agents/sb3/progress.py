@@ -4,6 +4,7 @@ per run across interruptions."""
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,16 +65,19 @@ class TqdmCallback(BaseCallback):
 
     :param total: the run's total timesteps.
     :param desc: the bar's label.
+    :param position: where the run is, from the model (default: its timesteps), in the unit of ``total``.
     """
 
-    def __init__(self, total: int, desc: str = "ppo") -> None:
+    def __init__(self, total: int, desc: str = "ppo", position: Callable[[Any], int] | None = None) -> None:
         super().__init__()
-        self.total, self.desc = total, desc
+        self.total, self.desc, self.position = total, desc, position
         self.bar: tqdm | None = None
 
+    def _at(self) -> int:
+        return self.model.num_timesteps if self.position is None else self.position(self.model)
+
     def _on_training_start(self) -> None:
-        self.bar = tqdm(total=self.total, initial=self.model.num_timesteps, desc=self.desc, unit="step",
-                        dynamic_ncols=True)
+        self.bar = tqdm(total=self.total, initial=self._at(), desc=self.desc, unit="step", dynamic_ncols=True)
 
     def _on_rollout_end(self) -> None:
         buf = self.model.ep_info_buffer
@@ -82,7 +86,7 @@ class TqdmCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         if self.bar is not None:
-            self.bar.update(self.model.n_envs)
+            self.bar.update(self.model.n_envs if self.position is None else self._at() - self.bar.n)
         return True
 
     def _on_training_end(self) -> None:
