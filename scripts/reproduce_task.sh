@@ -5,7 +5,8 @@
 #   bash scripts/reproduce_task.sh TASK [RUNS_DIR]        e.g.  bash scripts/reproduce_task.sh walker_walk
 #
 # TASK names the presets: configs/planet/TASK_cpu.yaml (else configs/planet/TASK.yaml), configs/dcem/TASK.yaml,
-# configs/ppo/TASK.yaml, configs/baselines/sac_TASK.yaml (else configs/baselines/TASK.yaml). Each step has a fixed run
+# configs/ppo/TASK.yaml, configs/baselines/sac_TASK.yaml (else configs/baselines/TASK.yaml). A task without phase-2 and
+# phase-3 presets (the Gymnasium MuJoCo tasks, e.g. gym_hopper) runs phase 1 and SAC, and compares those two. Each step has a fixed run
 # folder under RUNS_DIR (default ~/dcem-runs/TASK): planet/, dcem/, ppo/, sac/. The same command therefore resumes
 # wherever a kill stopped it: a step marked done (its folder holds DONE) is skipped, an unfinished one continues from
 # its checkpoint. Phase 2 starts from the phase-1 run's own checkpoint (it needs the replay), phase 3 from phase 2's.
@@ -25,8 +26,10 @@ runs=${2:-$HOME/dcem-runs/$task}
 cd "$(dirname "$0")/.."
 first() { for f in "$@"; do if [ -f "$f" ]; then echo "$f"; return 0; fi; done; return 1; }
 planet_cfg=$(first "configs/planet/${task}_cpu.yaml" "configs/planet/$task.yaml") || { echo "no phase-1 preset for $task" >&2; exit 2; }
-dcem_cfg=$(first "configs/dcem/$task.yaml") || { echo "no phase-2 preset configs/dcem/$task.yaml" >&2; exit 2; }
-ppo_cfg=$(first "configs/ppo/$task.yaml") || { echo "no phase-3 preset configs/ppo/$task.yaml" >&2; exit 2; }
+dcem_cfg=$(first "configs/dcem/$task.yaml") || dcem_cfg=""
+ppo_cfg=$(first "configs/ppo/$task.yaml") || ppo_cfg=""
+if [ -n "$dcem_cfg" ] && [ -z "$ppo_cfg" ]; then echo "configs/dcem/$task.yaml has no phase-3 preset configs/ppo/$task.yaml" >&2; exit 2; fi
+if [ -z "$dcem_cfg" ]; then echo "=== $task: no configs/dcem/$task.yaml: phase 1 and SAC only"; fi
 sac_cfg=$(first "configs/baselines/sac_$task.yaml" "configs/baselines/$task.yaml") || { echo "no SAC preset for $task" >&2; exit 2; }
 threads=${THREADS:-1}
 py=${PYTHON:-python}
@@ -42,8 +45,10 @@ step() {  # step NAME PRESET [--set ...]: run (or resume) one training step in R
 }
 
 step planet "$planet_cfg"
-step dcem "$dcem_cfg" --set phase1_checkpoint="$runs/planet/checkpoint.pt"
-step ppo "$ppo_cfg" --set phase2_checkpoint="$runs/dcem/checkpoint.pt"
+if [ -n "$dcem_cfg" ]; then
+  step dcem "$dcem_cfg" --set phase1_checkpoint="$runs/planet/checkpoint.pt"
+  step ppo "$ppo_cfg" --set phase2_checkpoint="$runs/dcem/checkpoint.pt"
+fi
 step sac "$sac_cfg"
 
 # the shipped files the presets published, else the run folders
@@ -54,12 +59,16 @@ PY
 }
 pick() { if [ -n "$1" ] && [ -f "$1" ]; then echo "$1"; else echo "$2"; fi; }
 planet_ckpt=$(pick "$(export_of "$planet_cfg" export_checkpoint)" "$runs/planet/checkpoint.pt")
-dcem_ckpt=$(pick "$(export_of "$dcem_cfg" export_checkpoint)" "$runs/dcem/checkpoint.pt")
-ppo_ckpt=$(pick "$(export_of "$ppo_cfg" export_checkpoint)" "$runs/ppo/checkpoint.pt")
 sac_zip=$(pick "$(export_of "$sac_cfg" export_zip)" "$runs/sac/model.zip")
+entries=(--entry "$planet_ckpt:cem@full-space CEM")
+if [ -n "$dcem_cfg" ]; then
+  dcem_ckpt=$(pick "$(export_of "$dcem_cfg" export_checkpoint)" "$runs/dcem/checkpoint.pt")
+  ppo_ckpt=$(pick "$(export_of "$ppo_cfg" export_checkpoint)" "$runs/ppo/checkpoint.pt")
+  entries+=(--entry "$dcem_ckpt:dcem@latent DCEM" --entry "$dcem_ckpt:latent-cem@latent hard CEM"
+            --entry "$ppo_ckpt:ppo@latent DCEM + PPO")
+fi
+entries+=(--entry "$sac_zip@SAC")
 out=${REPORT_OUT:-results/${task}_comparison}
 echo "=== report -> $out ($(date +%T))"
-"$py" evaluate.py --threads "$threads" --episodes "${EPISODES:-100}" --seed "${SEED:-4000000}" --out "$out" \
-  --entry "$planet_ckpt:cem@full-space CEM" --entry "$dcem_ckpt:dcem@latent DCEM" \
-  --entry "$dcem_ckpt:latent-cem@latent hard CEM" --entry "$ppo_ckpt:ppo@latent DCEM + PPO" --entry "$sac_zip@SAC"
+"$py" evaluate.py --threads "$threads" --episodes "${EPISODES:-100}" --seed "${SEED:-4000000}" --out "$out" "${entries[@]}"
 echo "=== $task: every step done ($(date +%T))"

@@ -126,6 +126,34 @@ def test_reproduce_task_script_runs_every_step_and_resumes(tmp_path: Path) -> No
     assert (tmp_path / "runs" / "ppo" / "DONE").is_file()
 
 
+@pytest.mark.slow
+def test_reproduce_task_script_without_phase2_presets_runs_phase1_and_sac(tmp_path: Path) -> None:
+    """A task with a phase-1 and a SAC preset only (the Gymnasium MuJoCo tasks): those two steps and a two-entry
+    report. Run in a copy of the repository's layout whose configs hold only those presets."""
+    import os
+    import shutil
+
+    from _scripts import ROOT
+
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "reproduce_task.sh", repo / "scripts")
+    for name in ("train.py", "evaluate.py", "dcem_agents"):
+        (repo / name).symlink_to(ROOT / name)
+    for src, dst in (("planet/debug.yaml", "planet/onlyp1_cpu.yaml"), ("baselines/debug.yaml", "baselines/sac_onlyp1.yaml")):
+        (repo / "configs" / dst).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "configs" / src, repo / "configs" / dst)
+    env = {**os.environ, "PYTHON": sys.executable, "EPISODES": "2", "REPORT_OUT": str(tmp_path / "report")}
+    p = subprocess.run(["bash", str(repo / "scripts" / "reproduce_task.sh"), "onlyp1", str(tmp_path / "runs")], env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "phase 1 and SAC only" in p.stdout
+    assert sorted(d.name for d in (tmp_path / "runs").iterdir()) == ["planet", "sac"]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [e["label"] for e in report["entries"]] == ["full-space CEM", "SAC"]
+    assert (tmp_path / "report_training.png").is_file()  # both runs' learning curves
+
+
 def test_reproduce_task_script_refuses_an_unknown_task(tmp_path: Path) -> None:
     from _scripts import ROOT
 
