@@ -408,6 +408,13 @@ def test_hostile_observation_wrappers_give_one_clear_error(phase2_checkpoint: Pa
                 policy_kwargs=dict(checkpoint=str(phase2_checkpoint)))
     with pytest.raises(ValueError, match=r"seed column holds .* VecNormalize with norm_obs=True"):
         model.learn(16)
+    # frozen statistics that never moved (training=False): the values pass unchanged but are clipped to clip_obs=10,
+    # so every seed arrives as 10.0 (it planned every row with the same noise, silently)
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    frozen = VecNormalize(make_belief_vec_env(phase2_checkpoint, n_envs=2, seed=3), training=False, norm_reward=False)
+    with pytest.raises(ValueError, match="every row's planner-noise seed is 10.0: the observations were clipped"):
+        evaluate_policy(model, frozen, n_eval_episodes=2)
     # frame stacking changes the observation size: refused at construction
     stacked = VecFrameStack(make_belief_vec_env(phase2_checkpoint, n_envs=2, seed=3), n_stack=2)
     with pytest.raises(ValueError, match="frame stacking"):

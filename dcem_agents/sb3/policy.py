@@ -75,6 +75,10 @@ COMPONENTS = {
 }
 
 
+#: a seed below this shared by every row of a batch means clipped observations (see ``split_observation``)
+_SMALL_SEED = 1024
+
+
 class EmbeddedDCEMPolicy(ActorCriticPolicy):
     """Actor-critic policy whose actor is the embedded DCEM controller of a phase-2 checkpoint.
 
@@ -304,7 +308,15 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
                 f"{self.world_model.belief_dim + 1}: feed the observations of BeliefVecEnv unchanged (no frame stacking)")
         seeds = obs[:, -1]
         bad = (seeds != seeds.round()) | (seeds < 0) | (seeds >= SEED_RANGE) | ~torch.isfinite(seeds)
-        if bool(bad.any()):  # one host check per forward, at the entry point, not inside the planner
+        # every row the same small seed: clipped observations (a VecNormalize whose statistics never moved clips them
+        # to clip_obs). Seeds are uniform in [0, 2**24): by chance this has probability below 1e-11 for 2 rows.
+        clipped = (seeds.numel() > 1) & (seeds == seeds[:1]).all() & (seeds[0] < _SMALL_SEED)
+        if bool(bad.any() | clipped):  # one host check per forward, at the entry point, not inside the planner
+            if not bool(bad.any()):
+                raise ValueError(
+                    f"EmbeddedDCEMPolicy: every row's planner-noise seed is {float(seeds[0])!r}: the observations "
+                    "were clipped after BeliefVecEnv, as VecNormalize(norm_obs=True) does even with training=False; "
+                    "use norm_obs=False (normalizing rewards is fine)")
             example = float(seeds[bad][0])
             raise ValueError(
                 f"EmbeddedDCEMPolicy: the planner-noise seed column holds {example!r}, not an integer in [0, "
