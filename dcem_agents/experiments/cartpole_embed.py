@@ -14,7 +14,8 @@ true return ``Σ_{t=1}^{H} r(x_t, u_t)`` of the planned sequence:
 - ``full_cem_100``: CEM over the full ``H``-dimensional action space with 100 samples per iteration;
 - ``full_cem_1000``: the same with 1,000 samples per iteration, the "expert".
 
-Writes the JSON (default ``results/cartpole_embed.json``) and two figures beside it (fig. 3 and fig. 10 analogues).
+Writes the JSON to ``options.out`` (``evaluate.py --out results/cartpole_embed.json`` for the shipped one) and two
+figures beside it (fig. 3 and fig. 10 analogues).
 """
 
 from __future__ import annotations
