@@ -246,8 +246,9 @@ def train(cfg: Config, run_dir: Path) -> dict:
         resume_exactly(model, latest[0])  # environments, generators, pending log values
     t0 = time.perf_counter()
     callbacks = _callbacks(cfg, run_dir, summary)
-    # in agent steps that cannot overshoot the budget (each is at most action_repeat environment steps), until the
-    # exact count reaches it: one call on tasks that never end an episode inside an action repeat, a few more otherwise
+    # ceil(left / action_repeat) agent steps at a time (each is at most action_repeat environment steps, so a call
+    # ends less than one agent step past the budget) until the exact count reaches it: one call on tasks that never
+    # end an episode inside an action repeat (DeepMind Control), a few more otherwise
     while (left := cfg.env_steps - env_steps_taken(model, cfg.action_repeat)) > 0:
         model.learn(-(-left // cfg.action_repeat), callback=callbacks, reset_num_timesteps=False)
     summary["train_seconds"] = summary.get("train_seconds", 0.0) + time.perf_counter() - t0
