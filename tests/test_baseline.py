@@ -216,3 +216,5 @@ def test_environment_steps_are_counted_exactly_where_episodes_end_early(tmp_path
     # the count is the model's own, saved in its zip (a resumed run continues it)
     model = SAC.load(run_dir / "model.zip", device="cpu")
     assert model.dcem_env_steps == summary["env_steps"]
+    entry = load_entries([EntrySpec(run_dir / "model.zip")])[0]  # and the comparison reports it
+    assert entry.train_env_steps == summary["env_steps"]

@@ -376,6 +376,10 @@ def test_train_and_evaluate_scripts_phase3(phase2_checkpoint: Path, tmp_path: Pa
     p = run_script(*args, "--set", "total_timesteps=96")  # resumes from the newest SB3 checkpoint
     assert p.returncode == 0 and "resumed PPO" in p.stderr
     assert json.loads((run_dir / "summary.json").read_text())["ppo_timesteps"] == 96
+    from dcem_agents.training import load_checkpoint
+
+    saved = load_checkpoint(run_dir / "checkpoint.pt", "ppo")  # counted across the resume: 96 timesteps x repeat 8
+    assert saved["env_steps"] == 96 * 8 and saved["evaluations"][-1][0] - saved["evaluations"][0][0] == 96 * 8
     out = tmp_path / "eval.json"
     ev = run_script("evaluate.py", "--checkpoint", str(run_dir / "checkpoint.pt"), "--controller", "ppo,dcem",
                     "--episodes", "2", "--out", str(out))

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from dcem_agents.experiments.baseline import ENV_ATTRIBUTE
+from dcem_agents.sb3.progress import ENV_STEPS_ATTRIBUTE
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.mpc import CEMController, Controller
 from dcem_agents.planning.runtime import RUNTIME_PRESETS, PlannerRuntime
@@ -216,7 +217,9 @@ def _sb3_policy(policy_class: Any, obs_space: Any, act_space: Any, kwargs: dict[
     return policy.to(device).eval()
 
 
-def _policy_entry(path: Path, kind: str, name: str, policy: Any, comps: Any, steps: int) -> dict[str, Any]:
+def _policy_entry(path: Path, kind: str, name: str, policy: Any, comps: Any, env_steps: int) -> dict[str, Any]:
+    """The fields of a policy entry; ``env_steps``: the environment steps PPO trained it on (0: the phase-2
+    weights)."""
     from dcem_agents.sb3.controllers import PolicyController
 
     model = getattr(policy, "world_model", None)  # the filter PPO's rollouts used (synced when PPO trains it)
@@ -225,7 +228,7 @@ def _policy_entry(path: Path, kind: str, name: str, policy: Any, comps: Any, ste
     return dict(path=path, kind=kind, controller_name=name, env_id=comps.env_id, action_repeat=comps.action_repeat,
                 model=model, controller=PolicyController(policy),
                 samples_per_action=settings.n_samples * settings.n_iters,
-                train_env_steps=comps.env_steps + steps * comps.action_repeat)
+                train_env_steps=comps.env_steps + env_steps)
 
 
 def _load_sb3_zip(spec: EntrySpec, device: torch.device) -> dict[str, Any]:
@@ -251,7 +254,8 @@ def _load_sb3_zip(spec: EntrySpec, device: torch.device) -> dict[str, Any]:
                          f"{kwargs.get('checkpoint')!r}, which is not here (the zip holds the fine-tuned ones only)")
     policy = _sb3_policy(data["policy_class"], data["observation_space"], data["action_space"], kwargs,
                          params["policy"] if fine_tuned else None, device)
-    fields = _policy_entry(spec.path, "sb3", name, policy, comps, int(data.get("num_timesteps", 0)) if fine_tuned else 0)
+    steps = int(data.get(ENV_STEPS_ATTRIBUTE, int(data.get("num_timesteps", 0)) * comps.action_repeat))
+    fields = _policy_entry(spec.path, "sb3", name, policy, comps, steps if fine_tuned else 0)
     algorithm = _on_policy_algorithm(data)
     if fine_tuned and algorithm != "PPO":  # the default label names the algorithm that fine-tuned it
         fields["default_label"] = f"latent DCEM + {algorithm} (SB3 zip)"
@@ -290,6 +294,7 @@ def _load_model_free_zip(spec: EntrySpec, data: dict[str, Any], kwargs: dict[str
     return dict(path=spec.path, kind="sb3-obs", controller_name=name, env_id=None, action_repeat=1, model=None,
                 controller=ObservationPolicyController(policy), samples_per_action=0,
                 train_env_steps=int(data.get("num_timesteps", 0)), recorded_env=recorded,
+                exact_env_steps=data.get(ENV_STEPS_ATTRIBUTE),
                 training_curve=_curve((recorded or {}).get("evaluations")))
 
 
@@ -329,7 +334,8 @@ def _load_ppo(ckpt: dict[str, Any], spec: EntrySpec, name: str, device: torch.de
 
     comps = _phase2(ckpt["config"]["phase2_checkpoint"], f"the ppo checkpoint {spec.path}")
     policy = ppo.load_policy(ckpt, device, fine_tuned=name == "ppo")  # dcem: the architecture, phase-2 weights
-    steps = int(ckpt.get("num_timesteps") or 0) if name == "ppo" else 0
+    # environment steps as counted (checkpoints written before the count: timesteps x action repeat)
+    steps = int(ckpt.get("env_steps", int(ckpt.get("num_timesteps") or 0) * comps.action_repeat)) if name == "ppo" else 0
     curve = _curve(ckpt.get("evaluations")) if name == "ppo" else None
     return _policy_entry(spec.path, "ppo", name, policy, comps, steps) | {"training_curve": curve}
 
@@ -383,6 +389,7 @@ def load_entry(spec: EntrySpec, device: torch.device | str = "cpu", runtime: str
         name = _controller_name(kind, spec)
         fields = _load_ppo(ckpt, spec, name, device) if kind == "ppo" else _load_planner(ckpt, spec, name, device)
     recorded = fields.pop("recorded_env", None)
+    exact_env_steps = fields.pop("exact_env_steps", None)
     own_label = fields.pop("default_label", None)
     if own_label is not None:
         default = own_label
@@ -401,4 +408,6 @@ def load_entry(spec: EntrySpec, device: torch.device | str = "cpu", runtime: str
             raise EntryError(f"{spec.path}: the {entry.controller_name!r} controller does not plan; it has no runtime")
     if recorded is not None:  # a baseline zip of this package: it says where it was trained
         bind_environment(entry, recorded["env_id"], recorded["action_repeat"], "the environment its zip records")
+        if isinstance(exact_env_steps, int):  # and how many environment steps, as counted
+            entry.train_env_steps = exact_env_steps
     return entry

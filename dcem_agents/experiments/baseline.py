@@ -5,9 +5,9 @@
 planning agents use) for ``env_steps`` environment steps, evaluates it every ``eval_every`` environment steps
 (deterministic actions, ``eval_episodes`` episodes: ``eval/mean_reward`` in ``progress.csv`` and TensorBoard, and
 ``evaluations`` ``[env_steps, mean return]`` in ``summary.json``), evaluates the final model and saves ``model.zip``.
-Environment steps are counted exactly (:data:`ENV_STEPS_ATTRIBUTE`): an action repeat cut short by the end of an
-episode counts the steps it took, as the planning agents count them, so "the same environment steps" holds on
-tasks that terminate early too (on DeepMind Control it is agent steps x ``action_repeat``).
+Environment steps are counted exactly (:class:`~dcem_agents.sb3.progress.EnvStepCounter`): an action repeat cut short
+by the end of an episode counts the steps it took, as the planning agents count them, so "the same environment steps"
+holds on tasks that terminate early too (on DeepMind Control it is agent steps x ``action_repeat``).
 The zip records its environment id and action repeat (the attribute :data:`ENV_ATTRIBUTE`), so ``evaluate.py --entry model.zip`` compares it with the planners with nothing to repeat.
 
 Interrupted runs resume from the last SB3 checkpoint in ``sb3_checkpoints/`` (with the replay buffer of off-policy
@@ -32,12 +32,13 @@ from typing import Any, Literal
 from dcem_agents.config import field, to_dict
 from dcem_agents.envs import make_env, make_replayable_env
 from dcem_agents.sb3.checkpoints import AtomicCheckpointCallback, companion_path, load_latest, resume_exactly
+from dcem_agents.sb3.progress import EnvStepCounter, env_steps_taken
 from dcem_agents.sb3.safe_pickle import load_replay_buffer, safe_custom_objects
 from dcem_agents.evaluation.harness import evaluate_controller
 from dcem_agents.training.checkpoint import checkpoint_step, step_checkpoints
 from dcem_agents.training.run_config import RunConfig
 
-__all__ = ["ALGORITHMS", "Config", "ENV_ATTRIBUTE", "ENV_STEPS_ATTRIBUTE", "env_steps_taken", "train"]
+__all__ = ["ALGORITHMS", "Config", "ENV_ATTRIBUTE", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +49,6 @@ ENV_ATTRIBUTE = "dcem_agents_env"
 #: keyword arguments the experiment sets itself
 _OWN_KWARGS = {"policy", "env", "seed", "device", "learning_rate", "policy_kwargs", "verbose", "tensorboard_log",
                "_init_setup_model"}
-#: attribute of the SB3 model counting the environment steps it has taken, exactly (saved in its zips: a resumed run
-#: continues the count)
-ENV_STEPS_ATTRIBUTE = "dcem_env_steps"
-
-
-def env_steps_taken(model: Any, action_repeat: int) -> int:
-    """The environment steps ``model`` has trained on (a model saved before the count existed: agent steps x
-    ``action_repeat``)."""
-    return int(getattr(model, ENV_STEPS_ATTRIBUTE, model.num_timesteps * action_repeat))
 
 
 def _algorithm(name: str) -> type:
@@ -141,18 +133,6 @@ def _callbacks(cfg: Config, run_dir: Path, summary: dict[str, Any]) -> list[Any]
 
     from dcem_agents.sb3.progress import TqdmCallback
 
-    class EnvStepCounter(BaseCallback):
-        """Add each step's environment steps (``info["action_repeat_steps"]`` of the action repeat) to the model's
-        :data:`ENV_STEPS_ATTRIBUTE`; first in the list, so that evaluations and checkpoints see the count."""
-
-        def _on_training_start(self) -> None:
-            setattr(self.model, ENV_STEPS_ATTRIBUTE, env_steps_taken(self.model, cfg.action_repeat))
-
-        def _on_step(self) -> bool:
-            taken = sum(int(info.get("action_repeat_steps", cfg.action_repeat)) for info in self.locals["infos"])
-            setattr(self.model, ENV_STEPS_ATTRIBUTE, getattr(self.model, ENV_STEPS_ATTRIBUTE) + taken)
-            return True
-
     class PeriodicEvaluation(BaseCallback):
         """Every ``eval_every`` environment steps, between updates (at the start of a rollout, and at the end of
         training): evaluate, log ``eval/mean_reward``, append ``[env_steps, mean return]`` to
@@ -193,7 +173,7 @@ def _callbacks(cfg: Config, run_dir: Path, summary: dict[str, Any]) -> list[Any]
             summary.setdefault("evaluations", []).append([taken, mean])
             (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
-    callbacks: list[Any] = [EnvStepCounter()] + ([PeriodicEvaluation()] if cfg.eval_every > 0 else [])
+    callbacks: list[Any] = [EnvStepCounter(cfg.action_repeat)] + ([PeriodicEvaluation()] if cfg.eval_every > 0 else [])
     callbacks += [
         AtomicCheckpointCallback(max(cfg.checkpoint_every // cfg.action_repeat, 1), run_dir / "sb3_checkpoints",
                                  name_prefix=cfg.algorithm, save_replay_buffer=cfg.algorithm != "ppo",

@@ -31,7 +31,7 @@ from dcem_agents.experiments import EvalOptions, write_result
 from dcem_agents.sb3 import COMPONENTS, BeliefSyncCallback, EmbeddedDCEMPolicy, make_belief_vec_env
 from dcem_agents.sb3.controllers import evaluate_belief_policy
 from dcem_agents.sb3.safe_pickle import load_vecnormalize, safe_custom_objects
-from dcem_agents.sb3.progress import TqdmCallback, make_sb3_logger
+from dcem_agents.sb3.progress import EnvStepCounter, TqdmCallback, env_steps_taken, make_sb3_logger
 from dcem_agents.training import load_checkpoint, save_checkpoint
 from dcem_agents.sb3.checkpoints import AtomicCheckpointCallback, companion_path, load_latest, resume_exactly
 from dcem_agents.training.checkpoint import checkpoint_step, step_checkpoints
@@ -204,7 +204,9 @@ def train(cfg: Config, run_dir: Path) -> dict:
         summary["before"] = _evaluate(start, cfg.eval_episodes, cfg.eval_seed, "evaluate before PPO")
         summary_path.write_text(json.dumps(summary, indent=2))
         log.info("before PPO: %.1f (95%% CI %.1f to %.1f)", summary["before"]["return_mean"], *summary["before"]["ci95"])
-    callbacks = [AtomicCheckpointCallback(max(cfg.checkpoint_every // cfg.n_envs, 1), sb3_dir, name_prefix="ppo",
+    repeat = policy_kwargs["architecture"]["action_repeat"]
+    callbacks = [EnvStepCounter(repeat),  # first: the checkpoints save the count
+                 AtomicCheckpointCallback(max(cfg.checkpoint_every // cfg.n_envs, 1), sb3_dir, name_prefix="ppo",
                                           save_vecnormalize=True, at_rollout_start=True, save_resume_state=True),
                  TqdmCallback(cfg.total_timesteps)]
     if {"transition", "observation"} & set(cfg.policy.train_components):
@@ -217,12 +219,12 @@ def train(cfg: Config, run_dir: Path) -> dict:
     model.save(run_dir / "model.zip")
     def save_final() -> Path:
         """``checkpoint.pt``; with the before/after evaluations as its curve ``[[env steps, mean return]]``."""
-        start, repeat = policy_kwargs["architecture"]["env_steps"], policy_kwargs["architecture"]["action_repeat"]
-        curve = [[start + steps * repeat, summary[k]["return_mean"]]
-                 for k, steps in (("before", 0), ("after", model.num_timesteps)) if k in summary]
+        start, taken = policy_kwargs["architecture"]["env_steps"], env_steps_taken(model, repeat)
+        curve = [[start + steps, summary[k]["return_mean"]] for k, steps in (("before", 0), ("after", taken))
+                 if k in summary]
         return save_checkpoint(run_dir / "checkpoint.pt", "ppo", to_dict(cfg),
                                {"policy_kwargs": policy_kwargs, "policy_state": model.policy.state_dict(),
-                                "num_timesteps": model.num_timesteps, "evaluations": curve})
+                                "num_timesteps": model.num_timesteps, "env_steps": taken, "evaluations": curve})
 
     ckpt_path = save_final()
     if cfg.eval_episodes and (remaining > 0 or not _current(summary.get("after"), cfg)):

@@ -47,7 +47,7 @@ class ResumableTensorBoardOutputFormat(TensorBoardOutputFormat):
         self._is_closed = False
 
 
-__all__ = ["TqdmCallback", "make_sb3_logger"]
+__all__ = ["ENV_STEPS_ATTRIBUTE", "EnvStepCounter", "TqdmCallback", "env_steps_taken", "make_sb3_logger"]
 
 
 def make_sb3_logger(run_dir: Path, resume_step: int | None = None) -> Logger:
@@ -58,6 +58,38 @@ def make_sb3_logger(run_dir: Path, resume_step: int | None = None) -> Logger:
     """
     return Logger(str(run_dir), [ResumableCSVOutputFormat(run_dir / "progress.csv", resume_step),
                                  ResumableTensorBoardOutputFormat(run_dir / "tb", resume_step)])
+
+
+#: attribute of an SB3 model counting the environment steps it has trained on, exactly (an action repeat cut short by
+#: the end of an episode counts the steps it took); saved in its zips, so a resumed run continues the count
+ENV_STEPS_ATTRIBUTE = "dcem_env_steps"
+
+
+def env_steps_taken(model: Any, action_repeat: int) -> int:
+    """The environment steps ``model`` has trained on (a model saved before the count existed: its timesteps x
+    ``action_repeat``)."""
+    return int(getattr(model, ENV_STEPS_ATTRIBUTE, model.num_timesteps * action_repeat))
+
+
+class EnvStepCounter(BaseCallback):
+    """Add each step's environment steps (``info["action_repeat_steps"]`` of :class:`~dcem_agents.envs.ActionRepeat`,
+    summed over the environments) to the model's :data:`ENV_STEPS_ATTRIBUTE`. Put it first in the callback list, so
+    that evaluations and checkpoints see the count.
+
+    :param action_repeat: what a step counts when its info has no such key.
+    """
+
+    def __init__(self, action_repeat: int) -> None:
+        super().__init__()
+        self.action_repeat = action_repeat
+
+    def _on_training_start(self) -> None:
+        setattr(self.model, ENV_STEPS_ATTRIBUTE, env_steps_taken(self.model, self.action_repeat))
+
+    def _on_step(self) -> bool:
+        taken = sum(int(info.get("action_repeat_steps", self.action_repeat)) for info in self.locals["infos"])
+        setattr(self.model, ENV_STEPS_ATTRIBUTE, getattr(self.model, ENV_STEPS_ATTRIBUTE) + taken)
+        return True
 
 
 class TqdmCallback(BaseCallback):
