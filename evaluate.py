@@ -38,7 +38,8 @@ One checkpoint with its experiment's own evaluation (JSON)::
     python evaluate.py --checkpoint PATH [--controller NAME] [--episodes N] [--seed S] [--out FILE.json]
 
 Everything about the run (experiment, environment, action repeat, sizes) is read from the checkpoints; the flags
-only choose what to evaluate and how often.
+only choose what to evaluate and how often. Without ``--out`` the JSON goes beside the checkpoint
+(``<its name>_eval.json``), never into ``results/``.
 
 Aggregate the seeds of sweeps (``train.py --seeds``; Agarwal et al. 2021, with rliable)::
 
