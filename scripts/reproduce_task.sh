@@ -44,9 +44,20 @@ step() {  # step NAME PRESET [--set ...]: run (or resume) one training step in R
   date -u +%FT%TZ > "$dir/DONE"
 }
 
+# Phase 2's budget counts from the start of phase 1: phase 1's real steps (it stops early once an evaluation reaches
+# its stop_return) plus the phase-2 steps the presets plan (the dcem preset's total minus the planet preset's).
+phase2_budget() { "$py" - "$planet_cfg" "$dcem_cfg" "$runs/planet/summary.json" <<'PY'
+import json, sys, yaml
+p1, p2 = ((yaml.safe_load(open(f)) or {}).get("train", {}).get("total_env_steps") for f in sys.argv[1:3])
+done = json.load(open(sys.argv[3]))["env_steps"]
+print(done + p2 - p1 if isinstance(p1, int) and isinstance(p2, int) else "")
+PY
+}
+
 step planet "$planet_cfg"
 if [ -n "$dcem_cfg" ]; then
-  step dcem "$dcem_cfg" --set phase1_checkpoint="$runs/planet/checkpoint.pt"
+  budget=$(phase2_budget)
+  step dcem "$dcem_cfg" --set phase1_checkpoint="$runs/planet/checkpoint.pt" ${budget:+--set train.total_env_steps=$budget}
   step ppo "$ppo_cfg" --set phase2_checkpoint="$runs/dcem/checkpoint.pt"
 fi
 step sac "$sac_cfg"

@@ -126,32 +126,70 @@ def test_reproduce_task_script_runs_every_step_and_resumes(tmp_path: Path) -> No
     assert (tmp_path / "runs" / "ppo" / "DONE").is_file()
 
 
-@pytest.mark.slow
-def test_reproduce_task_script_without_phase2_presets_runs_phase1_and_sac(tmp_path: Path) -> None:
-    """A task with a phase-1 and a SAC preset only (the Gymnasium MuJoCo tasks): those two steps and a two-entry
-    report. Run in a copy of the repository's layout whose configs hold only those presets."""
-    import os
+def _repo_with_presets(root: Path, presets: dict[str, str | dict]) -> Path:
+    """A copy of the repository's layout (scripts/reproduce_task.sh copied; train.py, evaluate.py and the package
+    linked) whose configs are only ``presets``: ``{"planet/x_cpu.yaml": "planet/debug.yaml" or a dict}``."""
     import shutil
+
+    import yaml
 
     from _scripts import ROOT
 
-    repo = tmp_path / "repo"
+    repo = root / "repo"
     (repo / "scripts").mkdir(parents=True)
     shutil.copy(ROOT / "scripts" / "reproduce_task.sh", repo / "scripts")
     for name in ("train.py", "evaluate.py", "dcem_agents"):
         (repo / name).symlink_to(ROOT / name)
-    for src, dst in (("planet/debug.yaml", "planet/onlyp1_cpu.yaml"), ("baselines/debug.yaml", "baselines/sac_onlyp1.yaml")):
+    for dst, src in presets.items():
         (repo / "configs" / dst).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / "configs" / src, repo / "configs" / dst)
+        if isinstance(src, str):
+            shutil.copy(ROOT / "configs" / src, repo / "configs" / dst)
+        else:
+            (repo / "configs" / dst).write_text(yaml.safe_dump(src))
+    return repo
+
+
+def _reproduce(repo: Path, task: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    import os
+
     env = {**os.environ, "PYTHON": sys.executable, "EPISODES": "2", "REPORT_OUT": str(tmp_path / "report")}
-    p = subprocess.run(["bash", str(repo / "scripts" / "reproduce_task.sh"), "onlyp1", str(tmp_path / "runs")], env=env,
-                       capture_output=True, text=True, timeout=900)
+    return subprocess.run(["bash", str(repo / "scripts" / "reproduce_task.sh"), task, str(tmp_path / "runs")], env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_reproduce_task_script_without_phase2_presets_runs_phase1_and_sac(tmp_path: Path) -> None:
+    """A task with a phase-1 and a SAC preset only (the Gymnasium MuJoCo tasks): those two steps and a two-entry
+    report."""
+    repo = _repo_with_presets(tmp_path, {"planet/onlyp1_cpu.yaml": "planet/debug.yaml",
+                                         "baselines/sac_onlyp1.yaml": "baselines/debug.yaml"})
+    p = _reproduce(repo, "onlyp1", tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "phase 1 and SAC only" in p.stdout
     assert sorted(d.name for d in (tmp_path / "runs").iterdir()) == ["planet", "sac"]
     report = json.loads((tmp_path / "report.json").read_text())
     assert [e["label"] for e in report["entries"]] == ["full-space CEM", "SAC"]
     assert (tmp_path / "report_training.png").is_file()  # both runs' learning curves
+
+
+@pytest.mark.slow
+def test_reproduce_task_script_gives_phase2_its_planned_steps_after_an_early_stop(tmp_path: Path) -> None:
+    """Phase 1 stopped by its stop_return at 3,000 of 4,000 steps: phase 2 still gets the presets' planned
+    4,500 - 4,000 = 500 steps (to 3,500 from the start of phase 1), not 1,500."""
+    import yaml
+
+    from _scripts import ROOT
+
+    planet = yaml.safe_load((ROOT / "configs/planet/debug.yaml").read_text())
+    planet["train"].update(total_env_steps=4000, eval_every=3000, stop_return=-1.0e9)
+    repo = _repo_with_presets(tmp_path, {"planet/early_cpu.yaml": planet, "dcem/early.yaml": "dcem/debug.yaml",
+                                         "ppo/early.yaml": "ppo/debug.yaml", "baselines/sac_early.yaml": "baselines/debug.yaml"})
+    p = _reproduce(repo, "early", tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads((tmp_path / "runs" / "planet" / "summary.json").read_text())["env_steps"] == 3000
+    phase2 = yaml.safe_load((tmp_path / "runs" / "dcem" / "config.yaml").read_text())
+    assert phase2["train"]["total_env_steps"] == 3500
+    assert json.loads((tmp_path / "runs" / "dcem" / "summary.json").read_text())["env_steps"] >= 3500
 
 
 def test_reproduce_task_script_refuses_an_unknown_task(tmp_path: Path) -> None:
