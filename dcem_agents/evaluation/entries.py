@@ -254,7 +254,8 @@ def _load_sb3_zip(spec: EntrySpec, device: torch.device) -> dict[str, Any]:
                          f"{kwargs.get('checkpoint')!r}, which is not here (the zip holds the fine-tuned ones only)")
     policy = _sb3_policy(data["policy_class"], data["observation_space"], data["action_space"], kwargs,
                          params["policy"] if fine_tuned else None, device)
-    steps = int(data.get(ENV_STEPS_ATTRIBUTE, int(data.get("num_timesteps", 0)) * comps.action_repeat))
+    counted = data.get(ENV_STEPS_ATTRIBUTE)  # a zip written before the count (or a foreign one): timesteps x repeat
+    steps = counted if isinstance(counted, int) else int(data.get("num_timesteps", 0)) * comps.action_repeat
     fields = _policy_entry(spec.path, "sb3", name, policy, comps, steps if fine_tuned else 0)
     algorithm = _on_policy_algorithm(data)
     if fine_tuned and algorithm != "PPO":  # the default label names the algorithm that fine-tuned it
@@ -335,7 +336,9 @@ def _load_ppo(ckpt: dict[str, Any], spec: EntrySpec, name: str, device: torch.de
     comps = _phase2(ckpt["config"]["phase2_checkpoint"], f"the ppo checkpoint {spec.path}")
     policy = ppo.load_policy(ckpt, device, fine_tuned=name == "ppo")  # dcem: the architecture, phase-2 weights
     # environment steps as counted (checkpoints written before the count: timesteps x action repeat)
-    steps = int(ckpt.get("env_steps", int(ckpt.get("num_timesteps") or 0) * comps.action_repeat)) if name == "ppo" else 0
+    counted = ckpt.get("env_steps")
+    steps = (counted if isinstance(counted, int) else int(ckpt.get("num_timesteps") or 0) * comps.action_repeat) \
+        if name == "ppo" else 0
     curve = _curve(ckpt.get("evaluations")) if name == "ppo" else None
     return _policy_entry(spec.path, "ppo", name, policy, comps, steps) | {"training_curve": curve}
 
