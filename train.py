@@ -30,6 +30,7 @@ from pathlib import Path
 from dcem_agents.config import ConfigError, apply_overrides, build, describe, load_yaml, parse_yaml, put_seed, to_dict
 from dcem_agents.experiments import EXPERIMENTS, get_experiment
 from dcem_agents.training import CheckpointError, load_checkpoint, make_run_dir, save_resolved_config
+from dcem_agents.training.checkpoint import error_line
 from dcem_agents.training.device import resolve_device
 from dcem_agents.training.run_dir import RunDirInUseError, lock_run_dir, publish_run, publish_targets
 from dcem_agents.training.planet import NonFiniteTrainingError
@@ -58,7 +59,7 @@ def saved_config(run_dir: Path) -> dict | str | None:
         try:
             stored = load_checkpoint(ckpt).get("config")
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: one line
-            return f"{ckpt} cannot be resumed: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+            return f"{ckpt} cannot be resumed: {error_line(e)}"
         if isinstance(stored, dict):
             return stored
     path = run_dir / "config.yaml"
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - one line for anything the inputs get wrong, before any folder exists
         if args.debug:
             raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = error_line(e)
         print(f"train.py: {first} (run with --debug for the traceback)", file=sys.stderr)
         return 2
 
@@ -416,7 +417,7 @@ def run_study(args: argparse.Namespace) -> int:
         except Exception as e:  # noqa: BLE001 - one line for anything an arm gets wrong
             if args.debug:
                 raise
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = error_line(e)
             print(f"train.py: {study_file}: arm {arm!r}: {first}", file=sys.stderr)
             return 2
     try:

@@ -57,6 +57,7 @@ from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.mpc import CEMController, Controller
 from dcem_agents.planning.runtime import RUNTIME_PRESETS, PlannerRuntime
 from dcem_agents.training import CheckpointError, load_checkpoint
+from dcem_agents.training.checkpoint import require_file
 
 __all__ = ["CONTROLLERS", "Entry", "EntryError", "EntrySpec", "bind_environment", "is_sb3_zip", "load_entry",
            "parse_entry", "runtime_of", "set_runtime"]
@@ -350,12 +351,8 @@ def _load_planner(ckpt: dict[str, Any], spec: EntrySpec, name: str, device: torc
     if kind == "planet":
         p1, _, model, controller = planet.load_agent(ckpt, device)
     else:
-        _, p1, _, model, controller = dcem.load_latent_agent(ckpt, device)
-        if name == "cem":  # the phase-1 full-space planner on the phase-2 model
-            _, _, controller = planet.build_agent(p1, device)
-            controller.model = model
-        elif name == "latent-cem":  # the learned latent space searched with hard top-k elites
-            controller.settings = dataclasses.replace(controller.settings, temperature=None)
+        _, p1, _, model, latent = dcem.load_latent_agent(ckpt, device)
+        controller = dcem.named_controller(name, p1, model, latent, device)
     if isinstance(controller, CEMController):
         samples = controller.n_samples * controller.n_iters
     else:
@@ -376,10 +373,7 @@ def load_entry(spec: EntrySpec, device: torch.device | str = "cpu", runtime: str
         :class:`ValueError`; :class:`~dcem_agents.training.CheckpointError` is one too).
     """
     device = torch.device(device)
-    if not spec.path.is_file():
-        if spec.path.is_dir():
-            raise EntryError(f"{spec.path} is a folder: name the checkpoint file in it (e.g. {spec.path / 'checkpoint.pt'})")
-        raise EntryError(f"checkpoint not found: {spec.path}")
+    require_file(spec.path)
     if is_sb3_zip(spec.path):
         fields = _load_sb3_zip(spec, device)
     else:

@@ -61,9 +61,7 @@ def write_result(result: dict, out: Path | None) -> None:
     """Write an evaluation's result as JSON to ``out`` (atomically; nothing when ``out`` is None)."""
     if out is None:
         return
-    import json
-
-    from dcem_agents.training.run_dir import write_text_atomic
+    from dcem_agents.training.run_dir import write_json_atomic
 
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(Path(out), json.dumps(result, indent=2) + "\n")
+    write_json_atomic(out, result)

@@ -35,7 +35,7 @@ from dcem_agents.sb3.checkpoints import AtomicCheckpointCallback, companion_path
 from dcem_agents.sb3.progress import EnvStepCounter, env_steps_taken
 from dcem_agents.sb3.safe_pickle import load_replay_buffer, safe_custom_objects
 from dcem_agents.evaluation.harness import evaluate_controller
-from dcem_agents.training.checkpoint import checkpoint_step, step_checkpoints
+from dcem_agents.training.checkpoint import newest_step
 from dcem_agents.training.run_config import RunConfig
 
 __all__ = ["ALGORITHMS", "Config", "ENV_ATTRIBUTE", "train"]
@@ -186,8 +186,8 @@ def _callbacks(cfg: Config, run_dir: Path, summary: dict[str, Any]) -> list[Any]
 def progress(cfg: Config, run_dir: Path) -> int | None:
     """Environment steps (the unit of ``env_steps``: agent steps x ``action_repeat``) of the run folder's newest SB3
     checkpoint; None: no checkpoint yet."""
-    found = step_checkpoints(run_dir / "sb3_checkpoints", cfg.algorithm)
-    return checkpoint_step(found[0], cfg.algorithm) * cfg.action_repeat if found else None
+    steps = newest_step(run_dir / "sb3_checkpoints", cfg.algorithm)
+    return None if steps is None else steps * cfg.action_repeat
 
 
 def train(cfg: Config, run_dir: Path) -> dict:

@@ -31,6 +31,7 @@ from dcem_agents.models.decoder import LatentActionDecoder
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.latent import LatentCEMSettings
 from dcem_agents.planning.latent_mpc import LatentDCEMController
+from dcem_agents.planning.mpc import Controller
 from dcem_agents.training import MetricsLogger, load_checkpoint, save_checkpoint
 from dcem_agents.training.checkpoint import is_slim
 from dcem_agents.training.device import resolve_device
@@ -219,6 +220,22 @@ def _summary(cfg: Config, p1: planet.Config, trainer: LatentPhaseTrainer, ckpt_p
     return summary
 
 
+def named_controller(name: str, p1: planet.Config, model: RSSM, latent: LatentDCEMController,
+                     device: torch.device) -> Controller:
+    """A controller of a ``dcem`` checkpoint by name (:data:`CONTROLLERS`): ``dcem``, its latent controller;
+    ``latent-cem``, the same latent space searched with hard top-k elites; ``cem``, phase 1's full-space planner on the
+    phase-2 model."""
+    if name == "dcem":
+        return latent
+    if name == "latent-cem":
+        return LatentDCEMController(model, latent.decoder, replace(latent.settings, temperature=None), latent.runtime)
+    if name == "cem":
+        _, _, cem = planet.build_agent(p1, device)
+        cem.model = model
+        return cem
+    raise ValueError(f"unknown controller {name!r} for a dcem checkpoint; available: {', '.join(CONTROLLERS)}")
+
+
 def load_latent_agent(checkpoint: dict[str, Any], device: torch.device) -> tuple[Config, planet.Config, Any, RSSM, LatentDCEMController]:
     """Rebuild the config, phase-1 config, environment factory, model and latent controller of a ``dcem`` checkpoint."""
     cfg = build(Config, checkpoint["config"])
@@ -238,17 +255,13 @@ def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
                          f"{', '.join(CONTROLLERS)} (comma-separated for several)")
     device = resolve_device(options.device)
     cfg, p1, env_fn, model, latent = load_latent_agent(checkpoint, device)
-    _, _, cem = planet.build_agent(p1, device)
-    cem.model = model  # the full-space planner of phase 1, on the phase-2 model
-    # the learned latent space searched with hard top-k elites (as evaluate.py --entry PATH:latent-cem)
-    hard = LatentDCEMController(model, latent.decoder, replace(latent.settings, temperature=None), latent.runtime)
-    controllers = {"dcem": latent, "cem": cem, "latent-cem": hard}
     seeds = [options.seed + i for i in range(options.episodes)]
     result: dict[str, Any] = {"experiment": "dcem", "name": cfg.name, "env_id": p1.env_id, "episodes": len(seeds),
                               "seed": options.seed, "env_steps": checkpoint["trainer"]["counters"]["env_steps"],
                               "controllers": {}}
     for name in names:
-        run = evaluate_controller(lambda: env_fn(None), model, controllers[name], seeds, label=f"evaluate {name}",
+        controller = named_controller(name, p1, model, latent, device)
+        run = evaluate_controller(lambda: env_fn(None), model, controller, seeds, label=f"evaluate {name}",
                                   generator=torch.Generator(device=device).manual_seed(options.seed))
         samples = (p1.planner.n_samples * p1.planner.n_iters if name == "cem"
                    else cfg.planner.n_samples * cfg.planner.n_iters)

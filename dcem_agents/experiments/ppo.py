@@ -34,7 +34,7 @@ from dcem_agents.sb3.safe_pickle import load_vecnormalize, safe_custom_objects
 from dcem_agents.sb3.progress import EnvStepCounter, TqdmCallback, env_steps_taken, make_sb3_logger
 from dcem_agents.training import load_checkpoint, save_checkpoint
 from dcem_agents.sb3.checkpoints import AtomicCheckpointCallback, companion_path, load_latest, resume_exactly
-from dcem_agents.training.checkpoint import checkpoint_step, step_checkpoints
+from dcem_agents.training.checkpoint import newest_step
 from dcem_agents.training.device import resolve_device
 from dcem_agents.training.run_config import RunConfig
 
@@ -163,8 +163,7 @@ def validate(cfg: Config) -> None:
 def progress(cfg: Config, run_dir: Path) -> int | None:
     """Timesteps (all environments, the unit of ``total_timesteps``) of the run folder's newest SB3 checkpoint;
     None: no checkpoint yet."""
-    found = step_checkpoints(run_dir / "sb3_checkpoints", "ppo")
-    return checkpoint_step(found[0], "ppo") if found else None
+    return newest_step(run_dir / "sb3_checkpoints", "ppo")
 
 
 def train(cfg: Config, run_dir: Path) -> dict:

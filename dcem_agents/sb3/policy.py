@@ -142,7 +142,9 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
     ) -> None:
         if value_input not in VALUE_INPUTS:
             raise ValueError(f"value_input must be one of {', '.join(VALUE_INPUTS)}, got {value_input!r}")
-        for name, value in (("n_samples", n_samples), ("n_iters", n_iters), ("n_elites", n_elites)):
+        # the planner sizes given (None: the checkpoint's), as LatentCEMSettings fields
+        overrides = {"n_samples": n_samples, "n_iters": n_iters, "n_elites": n_elites}
+        for name, value in overrides.items():
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be an integer >= 1 (or None: the checkpoint's), got {value!r}")
         if update_iters is not None and update_iters < 1:
@@ -168,8 +170,7 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         self.update_iters = update_iters
         self._starts: dict[bytes, tuple[Tensor, Tensor]] = {}  # observation -> collection-time (mean, std)
         self._graphs = GraphCache()  # captured gradient-free plans on CUDA, one per batch size
-        self.n_samples_override, self.n_iters_override, self.grad_iters = n_samples, n_iters, grad_iters
-        self.n_elites_override = n_elites
+        self.planner_overrides, self.grad_iters = overrides, grad_iters
         self.precision, self.compile_planner = precision, bool(compile)  # nn.Module.compile is a method
         self.runtime = PlannerRuntime(precision=precision or "fp32", compile=self.compile_planner)
         if kwargs.pop("net_arch", None) is not None:
@@ -241,9 +242,7 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         self.decoder = comps.decoder
         self.env_id, self.action_repeat = comps.env_id, comps.action_repeat  # the task the components were trained on
         settings = comps.settings
-        overrides = {"n_samples": self.n_samples_override, "n_iters": self.n_iters_override,
-                     "n_elites": self.n_elites_override}
-        given = {k: v for k, v in overrides.items() if v is not None}
+        given = {k: v for k, v in self.planner_overrides.items() if v is not None}
         if given or self.grad_iters:
             settings = replace(settings, grad_iters=self.grad_iters, **given)
         self.planner_settings = settings
@@ -284,8 +283,7 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         data.pop("net_arch", None)
         data.update(checkpoint=self.checkpoint, architecture=self.architecture, train_components=list(self.train_components),
                     learn_log_std=self.learn_log_std, value_arch=list(self.value_arch),
-                    n_samples=self.n_samples_override, n_iters=self.n_iters_override, n_elites=self.n_elites_override,
-                    grad_iters=self.grad_iters,
+                    **self.planner_overrides, grad_iters=self.grad_iters,
                     precision=self.precision, compile=self.compile_planner, value_input=self.value_input,
                     update_iters=self.update_iters)
         return data

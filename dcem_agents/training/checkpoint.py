@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "SLIM_DROPPED", "checkpoint_step", "is_slim", "load_checkpoint",
-           "save_checkpoint", "slim_checkpoint", "step_checkpoints"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "SLIM_DROPPED", "checkpoint_step", "error_line", "is_slim",
+           "load_checkpoint", "newest_step", "require_file", "save_checkpoint", "slim_checkpoint", "step_checkpoints"]
 
 #: trainer-state entries a slim (evaluation-only) checkpoint leaves out: what only continuing to train needs
 SLIM_DROPPED = ("optimizer", "decoder_optimizer", "replay")
@@ -52,6 +52,25 @@ def _numpy_array_globals() -> list[Any]:
     return [_reconstruct, np.ndarray, np.dtype, *dtype_classes]
 
 
+def error_line(error: BaseException) -> str:
+    """The first line of an error's message (its type name when it has none), for one-line reports."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def require_file(path: str | Path) -> Path:
+    """``path`` as a :class:`~pathlib.Path`, if it is a file.
+
+    :raises CheckpointError: it is missing, or a folder (named as such: a run folder given for its checkpoint).
+    """
+    path = Path(path)
+    if not path.is_file():
+        if path.is_dir():
+            raise CheckpointError(f"{path} is a folder: name the checkpoint file in it (e.g. {path / 'checkpoint.pt'})")
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return path
+
+
 def load_checkpoint(path: str | Path, experiment: str | None = None, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
@@ -61,11 +80,7 @@ def load_checkpoint(path: str | Path, experiment: str | None = None, map_locatio
     :raises CheckpointError: the file does not exist, is not a dcem-agents checkpoint (or pickles anything but tensors,
         numpy arrays and plain values), or belongs to another experiment.
     """
-    path = Path(path)
-    if not path.is_file():
-        if path.is_dir():
-            raise CheckpointError(f"{path} is a folder: name the checkpoint file in it (e.g. {path / 'checkpoint.pt'})")
-        raise CheckpointError(f"checkpoint not found: {path}")
+    path = require_file(path)
     try:
         with torch.serialization.safe_globals(_numpy_array_globals()):
             data = torch.load(path, map_location=map_location, weights_only=True)
@@ -107,3 +122,9 @@ def step_checkpoints(folder: Path, prefix: str) -> list[Path]:
     found = [(step, p) for p in Path(folder).glob(f"{prefix}_*_steps.zip")
              if (step := checkpoint_step(p, prefix)) is not None]
     return [p for _, p in sorted(found, reverse=True)]
+
+
+def newest_step(folder: Path, prefix: str) -> int | None:
+    """The steps of the newest ``PREFIX_<steps>_steps.zip`` in ``folder`` (None: there is none)."""
+    found = step_checkpoints(folder, prefix)
+    return checkpoint_step(found[0], prefix) if found else None

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from dcem_agents.training.checkpoint import CheckpointError
+from dcem_agents.training.checkpoint import CheckpointError, error_line
 from dcem_agents.training.replay import EpisodeReplay
 
 __all__ = ["MissingReplayError", "REPLAY_FOLDER", "ReplayStore", "inline_replay", "is_manifest", "load_replay"]
@@ -90,9 +90,8 @@ class ReplayStore:
             try:
                 part.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             except Exception as e:  # noqa: BLE001 - whatever is wrong with the file, the run cannot resume from it
-                raise CheckpointError(f"replay segment {path} cannot be read ({type(e).__name__}: "
-                                      f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no detail'}): restore "
-                                      f"the {REPLAY_FOLDER}/ folder from a copy taken with the checkpoint") from e
+                raise CheckpointError(f"replay segment {path} cannot be read ({type(e).__name__}: {error_line(e)}): "
+                                      f"restore the {REPLAY_FOLDER}/ folder from a copy taken with the checkpoint") from e
             skip = max(manifest["first_kept"] - start, 0)
             parts.append(part.subset(skip, len(part)))
         replay.restore(parts, int(manifest["total_episodes"]), int(manifest["capacity"]))
