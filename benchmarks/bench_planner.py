@@ -13,7 +13,8 @@ on the world model of ``--checkpoint`` (or a random one of ``--size``, GRU and l
 cartpole-swingup observation/action sizes), once per planner runtime (:data:`~dcem_agents.planning.runtime.RUNTIME_PRESETS`:
 ``reference`` is eager fp32 through ``RSSM.imagine``, the path of every result before the lean rollout).
 
-It reports ms per call, ms per environment, the speed-up over ``reference`` in the same row, the achieved GFLOP/s (the
+It reports the operators one call dispatches (eager, views excluded: the kernels a GPU launches per call, for the
+reference and the lean rollout), ms per call, ms per environment, the speed-up over ``reference`` in the same row, the achieved GFLOP/s (the
 call's floating-point operations counted once on the reference path by ``torch.utils.flop_counter``, so every runtime
 is credited with the same useful work) and the fraction of the **measured peak**: a matrix product of the rollout's own
 shape (``rows × hidden`` by ``hidden × 3·hidden``, the GRU gates of one step) timed in this run for fp32 and bf16,
@@ -42,7 +43,7 @@ from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.latent import LatentCEMSettings
 from dcem_agents.planning.latent_mpc import LatentDCEMController
 from dcem_agents.planning.mpc import CEMController
-from dcem_agents.planning.runtime import RUNTIME_PRESETS
+from dcem_agents.planning.runtime import RUNTIME_PRESETS, count_operators
 from dcem_agents.training import load_checkpoint
 
 PLANNERS = {"cem_full_1000": "CEM over the H-step action sequence: 1000 samples, 100 elites, 10 iterations",
@@ -126,6 +127,11 @@ def bench(model: RSSM, horizon: int, device: torch.device, batches: list[int], r
                     ref_ctrl = _controllers(model, horizon, "reference")[name]
                     ref_ctrl.reset(b)
                     entry["gflop_per_call"] = _flops(lambda: ref_ctrl.act(belief, gen)) / 1e9
+                    # operators per call, eager (no compilation, no graph): the kernels a GPU launches per call
+                    lean_ctrl = _controllers(model, horizon, "fp32-eager")[name]
+                    lean_ctrl.reset(b)
+                    entry["operators_per_call"] = {"reference": count_operators(lambda: ref_ctrl.act(belief, gen)),
+                                                   "lean": count_operators(lambda: lean_ctrl.act(belief, gen))}
                 gflop_s = entry["gflop_per_call"] / seconds
                 entry["runtimes"][rt] = {"ms_per_call": seconds * 1e3, "ms_per_env": seconds * 1e3 / b,
                                          "first_call_s": first_s, "gflop_per_s": gflop_s,

@@ -7,6 +7,7 @@ import torch
 
 from dcem_agents import LML, lml
 from dcem_agents.math.cem import hard_top_k
+from dcem_agents.planning.runtime import count_operators
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -166,3 +167,16 @@ def test_cuda_matches_cpu_without_sync() -> None:
         torch.cuda.set_sync_debug_mode("default")
     assert y.device.type == "cuda"
     torch.testing.assert_close(y.cpu(), y_cpu, atol=1e-8, rtol=0)
+
+
+def test_a_float32_planner_row_takes_few_operators_and_the_same_answer_as_float64() -> None:
+    # One DCEM iteration's elites (100 samples, 10 elites): the search runs 7 multi-point steps for float32 (32 bits)
+    # and 3 Newton steps. A planning call on a GPU pays per kernel, so the budget is tested; the float32 answer must
+    # still be the float64 one to float32 rounding.
+    x = torch.randn(1, 100, generator=_gen(12)) * 3
+    y = lml(x, 10, check_finite=False)
+    ops = count_operators(lambda: lml(x, 10, check_finite=False))
+    assert ops <= 135, ops  # 184 with the 60-bit search of float64
+    y64 = lml(x.double(), 10)
+    assert (y.double() - y64).abs().max().item() < 1e-6
+    assert abs(y.sum().item() - 10) < 1e-5

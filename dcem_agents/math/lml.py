@@ -27,10 +27,12 @@ from torch import Tensor, nn
 
 __all__ = ["LML", "lml"]
 
-# Bisection steps on the dual bracket, then Newton steps. The bracket width is at most
-# (x_(k) - x_(k+1)) + τ log(k (n - k)), so 60 halvings take even a 1e6-wide bracket below float64 resolution of ν;
-# the Newton steps (quadratic convergence, clamped into the bracket) polish the last digits.
-_BISECTION_STEPS = 60  # bits of bracket reduction
+# Bits of bracket reduction, then Newton steps (quadratic convergence, clamped into the bracket) that polish the
+# last digits. The bracket width is at most (x_(k) - x_(k+1)) + τ log(k (n - k)); the bisection takes it to about the
+# dtype's own resolution of ν (24 bits for float32, 53 for float64, plus 7 bits of margin for a 100-wide bracket), so
+# that the Newton steps start where they converge. Fewer bits for float32 are fewer kernels per call, which is what a
+# planning call on a GPU pays for.
+_BISECTION_BITS = {torch.float64: 60, torch.float32: 32, torch.bfloat16: 16, torch.float16: 20}
 _NEWTON_STEPS = 3
 _MAX_FAN = 32  # most points per bracketing step
 _FAN_ELEMENTS = 2**16  # a step evaluates at most this many sigmoids when fan > 2
@@ -73,15 +75,15 @@ def _solve_dual(x: Tensor, k: int, temperature: float) -> tuple[Tensor, Tensor]:
     shifted = x - x_k
     # Multi-point bracketing: each step evaluates the dual at `fan - 1` interior points and keeps the sub-interval
     # that brackets the root, gaining log2(fan) bits per step. Small problems (the planner's rows of ~100 samples) are
-    # bound by per-operation overhead, so they use up to 32-way steps (12 steps instead of 60); large ones stay at
-    # plain bisection (fan 2), which does the least arithmetic.
+    # bound by per-operation overhead, so they use up to 32-way steps (7 steps instead of 32 for float32); large ones
+    # stay at plain bisection (fan 2), which does the least arithmetic.
     fan = 2
     while fan < _MAX_FAN and 2 * fan * x.numel() <= _FAN_ELEMENTS:
         fan *= 2
-    steps = math.ceil(_BISECTION_STEPS / math.log2(fan))
+    steps = math.ceil(_BISECTION_BITS.get(x.dtype, 60) / math.log2(fan))
     grid = torch.arange(1, fan, device=x.device, dtype=x.dtype) / fan  # (fan - 1,)
     for _ in range(steps):
-        points = lo + (hi - lo) * grid  # (B, fan - 1), increasing
+        points = torch.lerp(lo, hi, grid)  # (B, fan - 1), increasing
         totals = torch.sigmoid((shifted.unsqueeze(1) + points.unsqueeze(-1)) / tau).sum(-1)  # (B, fan - 1)
         idx = (totals < k).sum(-1, keepdim=True)  # Σy increases with ν: the root lies after `idx` points
         ends = torch.cat([lo, points, hi], -1)  # (B, fan + 1)
@@ -92,7 +94,7 @@ def _solve_dual(x: Tensor, k: int, temperature: float) -> tuple[Tensor, Tensor]:
         residual = y.sum(-1, keepdim=True) - k
         slope = (y * (1 - y)).sum(-1, keepdim=True) / tau
         step = residual / slope.clamp_min(torch.finfo(x.dtype).tiny)
-        nu = torch.minimum(torch.maximum(nu - step, lo), hi)
+        nu = torch.clamp(nu - step, lo, hi)
     return shifted, nu
 
 

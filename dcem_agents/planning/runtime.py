@@ -16,12 +16,15 @@ any runtime; only the arithmetic differs:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from dcem_agents.models.lean_rollout import PRECISIONS
 
-__all__ = ["DEFAULT_RUNTIME", "PlannerRuntime", "RUNTIME_PRESETS"]
+__all__ = ["DEFAULT_RUNTIME", "PlannerRuntime", "RUNTIME_PRESETS", "count_operators"]
 
 
 @dataclass(frozen=True)
@@ -64,3 +67,26 @@ RUNTIME_PRESETS: dict[str, PlannerRuntime] = {
     "fp32-compile": PlannerRuntime(precision="fp32", compile=True),
     "bf16-compile": PlannerRuntime(precision="bf16", compile=True),
 }
+
+
+class _OperatorCount(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        if not func.is_view:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_operators(fn: Callable[[], Any]) -> int:
+    """The operators that ``fn()`` dispatches when run eagerly, views excluded.
+
+    On a GPU each is one kernel launch: the cost a planning call pays per step when it is launch-bound (a CUDA graph
+    replays the same kernels, only with less overhead each). Deterministic, so it measures a GPU path's cost on a CPU.
+    """
+    counter = _OperatorCount()
+    with counter:
+        fn()
+    return counter.count
