@@ -16,9 +16,10 @@ from dcem_agents.planning.mpc import CEMController, imagined_return_cost
 from dcem_agents.planning.runtime import RUNTIME_PRESETS, PlannerRuntime
 
 
-def _model(obs: int = 4, act: int = 2, hidden: int = 24, layer: int = 20, seed: int = 0) -> RSSM:
+def _model(obs: int = 4, act: int = 2, hidden: int = 24, layer: int = 20, seed: int = 0,
+           continuation: bool = False) -> RSSM:
     torch.manual_seed(seed)
-    model = RSSM(obs, act, hidden, layer)
+    model = RSSM(obs, act, hidden, layer, continuation=continuation)
     model.set_obs_normalization(torch.randn(obs), torch.rand(obs) + 0.5)
     return model
 
@@ -31,17 +32,19 @@ def _inputs(model: RSSM, m: int, horizon: int, seed: int = 1) -> tuple[torch.Ten
     return belief, actions
 
 
+@pytest.mark.parametrize("continuation", [False, True])
 @pytest.mark.parametrize("chunk", [1, 7, 1024])
-def test_lean_rollout_is_rssm_imagine(chunk: int) -> None:
-    model = _model()
+def test_lean_rollout_is_rssm_imagine(chunk: int, continuation: bool) -> None:
+    model = _model(continuation=continuation)
     belief, actions = _inputs(model, 30, 6)
-    ref = model.imagine(belief, actions).rewards
+    ref = model.imagine(belief, actions).weighted_rewards()
     torch.testing.assert_close(imagine_rewards(model, belief, actions, "fp32", chunk), ref, atol=1e-6, rtol=1e-5)
 
 
-def test_lean_rollout_gradients_match_the_reference() -> None:
+@pytest.mark.parametrize("continuation", [False, True])
+def test_lean_rollout_gradients_match_the_reference(continuation: bool) -> None:
     """Gradients w.r.t. actions, the start belief and every parameter (fp64: equal to rounding)."""
-    model = _model().double()
+    model = _model(continuation=continuation).double()
     belief, actions = _inputs(model, 12, 5)
     belief, actions = belief.double().requires_grad_(), actions.double().requires_grad_()
     weights = torch.randn(12, 5, dtype=torch.float64)
@@ -50,7 +53,7 @@ def test_lean_rollout_gradients_match_the_reference() -> None:
         out = (fn() * weights).sum()
         return torch.autograd.grad(out, [actions, belief, *model.parameters()], allow_unused=True)
 
-    ref = grads(lambda: model.imagine(belief, actions).rewards)
+    ref = grads(lambda: model.imagine(belief, actions).weighted_rewards())
     lean = grads(lambda: imagine_rewards(model, belief, actions, "fp32", chunk=5))
     for r, g in zip(ref, lean):
         if r is None:
