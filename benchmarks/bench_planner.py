@@ -3,6 +3,7 @@ ceiling and the reference path timed in the same run.
 
     python benchmarks/bench_planner.py [--threads 1] [--size 200] [--checkpoint PATH] [--batches 1 8 32]
                                        [--runtimes reference fp32 bf16] [--repeats 5] [--out results/planner_benchmark.json]
+    python benchmarks/bench_planner.py --operators-only --batches 1 --out results/planner_operators.json
 
 For batches of 1, 8 and 32 environments it times one gradient-free planning call (as at collection time) of
 
@@ -102,6 +103,23 @@ def _controllers(model: RSSM, horizon: int, runtime_name: str) -> dict:
     }
 
 
+def operator_rows(model: RSSM, horizon: int, batches: list[int]) -> list[dict]:
+    """Operators one planning call dispatches (eager, views excluded), reference and lean rollout, per number of
+    environments. On a CPU the lean rollout runs its rows in chunks of 1,024 (each chunk its own operators); a GPU runs
+    them in one pass, so the 1-environment figures are the GPU's kernel launches per call."""
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for b in batches:
+        belief = model.initial(torch.randn(b, model.obs_dim))
+        row: dict = {"n_envs": b}
+        for label, rt in (("reference", "reference"), ("lean", "fp32-eager")):
+            for name, ctrl in _controllers(model, horizon, rt).items():
+                ctrl.reset(b)
+                row.setdefault(name, {})[label] = count_operators(lambda: ctrl.act(belief, gen))
+        rows.append(row)
+    return rows
+
+
 def bench(model: RSSM, horizon: int, device: torch.device, batches: list[int], runtimes: list[str], repeats: int,
           peak: dict[str, float]) -> list[dict]:
     """One row per number of environments: every planner under every runtime (see the module docstring)."""
@@ -127,11 +145,6 @@ def bench(model: RSSM, horizon: int, device: torch.device, batches: list[int], r
                     ref_ctrl = _controllers(model, horizon, "reference")[name]
                     ref_ctrl.reset(b)
                     entry["gflop_per_call"] = _flops(lambda: ref_ctrl.act(belief, gen)) / 1e9
-                    # operators per call, eager (no compilation, no graph): the kernels a GPU launches per call
-                    lean_ctrl = _controllers(model, horizon, "fp32-eager")[name]
-                    lean_ctrl.reset(b)
-                    entry["operators_per_call"] = {"reference": count_operators(lambda: ref_ctrl.act(belief, gen)),
-                                                   "lean": count_operators(lambda: lean_ctrl.act(belief, gen))}
                 gflop_s = entry["gflop_per_call"] / seconds
                 entry["runtimes"][rt] = {"ms_per_call": seconds * 1e3, "ms_per_env": seconds * 1e3 / b,
                                          "first_call_s": first_s, "gflop_per_s": gflop_s,
@@ -143,6 +156,10 @@ def bench(model: RSSM, horizon: int, device: torch.device, batches: list[int], r
                     r["speedup_vs_reference"] = rts["reference"]["ms_per_call"] / r["ms_per_call"]
         row["time_ratio_cem_over_dcem"] = {rt: row["cem_full_1000"]["runtimes"][rt]["ms_per_call"]
                                            / row["dcem_latent_100"]["runtimes"][rt]["ms_per_call"] for rt in runtimes}
+        if device.type == "cpu":  # operators per call (eager): the kernels a GPU launches per call
+            for name, counts in operator_rows(model, horizon, [b])[0].items():
+                if name in PLANNERS:
+                    row[name]["operators_per_call"] = counts
         rows.append(row)
         for rt in runtimes:
             c, d = row["cem_full_1000"]["runtimes"][rt], row["dcem_latent_100"]["runtimes"][rt]
@@ -165,10 +182,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--operators-only", action="store_true",
+                        help="only count the operators per call (deterministic, no timing), on the CPU")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, horizon = load_model(args.checkpoint, args.obs_dim, args.action_dim, args.size)
     horizon = args.horizon or horizon
+    if args.operators_only:
+        result = {"torch": torch.__version__, "horizon": horizon, "controllers": PLANNERS,
+                  "rows": operator_rows(model, horizon, args.batches)}
+        for row in result["rows"]:
+            print(row)
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result, indent=2))
+        return
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     result = {
         "torch": torch.__version__,

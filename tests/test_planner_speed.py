@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -238,3 +243,16 @@ def test_controllers_replay_through_the_graph_cache(monkeypatch: pytest.MonkeyPa
     torch.testing.assert_close(plan1, ref1)
     torch.testing.assert_close(a2, ref2[:, 0])
     assert first.shape == a1.shape and second_eager.shape == a2.shape
+
+
+def test_planner_benchmark_counts_fewer_operators_on_the_lean_path(tmp_path: Path) -> None:
+    """``bench_planner.py --operators-only``: deterministic operator counts per call; the lean rollout (which a GPU
+    runs as fewer kernels) dispatches fewer than the reference for both planners."""
+    out = tmp_path / "ops.json"
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "bench_planner.py", "--operators-only", "--size", "16", "--batches", "1",
+                        "--out", str(out)], cwd=root / "benchmarks", capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    for planner in ("cem_full_1000", "dcem_latent_100"):
+        assert 0 < row[planner]["lean"] < row[planner]["reference"], row
