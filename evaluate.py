@@ -2,7 +2,7 @@
 
 Compare controllers on the same test episodes (paper fig. 4), one ``--entry`` per controller::
 
-    python evaluate.py --entry PATH[:CONTROLLER[+RUNTIME]][@LABEL] [--entry ...] [--episodes 100] [--seed S]
+    python evaluate.py --entry PATH[:CONTROLLER[+RUNTIME][(KEY=VALUE,...)]][@LABEL] [--entry ...] [--episodes 100] [--seed S]
                        [--n-envs 10] [--out PREFIX] [--video] [--device D] [--planner-runtime NAME] [--threads N]
                        [--independent-batches | --ray [ADDRESS] [--workers N]]
 
@@ -15,8 +15,11 @@ writes PREFIX.json (statistics per entry), PREFIX.md (table), PREFIX.png (box pl
 EmbeddedDCEMPolicy (ppo), or any other SB3 model zip (policy: a model-free baseline on the environment's observations,
 e.g. from configs/baselines/); the first controller is the default. RUNTIME (or --planner-runtime for every entry)
 sets how a planner computes: reference (eager fp32, the path of every result before the lean rollout), fp32, bf16,
-fp32-compile, bf16-compile, fp32-eager (fp32 without CUDA graphs); the same checkpoint under two runtimes on the same seeds is the fidelity check. A zip that does not record its environment runs on
-that of the checkpoint entries.
+fp32-compile, bf16-compile, fp32-eager (fp32 without CUDA graphs); the same checkpoint under two runtimes on the same seeds is the fidelity check. The bracket sets
+a planner's search budget: n_samples, n_elites, n_iters, and init_std for the latent planners, e.g.
+"dcem.pt:dcem(n_samples=15,n_elites=3,n_iters=10)@15 x 10" (quote it in a shell): one checkpoint's budget spent
+differently, compared on the same seeds. A zip that does not record its environment runs on that of the checkpoint
+entries.
 
 The learning curve of a PPO run (phase 3): its saved SB3 checkpoints, compared on the same episodes, each paired with
 step 0 (the same policy with the phase-2 weights); the other --entry flags apply::
@@ -68,7 +71,7 @@ from dcem_agents.training import CheckpointError, load_checkpoint
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--entry", action="append", metavar="PATH[:CONTROLLER][@LABEL]",
+    what.add_argument("--entry", action="append", metavar="PATH[:CONTROLLER[+RUNTIME][(KEY=VALUE,...)]][@LABEL]",
                       help="a checkpoint (or SB3 zip) and controller to compare; repeat for each entry")
     what.add_argument("--checkpoint", type=Path, help="one checkpoint, evaluated by its experiment")
     what.add_argument("--sweep", type=Path, action="append", metavar="SWEEP_DIR",

@@ -79,6 +79,18 @@ def test_parse_entry() -> None:
         parse_entry(":cem")
 
 
+def test_parse_entry_planner_settings() -> None:
+    spec = parse_entry("a/b.pt:dcem+bf16(n_samples=15, n_iters=10,n_elites=3)@15 x 10")
+    assert spec == EntrySpec(Path("a/b.pt"), "dcem", "15 x 10", "bf16", (("n_samples", 15), ("n_iters", 10),
+                                                                         ("n_elites", 3)))
+    assert parse_entry("a.pt:cem(init_std=0.25)").planner == (("init_std", 0.25),)
+    for bad, match in (("a.pt:dcem(n_samples=1.5)", "whole number"), ("a.pt:dcem(horizon=3)", "KEY one of"),
+                       ("a.pt:dcem(n_iters)", "KEY=VALUE"), ("a.pt:dcem()", "empty"),
+                       ("a.pt:dcem(n_iters=2,n_iters=3)", "twice"), ("a.pt:dcem(n_iters=2", "cannot read")):
+        with pytest.raises(EntryError, match=match):
+            parse_entry(bad)
+
+
 def test_entries_must_share_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     def fake(spec: EntrySpec, device: object, runtime: object = None) -> Entry:
         env_id = "Pendulum-v1" if "pendulum" in str(spec.path) else "dm_control/cartpole-swingup-v0"
@@ -98,6 +110,32 @@ def test_run_entry_is_seeded(phase1_checkpoint: Path) -> None:
     a = compare_mod.run_entry(entry, [7, 8], n_envs=2, seed=7)
     b = compare_mod.run_entry(entry, [7, 8], n_envs=2, seed=7)
     assert a.returns == b.returns and a.agent_steps == [125, 125] and a.plan_calls == 125
+
+
+def test_entries_override_the_planners_budget(phase1_checkpoint: Path, phase2_checkpoint: Path,
+                                              phase3_checkpoint: Path) -> None:
+    """The same checkpoint with its search budget spent differently: the planner and the report's samples change, the
+    label says how, and a bad budget or a policy entry is refused with the entry named."""
+    base = load_entry(EntrySpec(phase2_checkpoint, "dcem"))
+    spec = parse_entry(f"{phase2_checkpoint}:dcem(n_samples=6,n_elites=2,n_iters=4,init_std=0.3)")
+    entry = load_entry(spec)
+    s = entry.controller.settings
+    assert (s.n_samples, s.n_elites, s.n_iters, s.init_std) == (6, 2, 4, 0.3)
+    assert s.temperature == base.controller.settings.temperature  # what is not named stays
+    assert entry.samples_per_action == 24 and entry.label == "latent DCEM (n_samples=6, n_elites=2, n_iters=4, init_std=0.3)"
+    hard = load_entry(parse_entry(f"{phase2_checkpoint}:latent-cem(n_iters=3)"))
+    assert hard.controller.settings.temperature is None and hard.controller.settings.n_iters == 3
+    cem = load_entry(parse_entry(f"{phase1_checkpoint}:cem(n_samples=8,n_elites=2)"))
+    assert (cem.controller.n_samples, cem.controller.n_elites, cem.samples_per_action) == (8, 2, 8 * 2)
+    a = compare_mod.run_entry(entry, [3, 4], n_envs=2, seed=3)
+    b = compare_mod.run_entry(base, [3, 4], n_envs=2, seed=3)
+    assert a.returns != b.returns  # another search, another plan
+    with pytest.raises(EntryError, match="n_elites"):
+        load_entry(parse_entry(f"{phase2_checkpoint}:dcem(n_samples=4,n_elites=5)"))
+    with pytest.raises(EntryError, match="init_std is a setting of the latent planners"):
+        load_entry(parse_entry(f"{phase1_checkpoint}:cem(init_std=0.3)"))
+    with pytest.raises(EntryError, match="policy_kwargs"):
+        load_entry(parse_entry(f"{phase3_checkpoint}:ppo(n_iters=2)"))
 
 
 def test_latent_hard_cem_is_the_same_planner_with_hard_elites(phase2_checkpoint: Path) -> None:

@@ -281,7 +281,8 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
     seeds = [seed + i for i in range(episodes)]
     independent = independent_batches or ray is not None
     partial = _Progress(Path(f"{out}.partial.pt"), {  # a checkpoint rewritten since then does not match
-        "entries": [[str(sp.path), sp.controller, sp.label, sp.runtime, _file_identity(sp.path)] for sp in specs],
+        "entries": [[str(sp.path), sp.controller, sp.label, sp.runtime, _file_identity(sp.path)]
+                    + ([[list(kv) for kv in sp.planner]] if sp.planner else []) for sp in specs],
         "episodes": episodes,
         "seed": seed, "n_envs": n_envs, "device": str(device), "runtime": runtime, "independent": independent})
     results = []

@@ -1,9 +1,11 @@
 """The entries of a controller comparison: a checkpoint and one of its controllers, ready to run on environments.
 
-An entry is written ``PATH[:CONTROLLER[+RUNTIME]][@LABEL]`` (:func:`parse_entry`); ``RUNTIME`` names one of
-:data:`~dcem_agents.planning.runtime.RUNTIME_PRESETS` (``reference``, ``fp32``, ``bf16``, ...) and sets how the
-entry's planner computes (the same checkpoint under two runtimes, compared on the same seeds, is the fidelity check of
-a faster rollout). :func:`load_entry` reads everything from the
+An entry is written ``PATH[:CONTROLLER[+RUNTIME][(KEY=VALUE,...)]][@LABEL]`` (:func:`parse_entry`); ``RUNTIME``
+names one of :data:`~dcem_agents.planning.runtime.RUNTIME_PRESETS` (``reference``, ``fp32``, ``bf16``, ...) and sets
+how the entry's planner computes (the same checkpoint under two runtimes, compared on the same seeds, is the fidelity
+check of a faster rollout). The bracket overrides the planner's search budget (:data:`PLANNER_KEYS`: ``n_samples``,
+``n_elites``, ``n_iters``; for the latent planners also ``init_std``), e.g. ``dcem.pt:dcem(n_samples=15,n_iters=10,
+n_elites=3)``: the same checkpoint with its budget spent differently, compared on the same seeds. :func:`load_entry` reads everything from the
 file — environment id, action repeat, model sizes, planner settings — and returns an :class:`Entry`: the world model
 whose filter gives the beliefs, and a :class:`~dcem_agents.planning.mpc.Controller` that acts on them, so every
 entry runs in the one evaluation loop (:func:`dcem_agents.evaluation.harness.evaluate_controller`).
@@ -54,13 +56,18 @@ import torch
 from dcem_agents.experiments.baseline import ENV_ATTRIBUTE
 from dcem_agents.sb3.progress import ENV_STEPS_ATTRIBUTE
 from dcem_agents.models.rssm import RSSM
+from dcem_agents.math.cem import check_cem_sizes
+from dcem_agents.planning.latent_mpc import LatentDCEMController
 from dcem_agents.planning.mpc import CEMController, Controller
 from dcem_agents.planning.runtime import RUNTIME_PRESETS, PlannerRuntime
 from dcem_agents.training import CheckpointError, load_checkpoint
 from dcem_agents.training.checkpoint import require_file
 
-__all__ = ["CONTROLLERS", "Entry", "EntryError", "EntrySpec", "bind_environment", "is_sb3_zip", "load_entry",
-           "parse_entry", "runtime_of", "set_runtime"]
+__all__ = ["CONTROLLERS", "Entry", "EntryError", "EntrySpec", "PLANNER_KEYS", "bind_environment", "is_sb3_zip",
+           "load_entry", "parse_entry", "runtime_of", "set_runtime"]
+
+#: planner settings an entry may override, with their types (``init_std``: latent planners only)
+PLANNER_KEYS: dict[str, type] = {"n_samples": int, "n_elites": int, "n_iters": int, "init_std": float}
 
 #: file kind -> controllers it provides (the first is the default)
 CONTROLLERS: dict[str, tuple[str, ...]] = {"planet": ("cem",), "dcem": ("dcem", "latent-cem", "cem"),
@@ -80,17 +87,39 @@ class EntryError(ValueError):
 
 @dataclass(frozen=True)
 class EntrySpec:
-    """An entry as written on the command line: ``path``, ``controller`` and ``label`` (None: the defaults)."""
+    """An entry as written on the command line: ``path``, ``controller`` and ``label`` (None: the defaults),
+    ``runtime`` and the ``planner`` settings it overrides (``(key, value)`` pairs)."""
 
     path: Path
     controller: str | None = None
     label: str | None = None
     runtime: str | None = None
+    planner: tuple[tuple[str, int | float], ...] = ()
+
+
+def _planner_overrides(text: str, entry: str) -> tuple[tuple[str, int | float], ...]:
+    """``"n_samples=15,n_iters=10"`` -> ``(("n_samples", 15), ("n_iters", 10))``, types per :data:`PLANNER_KEYS`."""
+    pairs: dict[str, int | float] = {}
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or key not in PLANNER_KEYS:
+            raise EntryError(f"planner setting {item!r} in entry {entry!r}: expected KEY=VALUE with KEY one of "
+                             f"{', '.join(PLANNER_KEYS)}")
+        if key in pairs:
+            raise EntryError(f"planner setting {key!r} given twice in entry {entry!r}")
+        try:
+            pairs[key] = PLANNER_KEYS[key](value)
+        except ValueError:
+            raise EntryError(f"planner setting {key}={value!r} in entry {entry!r}: not "
+                             f"{'a whole number' if PLANNER_KEYS[key] is int else 'a number'}") from None
+    if not pairs:
+        raise EntryError(f"empty planner settings '()' in entry {entry!r}")
+    return tuple(pairs.items())
 
 
 def parse_entry(text: str) -> EntrySpec:
-    """Parse ``PATH[:CONTROLLER[+RUNTIME]][@LABEL]`` (the label is after the last ``@``, the controller after the last
-    ``:``, the runtime after the controller's ``+``)."""
+    """Parse ``PATH[:CONTROLLER[+RUNTIME][(KEY=VALUE,...)]][@LABEL]`` (the label is after the last ``@``, the controller
+    after the last ``:``, the runtime after the controller's ``+``, planner settings in the bracket)."""
     label = None
     if "@" in text:
         text, label = text.rsplit("@", 1)
@@ -98,16 +127,44 @@ def parse_entry(text: str) -> EntrySpec:
             raise EntryError(f"empty label in entry {text + '@'!r}")
         label = label.strip()
     controller = runtime = None
+    planner: tuple[tuple[str, int | float], ...] = ()
     head, sep, tail = text.rpartition(":")
-    match = re.fullmatch(r"([A-Za-z0-9_-]+)(?:\+([A-Za-z0-9_-]+))?", tail) if sep else None
+    match = re.fullmatch(r"([A-Za-z0-9_-]+)(?:\+([A-Za-z0-9_-]+))?(?:\((.*)\))?", tail) if sep else None
     if match:
         text, controller, runtime = head, match.group(1), match.group(2)
         if runtime is not None and runtime not in RUNTIME_PRESETS:
             raise EntryError(f"unknown planner runtime {runtime!r} in entry {tail!r}; available: "
                              f"{', '.join(RUNTIME_PRESETS)}")
+        if match.group(3) is not None:
+            planner = _planner_overrides(match.group(3), tail)
+    elif sep and "(" in tail:
+        raise EntryError(f"cannot read {tail!r} as CONTROLLER[+RUNTIME][(KEY=VALUE,...)]")
     if not text:
-        raise EntryError("an entry needs a path: PATH[:CONTROLLER[+RUNTIME]][@LABEL]")
-    return EntrySpec(Path(text), controller, label, runtime)
+        raise EntryError("an entry needs a path: PATH[:CONTROLLER[+RUNTIME][(KEY=VALUE,...)]][@LABEL]")
+    return EntrySpec(Path(text), controller, label, runtime, planner)
+
+
+def _override_planner(controller: Controller, settings: dict[str, int | float], where: str) -> None:
+    """Set a planner's search budget (:data:`PLANNER_KEYS`), validated as its constructor validates it."""
+    if isinstance(controller, LatentDCEMController):
+        try:
+            controller.settings = dataclasses.replace(controller.settings, **settings)
+        except ValueError as e:
+            raise EntryError(f"{where}: {e}") from None
+    elif isinstance(controller, CEMController):
+        if "init_std" in settings:
+            raise EntryError(f"{where}: init_std is a setting of the latent planners (dcem, latent-cem); full-space "
+                             f"CEM starts from half the action box")
+        merged = {k: settings.get(k, getattr(controller, k)) for k in ("n_samples", "n_elites", "n_iters")}
+        try:
+            check_cem_sizes(merged["n_samples"], merged["n_elites"], merged["n_iters"], controller.horizon, where)
+        except ValueError as e:
+            raise EntryError(str(e)) from None
+        for key, value in merged.items():
+            setattr(controller, key, value)
+    else:
+        raise EntryError(f"{where}: planner settings apply to the planners of planet and dcem checkpoints (cem, dcem, "
+                         f"latent-cem); a policy's are set where it is built (policy_kwargs)")
 
 
 def runtime_of(controller: Controller) -> dict[str, Any] | None:
@@ -385,6 +442,12 @@ def load_entry(spec: EntrySpec, device: torch.device | str = "cpu", runtime: str
                              f"{kind!r} experiment's own evaluation)")
         name = _controller_name(kind, spec)
         fields = _load_ppo(ckpt, spec, name, device) if kind == "ppo" else _load_planner(ckpt, spec, name, device)
+    if spec.planner:
+        settings = dict(spec.planner)
+        _override_planner(fields["controller"], settings, f"{spec.path}:{fields['controller_name']}")
+        ctrl = fields["controller"]
+        fields["samples_per_action"] = (ctrl.n_samples * ctrl.n_iters if isinstance(ctrl, CEMController)
+                                        else ctrl.samples_per_step)
     recorded = fields.pop("recorded_env", None)
     exact_env_steps = fields.pop("exact_env_steps", None)
     own_label = fields.pop("default_label", None)
@@ -396,6 +459,8 @@ def load_entry(spec: EntrySpec, device: torch.device | str = "cpu", runtime: str
         default = f"{recorded['algorithm']} (model-free)" if recorded and recorded.get("algorithm") else spec.path.stem
     if spec.runtime is not None:  # entries of one file that differ only in how they plan are told apart
         default = f"{default} ({spec.runtime})"
+    if spec.planner:
+        default = f"{default} ({', '.join(f'{k}={v}' for k, v in spec.planner)})"
     entry = Entry(label=spec.label or default, **fields)
     name = spec.runtime or runtime
     if name is not None:
