@@ -207,3 +207,60 @@ def test_continuation_loss_on_terminated_and_truncated_episodes() -> None:
         assert terms["continuation"].item() == pytest.approx(expected, rel=1e-12)
     no_head = RSSM(3, 1, 8, 8).double()
     assert "continuation" not in no_head.loss(t["obs"], t["actions"], t["rewards"], mask=t["mask"], cont=t["cont"])
+
+
+# ---------------------------------------------------------------- soft clip of far-out observations (Humanoid's forces)
+def test_soft_clip_keeps_ordinary_inputs_and_bounds_far_ones() -> None:
+    model = RSSM(4, 1, 8, 8, obs_squash=10.0).double()
+    model.set_obs_normalization(torch.tensor([0.0, 1.0, 0.0, 0.0]), torch.tensor([1.0, 2.0, 1e-4, 1.0]))
+    obs = torch.tensor([[3.0, -15.0, 400.0, -10.0]], dtype=torch.float64, requires_grad=True)
+    x = model.normalize(obs)
+    # within 10 standard units: the plain normalization; dim 2 barely varied (scale 1), 400 units out: 10 + log(391)
+    assert x[0, 0].item() == 3.0 and x[0, 1].item() == -8.0 and x[0, 3].item() == -10.0
+    assert x[0, 2].item() == pytest.approx(10.0 + math.log(391.0))
+    torch.testing.assert_close(model.denormalize(x), obs.detach())  # the inverse
+    x.sum().backward()
+    torch.testing.assert_close(obs.grad, torch.tensor([[1.0, 0.5, 1 / 391.0, 1.0]], dtype=torch.float64))
+    grid = torch.linspace(-1e4, 1e4, 20001, dtype=torch.float64)[:, None].expand(-1, 4)
+    out = model.normalize(grid)[:, 0]
+    assert torch.all(out.diff() > 0) and out.abs().max() < 10 + math.log(1e4)  # monotone and bounded growth
+
+
+def test_soft_clip_travels_with_the_weights_and_old_states_load_without_it() -> None:
+    clipped = RSSM(3, 1, 8, 8, obs_squash=10.0)
+    fresh = RSSM(3, 1, 8, 8)  # default: off
+    fresh.load_state_dict(clipped.state_dict())
+    obs = torch.tensor([[0.0, 50.0, -1.0]])
+    assert fresh.normalize(obs)[0, 1].item() == pytest.approx(10 + math.log(41))
+    old = RSSM(3, 1, 8, 8).state_dict()
+    del old["obs_squash"]  # a state saved before the soft clip existed
+    restored = RSSM(3, 1, 8, 8, obs_squash=10.0)
+    restored.load_state_dict(old)
+    assert restored.normalize(obs)[0, 1].item() == 50.0
+    with pytest.raises(ValueError, match="obs_squash"):
+        RSSM(3, 1, 8, 8, obs_squash=-1.0)
+
+
+def test_soft_clip_is_on_by_default_outside_deepmind_control_only() -> None:
+    from dcem_agents.experiments.planet import DEFAULT_OBS_SQUASH, ModelConfig
+
+    assert ModelConfig().squash_threshold("Humanoid-v5") == DEFAULT_OBS_SQUASH
+    assert ModelConfig().squash_threshold("dm_control/walker-walk-v0") == 0.0
+    assert ModelConfig(obs_squash=0.0).squash_threshold("Humanoid-v5") == 0.0
+    assert ModelConfig(obs_squash=5.0).squash_threshold("dm_control/walker-walk-v0") == 5.0
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="obs_squash"):
+            ModelConfig(obs_squash=bad)
+
+
+def test_shipped_gymnasium_checkpoint_keeps_its_unclipped_normalization() -> None:
+    from pathlib import Path
+
+    from dcem_agents.experiments import planet
+    from dcem_agents.training import load_checkpoint
+
+    ckpt = load_checkpoint(Path(__file__).resolve().parents[1] / "checkpoints/gym_inverted_pendulum.pt")
+    _, _, model, _ = planet.load_agent(ckpt, torch.device("cpu"))
+    assert model._squash == 0.0  # trained before the soft clip: its results stay as they were
+    far = model.obs_loc + 100 * model.obs_scale
+    torch.testing.assert_close(model.normalize(far[None]), torch.full((1, model.obs_dim), 100.0))

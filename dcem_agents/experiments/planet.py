@@ -53,6 +53,8 @@ __all__ = ["CHECKPOINT_NAME", "Config", "ModelConfig", "PlannerConfig", "Runtime
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
+#: soft-clip threshold of normalized observations outside DeepMind Control (ModelConfig.obs_squash's null default)
+DEFAULT_OBS_SQUASH = 10.0
 CONTROLLERS = ("cem",)
 
 
@@ -67,13 +69,25 @@ class ModelConfig:
                                                  "(null: on unless the task is DeepMind Control, whose episodes never "
                                                  "terminate)")
 
+    obs_squash: float | None = field(None, help="soft clip of normalized observations beyond this many standard "
+                                                "units (0: off; null: 10 unless the task is DeepMind Control, whose "
+                                                "observations the seed episodes already span)")
+
     def uses_continuation(self, env_id: str) -> bool:
         """Whether the model has the continuation head on ``env_id`` (``continuation``, or the null default)."""
         return (not env_id.startswith("dm_control/")) if self.continuation is None else self.continuation
 
+    def squash_threshold(self, env_id: str) -> float:
+        """The soft-clip threshold of normalized observations on ``env_id`` (``obs_squash``, or the null default)."""
+        if self.obs_squash is None:
+            return 0.0 if env_id.startswith("dm_control/") else DEFAULT_OBS_SQUASH
+        return float(self.obs_squash)
+
     def __post_init__(self) -> None:
         if self.hidden_size < 1 or self.layer_size < 1 or self.min_std <= 0:
             raise ValueError("model.hidden_size and model.layer_size must be >= 1 and model.min_std > 0")
+        if self.obs_squash is not None and (not self.obs_squash >= 0 or self.obs_squash == float("inf")):
+            raise ValueError(f"model.obs_squash must be a finite number >= 0 (0: off) or null, got {self.obs_squash}")
 
 
 @dataclass
@@ -150,7 +164,7 @@ def build_agent(cfg: Config, device: torch.device) -> tuple[Any, RSSM, CEMContro
     probe.close()
     torch.manual_seed(cfg.seed)
     model = RSSM(obs_dim, act_dim, cfg.model.hidden_size, cfg.model.layer_size, cfg.model.min_std,
-                 cfg.model.uses_continuation(cfg.env_id)).to(device)
+                 cfg.model.uses_continuation(cfg.env_id), cfg.model.squash_threshold(cfg.env_id)).to(device)
     model.eval()
     p = cfg.planner
     controller = CEMController(model, low, high, p.horizon, p.n_samples, p.n_elites, p.n_iters, p.warm_start,

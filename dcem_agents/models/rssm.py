@@ -72,13 +72,17 @@ class RSSM(nn.Module):
     :param layer_size: width of the embedding and of the two hidden layers of ``f_odec`` and ``f_rew`` (paper: 200).
     :param min_std: lower bound of the observation model's std (normalized units).
     :param continuation: add the continuation head ``f_cont`` (for environments whose episodes can terminate).
+    :param obs_squash: soft-clip threshold ``c`` of normalized observations (0: off; see :meth:`normalize`). It is
+        stored with the weights; a state saved before it existed loads with it off.
     """
 
     def __init__(self, obs_dim: int, action_dim: int, hidden_size: int = 200, layer_size: int = 200, min_std: float = 0.01,
-                 continuation: bool = False) -> None:
+                 continuation: bool = False, obs_squash: float = 0.0) -> None:
         super().__init__()
         if min(obs_dim, action_dim, hidden_size, layer_size) < 1 or min_std <= 0:
             raise ValueError("RSSM: sizes must be >= 1 and min_std > 0")
+        if not obs_squash >= 0 or obs_squash == float("inf"):
+            raise ValueError(f"RSSM: obs_squash must be a finite number >= 0 (0: off), got {obs_squash}")
         self.obs_dim, self.action_dim, self.hidden_size, self.min_std = obs_dim, action_dim, hidden_size, min_std
         self.embed = nn.Sequential(nn.Linear(obs_dim + action_dim, layer_size), nn.ELU())
         self.cell = nn.GRUCell(layer_size, hidden_size)
@@ -87,6 +91,14 @@ class RSSM(nn.Module):
         self.cont_head = _mlp(hidden_size + obs_dim, layer_size, 1) if continuation else None
         self.register_buffer("obs_loc", torch.zeros(obs_dim))
         self.register_buffer("obs_scale", torch.ones(obs_dim))
+        self.register_buffer("obs_squash", torch.tensor(float(obs_squash)))  # travels with the weights
+        self._squash = float(obs_squash)  # its value on the host: normalizing never synchronizes with a GPU
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN202
+        # a state saved before the soft clip existed: the observations it was trained on were not clipped
+        state_dict.setdefault(prefix + "obs_squash", torch.zeros(()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._squash = float(self.obs_squash)
 
     @property
     def belief_dim(self) -> int:
@@ -106,11 +118,26 @@ class RSSM(nn.Module):
         self.obs_scale.copy_(torch.where(std < min_scale, torch.ones_like(std), std))
 
     def normalize(self, obs: Tensor) -> Tensor:
-        """``x̃`` from observations in environment units (..., O)."""
-        return (obs - self.obs_loc) / self.obs_scale
+        """``x̃`` from observations in environment units (..., O).
+
+        ``v = (x - mean) / std``, then, with ``obs_squash = c > 0``, a soft clip: ``v`` where ``|v| <= c``, else
+        ``sign(v) (c + log(1 + |v| - c))`` (continuous, with slope 1 at ``c``). An input that the seed episodes did not
+        show varying, e.g. Humanoid's contact forces (zero at first, hundreds later), then stays within a few units of
+        ``c`` instead of reaching hundreds of standard units.
+        """
+        v = (obs - self.obs_loc) / self.obs_scale
+        c = self._squash
+        if c <= 0:
+            return v
+        excess = (v.abs() - c).clamp_min(0.0)
+        return torch.where(excess > 0, v.sign() * (c + torch.log1p(excess)), v)
 
     def denormalize(self, obs_n: Tensor) -> Tensor:
-        """Environment units from normalized observations (..., O)."""
+        """Environment units from normalized observations (..., O): the inverse of :meth:`normalize`."""
+        c = self._squash
+        if c > 0:
+            excess = (obs_n.abs() - c).clamp_min(0.0)
+            obs_n = torch.where(excess > 0, obs_n.sign() * (c + torch.expm1(excess)), obs_n)
         return obs_n * self.obs_scale + self.obs_loc
 
     # ---------------------------------------------------------------- the networks
