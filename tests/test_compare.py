@@ -138,6 +138,30 @@ def test_entries_override_the_planners_budget(phase1_checkpoint: Path, phase2_ch
         load_entry(parse_entry(f"{phase3_checkpoint}:ppo(n_iters=2)"))
 
 
+def test_a_ppo_checkpoint_acts_without_its_phase2_file_but_its_start_policy_needs_it(phase3_checkpoint: Path,
+                                                                                     tmp_path: Path) -> None:
+    """A shipped ppo checkpoint trained from a run folder's phase-2 checkpoint: the fine-tuned policy carries every
+    weight, so it loads and acts as before on a machine without that file; the policy before PPO is that file's weights,
+    so asking for it is an error, never an untrained policy (entries and ``evaluate.py --checkpoint`` alike)."""
+    from dcem_agents.experiments import ppo
+    from dcem_agents.training import CheckpointError, load_checkpoint
+
+    ckpt = load_checkpoint(phase3_checkpoint)
+    ckpt["config"]["phase2_checkpoint"] = ckpt["policy_kwargs"]["checkpoint"] = str(tmp_path / "gone" / "dcem.pt")
+    moved = tmp_path / "ppo_moved.pt"
+    torch.save(ckpt, moved)
+    here, there = load_entry(EntrySpec(phase3_checkpoint, "ppo")), load_entry(EntrySpec(moved, "ppo"))
+    assert (there.env_id, there.action_repeat, there.train_env_steps) == (here.env_id, here.action_repeat,
+                                                                           here.train_env_steps)
+    a = compare_mod.run_entry(here, [5, 6], n_envs=2, seed=5)
+    b = compare_mod.run_entry(there, [5, 6], n_envs=2, seed=5)
+    assert a.returns == b.returns
+    with pytest.raises(EntryError, match="gone"):
+        load_entry(EntrySpec(moved, "dcem"))
+    with pytest.raises(CheckpointError, match="not found"):
+        ppo.load_policy(ckpt, torch.device("cpu"), fine_tuned=False)
+
+
 def test_latent_hard_cem_is_the_same_planner_with_hard_elites(phase2_checkpoint: Path) -> None:
     soft = load_entry(EntrySpec(phase2_checkpoint, "dcem"))
     hard = load_entry(EntrySpec(phase2_checkpoint, "latent-cem"))

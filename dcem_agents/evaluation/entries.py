@@ -255,12 +255,13 @@ def is_sb3_zip(path: Path) -> bool:
     return "data" in names and "policy.pth" in names
 
 
-def _phase2(path: str | None, where: str, arch: dict[str, Any] | None = None) -> Any:
-    """The components of the phase-2 checkpoint that ``where`` names (or of its recorded architecture)."""
+def _phase2(path: str | None, where: str, arch: dict[str, Any] | None = None, require_weights: bool = False) -> Any:
+    """The components of the phase-2 checkpoint that ``where`` names (or of its recorded architecture, unless its
+    weights are required)."""
     from dcem_agents.sb3 import resolve_components
 
     try:
-        return resolve_components(path, arch)
+        return resolve_components(path, arch, require_weights)
     except CheckpointError as e:
         raise EntryError(f"{where} names the phase-2 checkpoint {path!r}, which cannot be loaded ({e}); run from the "
                          "folder it was trained in or keep that checkpoint next to it") from None
@@ -305,11 +306,10 @@ def _load_sb3_zip(spec: EntrySpec, device: torch.device) -> dict[str, Any]:
     if "checkpoint" not in kwargs and "architecture" not in kwargs:
         return _load_model_free_zip(spec, data, kwargs, params["policy"], device)
     name = _controller_name("sb3", spec)
-    comps = _phase2(kwargs.get("checkpoint"), f"the SB3 model {spec.path}", kwargs.get("architecture"))
-    fine_tuned = name == "ppo"  # dcem: the architecture with the phase-2 weights (PPO step 0)
-    if not fine_tuned and not Path(str(kwargs.get("checkpoint"))).is_file():
-        raise EntryError(f"{spec.path}: the 'dcem' controller needs the phase-2 weights PPO started from, in "
-                         f"{kwargs.get('checkpoint')!r}, which is not here (the zip holds the fine-tuned ones only)")
+    fine_tuned = name == "ppo"  # dcem: the architecture with the phase-2 weights (PPO step 0), from their file
+    where = f"the SB3 model {spec.path}" + ("" if fine_tuned else " (its 'dcem' controller needs the phase-2 weights "
+                                                                  "PPO started from; the zip holds the fine-tuned ones)")
+    comps = _phase2(kwargs.get("checkpoint"), where, kwargs.get("architecture"), require_weights=not fine_tuned)
     policy = _sb3_policy(data["policy_class"], data["observation_space"], data["action_space"], kwargs,
                          params["policy"] if fine_tuned else None, device)
     counted = data.get(ENV_STEPS_ATTRIBUTE)  # a zip written before the count (or a foreign one): timesteps x repeat
@@ -391,7 +391,10 @@ def bind_environment(entry: Entry, env_id: str, action_repeat: int,
 def _load_ppo(ckpt: dict[str, Any], spec: EntrySpec, name: str, device: torch.device) -> dict[str, Any]:
     from dcem_agents.experiments import ppo
 
-    comps = _phase2(ckpt["config"]["phase2_checkpoint"], f"the ppo checkpoint {spec.path}")
+    # the fine-tuned policy carries every weight (its recorded architecture suffices when the phase-2 file is elsewhere,
+    # e.g. a shipped checkpoint trained in a run folder); the policy before PPO is the phase-2 file's weights
+    comps = _phase2(ckpt["config"]["phase2_checkpoint"], f"the ppo checkpoint {spec.path}",
+                    ckpt["policy_kwargs"].get("architecture"), require_weights=name != "ppo")
     policy = ppo.load_policy(ckpt, device, fine_tuned=name == "ppo")  # dcem: the architecture, phase-2 weights
     # environment steps as counted (checkpoints written before the count: timesteps x action repeat)
     counted = ckpt.get("env_steps")

@@ -205,7 +205,9 @@ class EmbeddedDCEMPolicy(ActorCriticPolicy):
         ``policy_kwargs``, or their recorded architecture); ``state`` is a saved ``state_dict`` (None: the phase-2
         weights it starts from).
         """
-        comps = resolve_components(policy_kwargs.get("checkpoint"), policy_kwargs.get("architecture"))
+        # without a saved state the phase-2 weights are the policy: its checkpoint must be there, and be the one
+        comps = resolve_components(policy_kwargs.get("checkpoint"), policy_kwargs.get("architecture"),
+                                   require_weights=state is None)
         obs_space = spaces.Box(-np.inf, np.inf, (comps.model.belief_dim + 1,), np.float32)
         act_space = spaces.Box(comps.decoder.lower.numpy().astype(np.float32),
                                comps.decoder.upper.numpy().astype(np.float32), dtype=np.float32)

@@ -88,7 +88,14 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def resolve_components(checkpoint: str | Path | None, arch: dict[str, Any] | None) -> DCEMComponents:
+def _differences(arch: dict[str, Any], comps: DCEMComponents) -> list[str]:
+    """The keys in which the components' architecture differs from the recorded ``arch`` (its steps aside)."""
+    recorded, found = _canonical(arch), _canonical(architecture(comps))
+    return sorted(k for k in recorded if k != "env_steps" and recorded.get(k) != found.get(k))
+
+
+def resolve_components(checkpoint: str | Path | None, arch: dict[str, Any] | None,
+                       require_weights: bool = False) -> DCEMComponents:
     """A policy's components: the checkpoint's (its weights too) while the file exists and is the checkpoint ``arch``
     was recorded from; else the sizes of ``arch`` with untrained weights (a saved SB3 zip then supplies the weights).
 
@@ -96,8 +103,21 @@ def resolve_components(checkpoint: str | Path | None, arch: dict[str, Any] | Non
     file there (another phase's checkpoint, another task's). With ``arch`` recorded, such a file is not used: the
     components are built from ``arch`` and a warning names the file.
 
-    :raises CheckpointError: no architecture and the checkpoint cannot be loaded.
+    :param require_weights: the caller needs the checkpoint's own weights (no saved state will replace them, e.g. the
+        phase-2 policy a PPO run started from): never fall back to untrained components, raise instead.
+    :raises CheckpointError: the checkpoint cannot be loaded (or, with ``require_weights``, is not the one ``arch``
+        was recorded from) and there is no architecture to fall back on, or weights are required.
     """
+    if require_weights:
+        comps = load_components(checkpoint) if checkpoint is not None else None
+        if comps is None:
+            raise CheckpointError("no phase-2 checkpoint recorded, and its weights are needed")
+        if arch is not None:
+            changed = _differences(arch, comps)
+            if changed:
+                raise CheckpointError(f"{checkpoint} is not the phase-2 checkpoint this policy was built from (it "
+                                      f"differs in {', '.join(changed)}), and its weights are needed")
+        return comps
     if arch is None:
         if checkpoint is None:
             raise ValueError("no phase-2 checkpoint and no architecture to build the policy's components from")
@@ -109,8 +129,7 @@ def resolve_components(checkpoint: str | Path | None, arch: dict[str, Any] | Non
             log.warning("%s; building the policy from its recorded architecture instead (its weights come from the "
                         "saved model)", e)
             return components_from_architecture(arch)
-        recorded, found = _canonical(arch), _canonical(architecture(comps))
-        changed = sorted(k for k in recorded if k != "env_steps" and recorded.get(k) != found.get(k))
+        changed = _differences(arch, comps)
         if not changed:
             return comps
         log.warning("%s is not the checkpoint this policy was built from (it differs in %s); building the policy from "
