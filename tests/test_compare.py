@@ -134,6 +134,10 @@ def test_entries_override_the_planners_budget(phase1_checkpoint: Path, phase2_ch
         load_entry(parse_entry(f"{phase2_checkpoint}:dcem(n_samples=4,n_elites=5)"))
     with pytest.raises(EntryError, match="init_std is a setting of the latent planners"):
         load_entry(parse_entry(f"{phase1_checkpoint}:cem(init_std=0.3)"))
+    assert load_entry(parse_entry(f"{phase2_checkpoint}:dcem(temperature=0.1)")).controller.settings.temperature == 0.1
+    for bad, match in (("latent-cem(temperature=0.1)", "hard elites"), ("dcem(temperature=0)", "> 0")):
+        with pytest.raises(EntryError, match=match):
+            load_entry(parse_entry(f"{phase2_checkpoint}:{bad}"))
     with pytest.raises(EntryError, match="policy_kwargs"):
         load_entry(parse_entry(f"{phase3_checkpoint}:ppo(n_iters=2)"))
 

@@ -4,7 +4,7 @@ An entry is written ``PATH[:CONTROLLER[+RUNTIME][(KEY=VALUE,...)]][@LABEL]`` (:f
 names one of :data:`~dcem_agents.planning.runtime.RUNTIME_PRESETS` (``reference``, ``fp32``, ``bf16``, ...) and sets
 how the entry's planner computes (the same checkpoint under two runtimes, compared on the same seeds, is the fidelity
 check of a faster rollout). The bracket overrides the planner's search budget (:data:`PLANNER_KEYS`: ``n_samples``,
-``n_elites``, ``n_iters``; for the latent planners also ``init_std``), e.g. ``dcem.pt:dcem(n_samples=15,n_iters=10,
+``n_elites``, ``n_iters``; for the latent planners also ``init_std``, and ``temperature`` for ``dcem``), e.g. ``dcem.pt:dcem(n_samples=15,n_iters=10,
 n_elites=3)``: the same checkpoint with its budget spent differently, compared on the same seeds. :func:`load_entry` reads everything from the
 file — environment id, action repeat, model sizes, planner settings — and returns an :class:`Entry`: the world model
 whose filter gives the beliefs, and a :class:`~dcem_agents.planning.mpc.Controller` that acts on them, so every
@@ -66,8 +66,10 @@ from dcem_agents.training.checkpoint import require_file
 __all__ = ["CONTROLLERS", "Entry", "EntryError", "EntrySpec", "PLANNER_KEYS", "bind_environment", "is_sb3_zip",
            "load_entry", "parse_entry", "runtime_of", "set_runtime"]
 
-#: planner settings an entry may override, with their types (``init_std``: latent planners only)
-PLANNER_KEYS: dict[str, type] = {"n_samples": int, "n_elites": int, "n_iters": int, "init_std": float}
+#: planner settings an entry may override, with their types (``init_std`` and ``temperature``, the soft top-k's τ:
+#: latent planners only; ``latent-cem`` keeps hard elites)
+PLANNER_KEYS: dict[str, type] = {"n_samples": int, "n_elites": int, "n_iters": int, "init_std": float,
+                                 "temperature": float}
 
 #: file kind -> controllers it provides (the first is the default)
 CONTROLLERS: dict[str, tuple[str, ...]] = {"planet": ("cem",), "dcem": ("dcem", "latent-cem", "cem"),
@@ -147,14 +149,19 @@ def parse_entry(text: str) -> EntrySpec:
 def _override_planner(controller: Controller, settings: dict[str, int | float], where: str) -> None:
     """Set a planner's search budget (:data:`PLANNER_KEYS`), validated as its constructor validates it."""
     if isinstance(controller, LatentDCEMController):
+        if "temperature" in settings and controller.settings.temperature is None:
+            raise EntryError(f"{where}: latent-cem is the latent planner with hard elites; a temperature applies to "
+                             f"dcem")
+        if "temperature" in settings and not settings["temperature"] > 0:
+            raise EntryError(f"{where}: temperature must be > 0, got {settings['temperature']}")
         try:
             controller.settings = dataclasses.replace(controller.settings, **settings)
         except ValueError as e:
             raise EntryError(f"{where}: {e}") from None
     elif isinstance(controller, CEMController):
-        if "init_std" in settings:
-            raise EntryError(f"{where}: init_std is a setting of the latent planners (dcem, latent-cem); full-space "
-                             f"CEM starts from half the action box")
+        for key in {"init_std", "temperature"} & set(settings):
+            raise EntryError(f"{where}: {key} is a setting of the latent planners (dcem, latent-cem); full-space "
+                             f"CEM has hard elites and starts from half the action box")
         merged = {k: settings.get(k, getattr(controller, k)) for k in ("n_samples", "n_elites", "n_iters")}
         try:
             check_cem_sizes(merged["n_samples"], merged["n_elites"], merged["n_iters"], controller.horizon, where)
