@@ -3,11 +3,11 @@
 An entry is written ``PATH[:CONTROLLER[+RUNTIME][(KEY=VALUE,...)]][@LABEL]`` (:func:`parse_entry`); ``RUNTIME``
 names one of :data:`~dcem_agents.planning.runtime.RUNTIME_PRESETS` (``reference``, ``fp32``, ``bf16``, ...) and sets
 how the entry's planner computes (the same checkpoint under two runtimes, compared on the same seeds, is the fidelity
-check of a faster rollout). The bracket overrides the planner's search budget (:data:`PLANNER_KEYS`: ``n_samples``,
-``n_elites``, ``n_iters``; for the latent planners also ``init_std``, and ``temperature`` for ``dcem``), e.g. ``dcem.pt:dcem(n_samples=15,n_iters=10,
-n_elites=3)``: the same checkpoint with its budget spent differently, compared on the same seeds. :func:`load_entry` reads everything from the
-file — environment id, action repeat, model sizes, planner settings — and returns an :class:`Entry`: the world model
-whose filter gives the beliefs, and a :class:`~dcem_agents.planning.mpc.Controller` that acts on them, so every
+check of a faster rollout). The bracket overrides the planner's search (:data:`PLANNER_KEYS`: ``n_samples``,
+``n_elites``, ``n_iters``; for the latent planners also ``init_std``, and ``temperature`` for ``dcem``), e.g.
+``dcem.pt:dcem(n_samples=15,n_iters=10,n_elites=3)``: the same checkpoint with its budget spent differently, compared
+on the same seeds. :func:`load_entry` reads everything from the file — environment id, action repeat, model sizes,
+planner settings — and returns an :class:`Entry`: the world model whose filter gives the beliefs, and a :class:`~dcem_agents.planning.mpc.Controller` that acts on them, so every
 entry runs in the one evaluation loop (:func:`dcem_agents.evaluation.harness.evaluate_controller`).
 
 ======================  ===============  ===================================================================
@@ -159,9 +159,10 @@ def _override_planner(controller: Controller, settings: dict[str, int | float], 
         except ValueError as e:
             raise EntryError(f"{where}: {e}") from None
     elif isinstance(controller, CEMController):
-        for key in {"init_std", "temperature"} & set(settings):
-            raise EntryError(f"{where}: {key} is a setting of the latent planners (dcem, latent-cem); full-space "
-                             f"CEM has hard elites and starts from half the action box")
+        latent_only = sorted({"init_std", "temperature"} & set(settings))
+        if latent_only:
+            raise EntryError(f"{where}: {latent_only[0]} is a setting of the latent planners (dcem, latent-cem); "
+                             f"full-space CEM has hard elites and starts from half the action box")
         merged = {k: settings.get(k, getattr(controller, k)) for k in ("n_samples", "n_elites", "n_iters")}
         try:
             check_cem_sizes(merged["n_samples"], merged["n_elites"], merged["n_iters"], controller.horizon, where)

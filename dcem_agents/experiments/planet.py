@@ -68,7 +68,6 @@ class ModelConfig:
     continuation: bool | None = field(None, help="continuation head c = P(not terminated) weighting imagined rewards "
                                                  "(null: on unless the task is DeepMind Control, whose episodes never "
                                                  "terminate)")
-
     obs_squash: float | None = field(None, help="soft clip of normalized observations beyond this many standard "
                                                 "units (0: off; null: 10 unless the task is DeepMind Control, whose "
                                                 "observations the seed episodes already span)")

@@ -105,8 +105,9 @@ def resolve_components(checkpoint: str | Path | None, arch: dict[str, Any] | Non
 
     :param require_weights: the caller needs the checkpoint's own weights (no saved state will replace them, e.g. the
         phase-2 policy a PPO run started from): never fall back to untrained components, raise instead.
-    :raises CheckpointError: the checkpoint cannot be loaded (or, with ``require_weights``, is not the one ``arch``
-        was recorded from) and there is no architecture to fall back on, or weights are required.
+    :raises CheckpointError: the checkpoint cannot be loaded and there is no architecture to fall back on; with
+        ``require_weights``, whenever its weights cannot be had (missing, unreadable, or not the checkpoint ``arch``
+        was recorded from).
     """
     if require_weights:
         comps = load_components(checkpoint) if checkpoint is not None else None
