@@ -152,8 +152,6 @@ def _override_planner(controller: Controller, settings: dict[str, int | float], 
         if "temperature" in settings and controller.settings.temperature is None:
             raise EntryError(f"{where}: latent-cem is the latent planner with hard elites; a temperature applies to "
                              f"dcem")
-        if "temperature" in settings and not settings["temperature"] > 0:
-            raise EntryError(f"{where}: temperature must be > 0, got {settings['temperature']}")
         try:
             controller.settings = dataclasses.replace(controller.settings, **settings)
         except ValueError as e:
@@ -421,12 +419,8 @@ def _load_planner(ckpt: dict[str, Any], spec: EntrySpec, name: str, device: torc
     else:
         _, p1, _, model, latent = dcem.load_latent_agent(ckpt, device)
         controller = dcem.named_controller(name, p1, model, latent, device)
-    if isinstance(controller, CEMController):
-        samples = controller.n_samples * controller.n_iters
-    else:
-        samples = controller.samples_per_step
     return dict(path=spec.path, kind=kind, controller_name=name, env_id=p1.env_id, action_repeat=p1.action_repeat,
-                model=model, controller=controller, samples_per_action=samples,
+                model=model, controller=controller, samples_per_action=controller.samples_per_step,
                 train_env_steps=int(ckpt["trainer"]["counters"]["env_steps"]),
                 training_curve=_curve([[e.get("env_steps"), e.get("return_mean")]
                                        for e in ckpt["trainer"].get("evaluations", []) if isinstance(e, dict)]))
@@ -456,9 +450,7 @@ def load_entry(spec: EntrySpec, device: torch.device | str = "cpu", runtime: str
     if spec.planner:
         settings = dict(spec.planner)
         _override_planner(fields["controller"], settings, f"{spec.path}:{fields['controller_name']}")
-        ctrl = fields["controller"]
-        fields["samples_per_action"] = (ctrl.n_samples * ctrl.n_iters if isinstance(ctrl, CEMController)
-                                        else ctrl.samples_per_step)
+        fields["samples_per_action"] = fields["controller"].samples_per_step
     recorded = fields.pop("recorded_env", None)
     exact_env_steps = fields.pop("exact_env_steps", None)
     own_label = fields.pop("default_label", None)

@@ -263,9 +263,7 @@ def evaluate(checkpoint: dict, options: EvalOptions) -> dict:
         controller = named_controller(name, p1, model, latent, device)
         run = evaluate_controller(lambda: env_fn(None), model, controller, seeds, label=f"evaluate {name}",
                                   generator=torch.Generator(device=device).manual_seed(options.seed))
-        samples = (p1.planner.n_samples * p1.planner.n_iters if name == "cem"
-                   else cfg.planner.n_samples * cfg.planner.n_iters)
-        result["controllers"][name] = run.summary(decimals=2) | {"sequences_per_plan": samples}
+        result["controllers"][name] = run.summary(decimals=2) | {"sequences_per_plan": controller.samples_per_step}
     if {"dcem", "cem"} <= set(names):
         c = result["controllers"]
         dcem_mean, cem_mean = c["dcem"]["return_mean"], c["cem"]["return_mean"]

@@ -53,6 +53,8 @@ class LatentCEMSettings:
         check_cem_sizes(self.n_samples, self.n_elites, self.n_iters, where="latent planner")
         if self.latent_bound <= 0 or self.init_std <= 0:
             raise ValueError(f"latent_bound and init_std must be > 0, got {self}")
+        if self.temperature is not None and not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 (None: hard CEM), got {self.temperature}")
         if self.grad_iters is not None and not 1 <= self.grad_iters <= self.n_iters:
             raise ValueError(f"grad_iters must be in [1, n_iters={self.n_iters}] (or None: all), got {self.grad_iters}")
 

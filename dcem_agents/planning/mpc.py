@@ -112,6 +112,11 @@ class CEMController:
         self._plan: Tensor | None = None
         self._bounds: tuple[Tensor, Tensor] | None = None
 
+    @property
+    def samples_per_step(self) -> int:
+        """Action sequences evaluated per planning call and environment: ``n_samples · n_iters``."""
+        return self.n_samples * self.n_iters
+
     def reset(self, n_envs: int) -> None:
         """Drop the previous plans (start of new episodes for ``n_envs`` environments)."""
         self._plan = None

@@ -110,9 +110,9 @@ def resolve_components(checkpoint: str | Path | None, arch: dict[str, Any] | Non
         was recorded from).
     """
     if require_weights:
-        comps = load_components(checkpoint) if checkpoint is not None else None
-        if comps is None:
+        if checkpoint is None:
             raise CheckpointError("no phase-2 checkpoint recorded, and its weights are needed")
+        comps = load_components(checkpoint)
         if arch is not None:
             changed = _differences(arch, comps)
             if changed:
