@@ -169,6 +169,66 @@ def test_an_env_without_time_limit_and_a_matrix_action_space_are_refused_by_name
         make_env("DcemTestMatrixAction-v0")
 
 
+def test_dm_control_tasks_without_a_time_limit_or_with_sentinel_action_bounds_are_refused_by_name() -> None:
+    """LQR declares actions in +-1e10 (uniform seed actions broke its physics) and an infinite time limit."""
+    with pytest.raises(UnsupportedSpaceError, match=r"lqr-lqr_2_1-v0: .*1e\+10, which stands for 'unbounded'"):
+        make_env("dm_control/lqr-lqr_2_1-v0")
+    endless = {"task_kwargs": {"time_limit": float("inf")}}
+    with pytest.raises(UnsupportedSpaceError, match="cartpole-swingup-v0: the task has no time limit"):
+        make_env(CARTPOLE, **endless)
+    env = make_env(CARTPOLE, action_repeat=4, seed=0, max_episode_steps=10, **endless)
+    env.reset()
+    steps, truncated = 0, False
+    while not truncated:
+        *_, truncated, _ = env.step(np.zeros(1))
+        steps += 1
+    assert steps == 3  # 10 environment steps at action repeat 4: 4 + 4 + 2
+
+
+def _headless(code: str) -> str:
+    """Run ``code`` in a fresh interpreter without a display or MUJOCO_GL; its last stdout line."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_a_task_that_renders_at_reset_works_without_a_display() -> None:
+    """quadruped-escape uploads its terrain to the renderer at each reset; with dm_control's own choice (GLFW, which
+    imports without a display) that reset died with ``mujoco.FatalError``. Without EGL here the test is skipped."""
+    line = _headless(
+        "import os\n"
+        "from dcem_agents.envs import make_env\n"
+        "env = make_env('dm_control/quadruped-escape-v0', action_repeat=2, seed=0)\n"
+        "backend = os.environ.get('MUJOCO_GL')\n"
+        "obs, _ = env.reset() if backend == 'egl' else (None, None)\n"
+        "print(backend, None if obs is None else obs.shape[0])\n")
+    if line.startswith("None"):
+        pytest.skip("EGL does not initialize on this machine")
+    assert line == "egl 101"
+
+
+def test_without_usable_egl_dm_control_keeps_its_own_backend() -> None:
+    line = _headless(
+        "import importlib, os\n"
+        "real = importlib.import_module\n"
+        "def broken(name, *a):\n"
+        "    if name == 'dm_control._render':\n"
+        "        raise ImportError('Cannot initialize a headless EGL display.')\n"
+        "    return real(name, *a)\n"
+        "importlib.import_module = broken\n"
+        "from dcem_agents.envs import make_env\n"
+        "env = make_env('dm_control/cartpole-swingup-v0', seed=0)\n"
+        "importlib.import_module = real\n"
+        "obs, _ = env.reset()\n"
+        "print(os.environ.get('MUJOCO_GL'), obs.shape[0])\n")
+    assert line == "None 5"
+
+
 def test_rollouts_count_real_environment_steps() -> None:
     """An episode of 3 environment steps at action repeat 2 is 2 agent steps and 3 environment steps (not 4)."""
     import torch

@@ -15,6 +15,11 @@ naming the space. shimmy and dm_control are imported only for ``dm_control/...``
 
 from __future__ import annotations
 
+import importlib
+import logging
+import math
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +27,11 @@ import gymnasium as gym
 import numpy as np
 
 __all__ = ["ActionRepeat", "FlatFloatObservation", "UnsupportedSpaceError", "make_env", "make_env_fn"]
+
+logger = logging.getLogger(__name__)
+
+#: Action bounds at or beyond this magnitude are a sentinel for "unbounded" (DeepMind Control's LQR declares 1e10).
+UNBOUNDED_ACTION = 1e6
 
 
 class UnsupportedSpaceError(ValueError):
@@ -113,6 +123,38 @@ class _SeedFirstReset(gym.Wrapper):
         return self.env.reset(seed=seed, options=options)
 
 
+def _prefer_headless_egl() -> None:
+    """On a Linux machine without a display, let DeepMind Control render through EGL unless told otherwise.
+
+    With ``MUJOCO_GL`` unset, dm_control picks GLFW whenever the ``glfw`` package imports, which it does without a
+    display; the first task that needs a rendering context then dies with ``mujoco.FatalError`` (quadruped-escape
+    uploads its terrain to the renderer at every reset). So, before dm_control chooses its backend, try EGL; if EGL does
+    not initialize here, undo the choice and leave dm_control's automatic one. Nothing changes when ``MUJOCO_GL`` is
+    set, a display exists, or dm_control's renderer was already imported.
+    """
+    if (sys.platform != "linux" or "MUJOCO_GL" in os.environ or os.environ.get("DISPLAY")
+            or os.environ.get("WAYLAND_DISPLAY") or "dm_control._render" in sys.modules):
+        return
+    os.environ["MUJOCO_GL"] = "egl"
+    try:
+        importlib.import_module("dm_control._render")
+    except Exception as e:  # noqa: BLE001 - any failure: fall back to dm_control's own choice
+        del os.environ["MUJOCO_GL"]
+        for name in [m for m in sys.modules if m == "dm_control._render" or m.startswith("dm_control._render.")]:
+            del sys.modules[name]
+        logger.info("no display and no usable EGL (%s: %s): DeepMind Control chooses its own OpenGL backend",
+                    type(e).__name__, e)
+        return
+    logger.info("no display and MUJOCO_GL unset: DeepMind Control renders through EGL (set MUJOCO_GL to choose)")
+
+
+def _dm_control_step_limit(env: gym.Env) -> float | None:
+    """The wrapped dm_control environment's step limit (``inf`` for a task without a time limit), if it says one."""
+    inner = getattr(env.unwrapped, "_env", None)
+    limit = getattr(inner, "_step_limit", None)
+    return float(limit) if isinstance(limit, (int, float)) else None
+
+
 def make_env(env_id: str, action_repeat: int = 1, seed: int | None = None, **kwargs: Any) -> gym.Env:
     """Make ``env_id`` with flat ``float32`` observations, ``float`` rewards and action repeat.
 
@@ -120,10 +162,12 @@ def make_env(env_id: str, action_repeat: int = 1, seed: int | None = None, **kwa
     :param action_repeat: environment steps per agent step; rewards are summed.
     :param seed: seed of the first reset and of the action/observation spaces (None: unseeded).
     :param kwargs: passed to ``gymnasium.make``.
-    :raises UnsupportedSpaceError: the action space is not a flat ``Box`` with finite bounds, the observation space
-        is not usable, or the environment has no time limit (any id but DeepMind Control's).
+    :raises UnsupportedSpaceError: the action space is not a flat ``Box`` with finite bounds (below
+        :data:`UNBOUNDED_ACTION` in magnitude), the observation space is not usable, or the environment has no time
+        limit (neither a registered ``max_episode_steps`` nor, for DeepMind Control, a finite task time limit).
     """
     if env_id.startswith("dm_control/"):
+        _prefer_headless_egl()
         import shimmy  # noqa: PLC0415 - lazy: only DeepMind Control needs it
 
         gym.register_envs(shimmy)
@@ -140,18 +184,32 @@ def make_env(env_id: str, action_repeat: int = 1, seed: int | None = None, **kwa
     if not (np.all(np.isfinite(env.action_space.low)) and np.all(np.isfinite(env.action_space.high))):
         env.close()
         raise UnsupportedSpaceError(f"{env_id}: action space {env.action_space!r} must have finite bounds for planning")
+    widest = float(max(np.max(np.abs(env.action_space.low)), np.max(np.abs(env.action_space.high))))
+    if widest >= UNBOUNDED_ACTION:
+        env.close()
+        raise UnsupportedSpaceError(
+            f"{env_id}: action space {env.action_space!r} reaches {widest:g}, which stands for 'unbounded': the seed "
+            "episodes sample the box uniformly and the planner starts at half its width; wrap the environment in an "
+            "ActionWrapper that declares the bounds you intend and register it under a new id")
     try:
         env = FlatFloatObservation(env)
     except UnsupportedSpaceError as e:
         env.close()
         raise UnsupportedSpaceError(f"{env_id}: {e}") from None
-    # DeepMind Control ends its episodes itself (the task's time limit); any other id needs Gymnasium's TimeLimit
-    if (not env_id.startswith("dm_control/") and "max_episode_steps" not in kwargs
-            and (env.spec is None or env.spec.max_episode_steps is None)):
-        env.close()
-        raise UnsupportedSpaceError(
-            f"{env_id}: no time limit (registered without max_episode_steps), so an episode that never terminates "
-            "would run forever; register it with gymnasium.register(..., max_episode_steps=N)")
+    # DeepMind Control ends its episodes itself (the task's time limit, infinite for LQR); any other id needs
+    # Gymnasium's TimeLimit
+    if "max_episode_steps" not in kwargs and (env.spec is None or env.spec.max_episode_steps is None):
+        if not env_id.startswith("dm_control/"):
+            env.close()
+            raise UnsupportedSpaceError(
+                f"{env_id}: no time limit (registered without max_episode_steps), so an episode that never "
+                "terminates would run forever; register it with gymnasium.register(..., max_episode_steps=N)")
+        limit = _dm_control_step_limit(env)
+        if limit is not None and math.isinf(limit):
+            env.close()
+            raise UnsupportedSpaceError(
+                f"{env_id}: the task has no time limit, so an episode that never terminates would run forever; "
+                "register it with gymnasium.register(..., max_episode_steps=N), or pass max_episode_steps=N to make_env")
     env = _FloatReward(env)
     if action_repeat != 1:
         env = ActionRepeat(env, action_repeat)
