@@ -131,7 +131,11 @@ def validate_inputs(cfg: object, check_checkpoints: bool = True, module: object 
     if env_id is not None:
         from dcem_agents.envs import make_env
 
-        make_env(env_id, action_repeat=getattr(cfg, "action_repeat", 1)).close()
+        env = make_env(env_id, action_repeat=getattr(cfg, "action_repeat", 1))
+        try:  # a task that cannot even reset here (no rendering context, a missing asset) fails before any folder
+            env.reset(seed=0)
+        finally:
+            env.close()
     if check_checkpoints:
         for key, experiment in _CHECKPOINT_KEYS.items():
             path = getattr(cfg, key, None)

@@ -212,6 +212,23 @@ def test_a_task_that_renders_at_reset_works_without_a_display() -> None:
     assert line == "egl 101"
 
 
+def test_a_reset_without_a_rendering_context_names_the_remedy() -> None:
+    """dm_control imported before make_env has already chosen GLFW, which cannot render without a display."""
+    line = _headless(
+        "import dm_control.suite, os\n"
+        "from dcem_agents.envs import make_env\n"
+        "env = make_env('dm_control/quadruped-escape-v0', seed=0)\n"
+        "try:\n"
+        "    env.reset()\n"
+        "    print('reset', os.environ.get('MUJOCO_GL'))\n"
+        "except RuntimeError as e:\n"
+        "    print(str(e).split(' (MUJOCO_GL is')[0])\n")
+    if line.startswith("reset"):
+        pytest.skip("dm_control's own backend renders here")
+    assert line == ("dm_control/quadruped-escape-v0 renders at reset and has no OpenGL context: set MUJOCO_GL=egl "
+                    "(or osmesa) before dm_control is first imported")
+
+
 def test_without_usable_egl_dm_control_keeps_its_own_backend() -> None:
     line = _headless(
         "import importlib, os\n"

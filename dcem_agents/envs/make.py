@@ -148,6 +148,21 @@ def _prefer_headless_egl() -> None:
     logger.info("no display and MUJOCO_GL unset: DeepMind Control renders through EGL (set MUJOCO_GL to choose)")
 
 
+class _RenderContextHint(gym.Wrapper):
+    """Name the remedy when a DeepMind Control reset needs an OpenGL context that this process cannot create."""
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        import mujoco  # noqa: PLC0415 - already imported by dm_control
+
+        try:
+            return self.env.reset(seed=seed, options=options)
+        except mujoco.FatalError as e:
+            raise RuntimeError(
+                f"{self.spec.id if self.spec else 'this task'} renders at reset and has no OpenGL context: set MUJOCO_GL="
+                f"egl (or osmesa) before dm_control is first imported (MUJOCO_GL is "
+                f"{os.environ.get('MUJOCO_GL', 'unset')}; mujoco said: {e})") from e
+
+
 def _dm_control_step_limit(env: gym.Env) -> float | None:
     """The wrapped dm_control environment's step limit (``inf`` for a task without a time limit), if it says one."""
     inner = getattr(env.unwrapped, "_env", None)
@@ -210,6 +225,8 @@ def make_env(env_id: str, action_repeat: int = 1, seed: int | None = None, **kwa
             raise UnsupportedSpaceError(
                 f"{env_id}: the task has no time limit, so an episode that never terminates would run forever; "
                 "register it with gymnasium.register(..., max_episode_steps=N), or pass max_episode_steps=N to make_env")
+    if env_id.startswith("dm_control/"):
+        env = _RenderContextHint(env)
     env = _FloatReward(env)
     if action_repeat != 1:
         env = ActionRepeat(env, action_repeat)
