@@ -2,7 +2,10 @@
 # One task end to end: phase 1 (PlaNet, full-space CEM) -> phase 2 (latent DCEM) -> phase 3 (PPO through DCEM), the SAC
 # reference at the same environment steps, and the 100-episode comparison report.
 #
-#   bash scripts/reproduce_task.sh TASK [RUNS_DIR]        e.g.  bash scripts/reproduce_task.sh walker_walk
+#   bash scripts/reproduce_task.sh TASK [RUNS_DIR] [-- EVALUATE_ARGS ...]     e.g.  bash scripts/reproduce_task.sh walker_walk
+#
+# EVALUATE_ARGS go to the report's evaluate.py command after the standard entries: another row on the same episodes,
+# e.g.  -- --entry "checkpoints/dcem_walker_walk.pt:dcem(temperature=0.1)@latent DCEM, planning at temperature 0.1".
 #
 # TASK names the presets: configs/planet/TASK_cpu.yaml (else configs/planet/TASK.yaml), configs/dcem/TASK.yaml,
 # configs/ppo/TASK.yaml, configs/baselines/sac_TASK.yaml (else configs/baselines/TASK.yaml). A task without phase-2 and
@@ -17,12 +20,16 @@
 # Environment: PYTHON (default python), THREADS (torch threads per step, default 1), EPISODES (report episodes,
 # default 100), SEED (first report episode's seed, default 4000000), REPORT_OUT (default results/TASK_comparison).
 set -euo pipefail
-if [ $# -lt 1 ] || [ $# -gt 2 ]; then
-  echo "usage: bash scripts/reproduce_task.sh TASK [RUNS_DIR]   (TASK: walker_walk, cheetah_run, cartpole_swingup, ...)" >&2
+usage() {
+  echo "usage: bash scripts/reproduce_task.sh TASK [RUNS_DIR] [-- EVALUATE_ARGS ...]   (TASK: walker_walk, cheetah_run, cartpole_swingup, ...)" >&2
   exit 2
-fi
-task=$1
-runs=${2:-$HOME/dcem-runs/$task}
+}
+if [ $# -lt 1 ] || [ "$1" = "--" ]; then usage; fi
+task=$1; shift
+runs=$HOME/dcem-runs/$task
+if [ $# -gt 0 ] && [ "$1" != "--" ]; then runs=$1; shift; fi
+if [ $# -gt 0 ]; then [ "$1" = "--" ] || usage; shift; fi
+extra=("$@")  # appended to the report's evaluate.py command, e.g. another --entry
 cd "$(dirname "$0")/.."
 first() { for f in "$@"; do if [ -f "$f" ]; then echo "$f"; return 0; fi; done; return 1; }
 planet_cfg=$(first "configs/planet/${task}_cpu.yaml" "configs/planet/$task.yaml") || { echo "no phase-1 preset for $task" >&2; exit 2; }
@@ -81,5 +88,6 @@ fi
 entries+=(--entry "$sac_zip@SAC")
 out=${REPORT_OUT:-results/${task}_comparison}
 echo "=== report -> $out ($(date +%T))"
-"$py" evaluate.py --threads "$threads" --episodes "${EPISODES:-100}" --seed "${SEED:-4000000}" --out "$out" "${entries[@]}"
+"$py" evaluate.py --threads "$threads" --episodes "${EPISODES:-100}" --seed "${SEED:-4000000}" --out "$out" "${entries[@]}" \
+  ${extra[@]+"${extra[@]}"}
 echo "=== $task: every step done ($(date +%T))"

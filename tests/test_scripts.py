@@ -149,26 +149,27 @@ def _repo_with_presets(root: Path, presets: dict[str, str | dict]) -> Path:
     return repo
 
 
-def _reproduce(repo: Path, task: str, tmp_path: Path) -> subprocess.CompletedProcess:
+def _reproduce(repo: Path, task: str, tmp_path: Path, *evaluate_args: str) -> subprocess.CompletedProcess:
     import os
 
     env = {**os.environ, "PYTHON": sys.executable, "EPISODES": "2", "REPORT_OUT": str(tmp_path / "report")}
-    return subprocess.run(["bash", str(repo / "scripts" / "reproduce_task.sh"), task, str(tmp_path / "runs")], env=env,
-                          capture_output=True, text=True, timeout=900)
+    extra = ["--", *evaluate_args] if evaluate_args else []
+    return subprocess.run(["bash", str(repo / "scripts" / "reproduce_task.sh"), task, str(tmp_path / "runs"), *extra],
+                          env=env, capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.slow
 def test_reproduce_task_script_without_phase2_presets_runs_phase1_and_sac(tmp_path: Path) -> None:
     """A task with a phase-1 and a SAC preset only (the Gymnasium MuJoCo tasks): those two steps and a two-entry
-    report."""
+    report, plus the row that the arguments after ``--`` add to it."""
     repo = _repo_with_presets(tmp_path, {"planet/onlyp1_cpu.yaml": "planet/debug.yaml",
                                          "baselines/sac_onlyp1.yaml": "baselines/debug.yaml"})
-    p = _reproduce(repo, "onlyp1", tmp_path)
+    p = _reproduce(repo, "onlyp1", tmp_path, "--entry", f"{tmp_path / 'runs' / 'planet' / 'checkpoint.pt'}:cem@extra row")
     assert p.returncode == 0, p.stderr[-3000:]
     assert "phase 1 and SAC only" in p.stdout
     assert sorted(d.name for d in (tmp_path / "runs").iterdir()) == ["planet", "sac"]
     report = json.loads((tmp_path / "report.json").read_text())
-    assert [e["label"] for e in report["entries"]] == ["full-space CEM", "SAC"]
+    assert [e["label"] for e in report["entries"]] == ["full-space CEM", "SAC", "extra row"]
     assert (tmp_path / "report_training.png").is_file()  # both runs' learning curves
 
 
@@ -199,4 +200,16 @@ def test_reproduce_task_script_refuses_an_unknown_task(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
     assert "no phase-1 preset for no_such_task" in p.stderr
+    assert not any(tmp_path.iterdir())  # nothing created
+
+
+@pytest.mark.parametrize("args", [[], ["--"], ["debug", "RUNS", "--entry", "x.pt"], ["debug", "RUNS", "stray"]])
+def test_reproduce_task_script_refuses_a_malformed_command_line(tmp_path: Path, args: list[str]) -> None:
+    """Evaluation arguments come only after ``--``; anything else past RUNS_DIR is a usage error before any work."""
+    from _scripts import ROOT
+
+    args = [str(tmp_path / "runs") if a == "RUNS" else a for a in args]
+    p = subprocess.run(["bash", str(ROOT / "scripts" / "reproduce_task.sh"), *args], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 2 and p.stderr.startswith("usage: bash scripts/reproduce_task.sh TASK [RUNS_DIR] [--"), p.stderr
     assert not any(tmp_path.iterdir())  # nothing created
