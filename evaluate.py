@@ -7,7 +7,8 @@ Compare controllers on the same test episodes (paper fig. 4), one ``--entry`` pe
                        [--independent-batches | --ray [ADDRESS] [--workers N]]
 
 A killed comparison resumes when the same command runs again: the batches it finished are kept in
-PREFIX.partial.pt (removed once the report is written), so only the rest is evaluated, with the same results.
+PREFIX.partial.pt (removed once the report is written), so only the rest is evaluated, with the same results; entries
+may be added, removed or relabelled before it runs again, and those it still names keep their finished episodes.
 
 writes PREFIX.json (statistics per entry), PREFIX.md (table), PREFIX.png (box plot), PREFIX_episodes.csv and with
 --video one PREFIX_video_<label>.gif (.mp4 with imageio-ffmpeg) per entry. PATH is a planet (controller cem), dcem

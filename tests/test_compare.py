@@ -4,8 +4,10 @@ from the debug checkpoints of all three phases, videos, and the error messages."
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -467,6 +469,31 @@ def test_a_ray_comparison_equals_a_local_one_with_independent_batches(phase1_che
     assert local["paired_differences"] == remote["paired_differences"]
 
 
+def _killed_after(monkeypatch: pytest.MonkeyPatch, batches: int, run: Callable[[], object]) -> None:
+    """``run()`` (a comparison) killed by a KeyboardInterrupt right after its ``batches``-th batch was saved."""
+    record, calls = compare_mod._Progress.record, []
+
+    def killed(self, *args) -> None:  # noqa: ANN001
+        record(self, *args)
+        calls.append(1)
+        if len(calls) == batches:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare_mod._Progress, "record", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(compare_mod._Progress, "record", record)
+
+
+def _count_evaluations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, the number of episodes of each ``evaluate_controller`` call, in order."""
+    asked: list[int] = []
+    evaluate = compare_mod.evaluate_controller
+    monkeypatch.setattr(compare_mod, "evaluate_controller", lambda env, model, ctrl, seeds, **kw: (
+        asked.append(len(seeds)), evaluate(env, model, ctrl, seeds, **kw))[1])
+    return asked
+
+
 def test_a_killed_comparison_resumes_where_it_stopped(phase1_checkpoint: Path, phase2_checkpoint: Path,
                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed after its 4th batch (the first entry done, one batch of the second), the same call evaluates only the
@@ -476,23 +503,9 @@ def test_a_killed_comparison_resumes_where_it_stopped(phase1_checkpoint: Path, p
     whole = compare_mod.compare(specs, tmp_path / "whole", **kwargs)
     assert not (tmp_path / "whole.partial.pt").exists()
 
-    record, calls = compare_mod._Progress.record, []
-
-    def killed_after_four(self, *args) -> None:  # noqa: ANN001
-        record(self, *args)
-        calls.append(1)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(compare_mod._Progress, "record", killed_after_four)
-    with pytest.raises(KeyboardInterrupt):
-        compare_mod.compare(specs, tmp_path / "cut", **kwargs)
+    _killed_after(monkeypatch, 4, lambda: compare_mod.compare(specs, tmp_path / "cut", **kwargs))
     assert (tmp_path / "cut.partial.pt").is_file()
-    monkeypatch.setattr(compare_mod._Progress, "record", record)
-    asked: list[int] = []
-    evaluate = compare_mod.evaluate_controller
-    monkeypatch.setattr(compare_mod, "evaluate_controller", lambda env, model, ctrl, seeds, **kw: (
-        asked.append(len(seeds)), evaluate(env, model, ctrl, seeds, **kw))[1])
+    asked = _count_evaluations(monkeypatch)
     resumed = compare_mod.compare(specs, tmp_path / "cut", **kwargs)
     assert asked == [4]  # only the second entry's last two batches ran again
     for a, b in zip(whole["entries"], resumed["entries"]):
@@ -507,9 +520,33 @@ def test_saved_progress_is_not_reused_for_a_rewritten_checkpoint(phase1_checkpoi
 
     ckpt = tmp_path / "p1.pt"
     shutil.copyfile(phase1_checkpoint, ckpt)
-    key = lambda: {"entries": [[str(ckpt), "cem", None, None, compare_mod._file_identity(ckpt)]]}  # noqa: E731
-    saved = compare_mod._Progress(tmp_path / "x.partial.pt", key())
-    saved.record(0, compare_mod.EvaluationRun([compare_mod.EpisodeRecord(1, 2.0, 3)]), torch.Generator())
-    assert compare_mod._Progress(tmp_path / "x.partial.pt", key()).entries  # same file: resumed
+    spec, key = EntrySpec(ckpt, "cem"), {"episodes": 1}
+    saved = compare_mod._Progress(tmp_path / "x.partial.pt", key)
+    saved.record(compare_mod._entry_identity(spec), compare_mod.EvaluationRun([compare_mod.EpisodeRecord(1, 2.0, 3)]),
+                 torch.Generator())
+    resumed = compare_mod._Progress(tmp_path / "x.partial.pt", key)
+    assert resumed.run(compare_mod._entry_identity(spec)).episodes  # same file: resumed
+    assert compare_mod._entry_identity(EntrySpec(ckpt, "cem", label="renamed")) == compare_mod._entry_identity(spec)
+    assert not compare_mod._Progress(tmp_path / "x.partial.pt", {"episodes": 2}).entries  # other settings: dropped
     os.utime(ckpt, ns=(0, os.stat(ckpt).st_mtime_ns + 10**9))  # rewritten (a new mtime)
-    assert not compare_mod._Progress(tmp_path / "x.partial.pt", key()).entries
+    assert not compare_mod._Progress(tmp_path / "x.partial.pt", key).run(compare_mod._entry_identity(spec)).episodes
+
+
+def test_a_killed_comparison_run_again_with_another_entry_keeps_the_finished_ones(
+        phase1_checkpoint: Path, phase2_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed during its second entry, then run again with a third entry added in front and the first relabelled:
+    the first entry's episodes are not played again, and every entry's returns equal those of a run of its own."""
+    first, second = EntrySpec(phase1_checkpoint, "cem"), EntrySpec(phase2_checkpoint, "dcem")
+    added = EntrySpec(phase2_checkpoint, "latent-cem")
+    kwargs = dict(episodes=4, seed=11, n_envs=2, progress=False)
+    _killed_after(monkeypatch, 3, lambda: compare_mod.compare([first, second], tmp_path / "cut", **kwargs))
+    evaluate = compare_mod.evaluate_controller
+    asked = _count_evaluations(monkeypatch)
+    relabelled = dataclasses.replace(first, label="CEM, renamed")
+    resumed = compare_mod.compare([added, relabelled, second], tmp_path / "cut", **kwargs)
+    assert asked == [4, 2]  # the added entry whole, the second entry's last batch; nothing of the first
+    assert [e["label"] for e in resumed["entries"]][1] == "CEM, renamed"
+    monkeypatch.setattr(compare_mod, "evaluate_controller", evaluate)
+    for spec, got in zip([added, first, second], resumed["entries"]):
+        alone = compare_mod.compare([spec], tmp_path / f"alone_{spec.controller}", **kwargs)
+        assert alone["entries"][0]["returns"] == got["returns"]

@@ -25,6 +25,7 @@ and PPO's first resets at 0). Results: ``PREFIX.json``, ``.md``, ``.png``, ``_ep
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -111,14 +112,16 @@ def run_entry(entry: Entry, seeds: Sequence[int], *, n_envs: int, seed: int,
 
 
 class _Progress:
-    """The finished batches of a comparison, in ``PREFIX.partial.pt`` beside its report, so that the same command
-    resumes a killed run where it stopped: each entry's records, timings and planner-generator state after its last
-    finished batch (written atomically after every batch; removed once the report is written). A file made by another
-    command (other entries, episodes, seed, batch size or runtime) is ignored and replaced."""
+    """The finished batches of a comparison, in ``PREFIX.partial.pt`` beside its report, so that a killed run resumes
+    where it stopped: each entry's records, timings and planner-generator state after its last finished batch, under
+    the entry's identity (:func:`_entry_identity`; written atomically after every batch; removed once the report is
+    written). An entry's episodes depend on nothing but its identity and the comparison's settings (``key``: episodes,
+    seed, batch size, device, runtime), so the command may come back with entries added, removed, reordered or
+    relabelled: the entries it still names keep their work. A file made with other settings is ignored and replaced."""
 
     def __init__(self, path: Path, key: dict[str, Any]) -> None:
         self.path, self.key = path, key
-        self.entries: dict[int, dict[str, Any]] = {}
+        self.entries: dict[str, dict[str, Any]] = {}
         if path.is_file():
             try:
                 saved = torch.load(path, weights_only=True)
@@ -131,15 +134,15 @@ class _Progress:
             else:
                 log.warning("%s was written by another command: starting over", path)
 
-    def run(self, k: int) -> EvaluationRun:
-        """Entry ``k``'s finished batches as a run (empty if none)."""
+    def run(self, k: str) -> EvaluationRun:
+        """The finished batches of the entry whose identity is ``k``, as a run (empty if none)."""
         saved = self.entries.get(k)
         if saved is None:
             return EvaluationRun()
         return EvaluationRun([EpisodeRecord(int(s), float(r), int(n)) for s, r, n in saved["episodes"]],
                              saved["plan_seconds"], saved["plan_calls"], saved["seconds"], saved.get("env_steps", 0))
 
-    def record(self, k: int, run: EvaluationRun, generator: torch.Generator) -> None:
+    def record(self, k: str, run: EvaluationRun, generator: torch.Generator) -> None:
         self.entries[k] = {"episodes": [[e.seed, e.return_, e.agent_steps] for e in run.episodes],
                            "plan_seconds": run.plan_seconds, "plan_calls": run.plan_calls, "seconds": run.seconds,
                            "env_steps": run.env_steps, "generator": generator.get_state()}
@@ -153,6 +156,13 @@ def _file_identity(path: str | Path) -> list[int]:
     """``[size, mtime_ns]`` of a file (``[]`` for a folder), so saved progress is never reused on a changed file."""
     stat = Path(path).stat()
     return [] if Path(path).is_dir() else [stat.st_size, stat.st_mtime_ns]
+
+
+def _entry_identity(spec: EntrySpec) -> str:
+    """What an entry's episodes depend on: its file (path, size, mtime: a rewritten checkpoint is another entry), its
+    controller, runtime and planner overrides; not its label."""
+    return json.dumps([str(spec.path), spec.controller, spec.runtime, _file_identity(spec.path),
+                       [list(kv) for kv in spec.planner or ()]])
 
 
 def _joined(before: EvaluationRun, after: EvaluationRun) -> EvaluationRun:
@@ -280,11 +290,9 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
             log.info("video of %s: %s (return %.1f)", e.label, videos[-1]["path"], videos[-1]["return"])
     seeds = [seed + i for i in range(episodes)]
     independent = independent_batches or ray is not None
-    partial = _Progress(Path(f"{out}.partial.pt"), {  # a checkpoint rewritten since then does not match
-        "entries": [[str(sp.path), sp.controller, sp.label, sp.runtime, _file_identity(sp.path)]
-                    + ([[list(kv) for kv in sp.planner]] if sp.planner else []) for sp in specs],
-        "episodes": episodes,
-        "seed": seed, "n_envs": n_envs, "device": str(device), "runtime": runtime, "independent": independent})
+    partial = _Progress(Path(f"{out}.partial.pt"), {
+        "format": 2, "episodes": episodes, "seed": seed, "n_envs": n_envs, "device": str(device), "runtime": runtime,
+        "independent": independent})
     results = []
     with tqdm(total=len(entries) * episodes, unit="episode", dynamic_ncols=True, disable=not progress) as bar:
         if ray is not None:  # every entry's batches at once, on the workers
@@ -302,15 +310,16 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
                         bar.set_postfix_str(f"planning calls {steps[0]}")
                         shown[0] = time.perf_counter()
 
-                before = partial.run(k)  # batches a killed run of this command finished
+                ident = _entry_identity(specs[k])
+                before = partial.run(ident)  # batches a killed run finished for this entry
                 generator = e.generator(seed)
-                if k in partial.entries:
-                    generator.set_state(partial.entries[k]["generator"])
+                if ident in partial.entries:
+                    generator.set_state(partial.entries[ident]["generator"])
                 bar.update(len(before.episodes))
                 if len(before.episodes) < episodes:
-                    def save(so_far: EvaluationRun, k: int = k, before: EvaluationRun = before,
+                    def save(so_far: EvaluationRun, ident: str = ident, before: EvaluationRun = before,
                              generator: torch.Generator = generator) -> None:
-                        partial.record(k, _joined(before, so_far), generator)
+                        partial.record(ident, _joined(before, so_far), generator)
 
                     before = _joined(before, run_entry(
                         e, seeds[len(before.episodes):], n_envs=n_envs, seed=seed, on_step=tick, on_batch=bar.update,
