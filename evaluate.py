@@ -4,11 +4,13 @@ Compare controllers on the same test episodes (paper fig. 4), one ``--entry`` pe
 
     python evaluate.py --entry PATH[:CONTROLLER[+RUNTIME][(KEY=VALUE,...)]][@LABEL] [--entry ...] [--episodes 100] [--seed S]
                        [--n-envs 10] [--out PREFIX] [--video] [--device D] [--planner-runtime NAME] [--threads N]
-                       [--independent-batches | --ray [ADDRESS] [--workers N]]
+                       [--extend] [--independent-batches | --ray [ADDRESS] [--workers N]]
 
-A killed comparison resumes when the same command runs again: the batches it finished are kept in
-PREFIX.partial.pt (removed once the report is written), so only the rest is evaluated, with the same results; entries
-may be added, removed or relabelled before it runs again, and those it still names keep their finished episodes.
+A killed comparison resumes when the same command runs again: the batches it finished are kept, per entry, in
+PREFIX.evaluated.pt, so only the rest is evaluated, with the same results; entries may be added, removed or relabelled
+before it runs again, and those it still names keep their finished episodes. The file stays after the report is
+written; a later run evaluates afresh unless --extend reuses it (add a row to a finished report: only the new row is
+played).
 
 writes PREFIX.json (statistics per entry), PREFIX.md (table), PREFIX.png (box plot), PREFIX_episodes.csv and with
 --video one PREFIX_video_<label>.gif (.mp4 with imageio-ffmpeg) per entry. PATH is a planet (controller cem), dcem
@@ -108,6 +110,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--independent-batches", action="store_true",
                    help="with --entry: each batch of --n-envs episodes draws its planner noise from its own generator "
                         "(seeded with its first episode's seed), as --ray does; without it one generator per entry")
+    p.add_argument("--extend", action="store_true",
+                   help="with --entry, --study or --ppo-curve: reuse the episodes a finished report at --out kept (in "
+                        "PREFIX.evaluated.pt, same episodes, seed, --n-envs and runtime) for the entries still named, "
+                        "and evaluate only the others")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="with --entry: run the batches of episodes as Ray tasks, on a local Ray or the cluster at "
                         "ADDRESS (checkpoint paths must be readable on every node); implies --independent-batches")
@@ -211,7 +217,7 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
         summary = compare(specs, out, episodes=episodes, seed=seed, n_envs=n_envs, device=resolve_device(args.device),
                           video=args.video, command=shlex.join(["python", "evaluate.py", *argv]),
                           runtime=args.planner_runtime, independent_batches=args.independent_batches, ray=args.ray,
-                          workers=args.workers, annotate=annotate)
+                          workers=args.workers, extend=args.extend, annotate=annotate)
     except (ValueError, RenderError, ImportError) as e:  # EntryError and CheckpointError are ValueErrors
         print(f"evaluate.py: {e}", file=sys.stderr)
         return 2
@@ -237,9 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.sweep is not None:
         if (any(v is not None for v in (args.controller, args.seed, args.n_envs, args.planner_runtime, args.ray,
-                                        args.workers)) or args.video or args.independent_batches):
+                                        args.workers)) or args.video or args.independent_batches or args.extend):
             parser.error("--sweep reads the seeds' own evaluations: --controller, --seed, --n-envs, --video, "
-                         "--planner-runtime, --ray, --workers and --independent-batches do not apply")
+                         "--planner-runtime, --ray, --workers, --independent-batches and --extend do not apply")
         return _sweeps(args)
     if args.max_return is not None or args.threshold is not None:
         parser.error("--max-return and --threshold go with --sweep")
@@ -250,8 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint is not None and args.planner_runtime is not None:
         parser.error("--planner-runtime goes with --entry (the comparison report)")
     if args.checkpoint is not None:
-        if args.n_envs is not None or args.video or args.ray is not None or args.independent_batches or args.workers:
-            parser.error("--n-envs, --video, --ray, --workers and --independent-batches go with --entry (the "
+        if (args.n_envs is not None or args.video or args.ray is not None or args.independent_batches or args.workers
+                or args.extend):
+            parser.error("--n-envs, --video, --ray, --workers, --independent-batches and --extend go with --entry (the "
                          "comparison report), not --checkpoint")
         return _single(args)
     if args.controller is not None:
@@ -259,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                      "PATH:CONTROLLER)")
     if args.workers is not None and (args.ray != "local" or args.workers < 1):
         parser.error("--workers N (N >= 1) goes with --ray (a local Ray)")
+    if args.ray is not None and args.extend:
+        parser.error("--extend reuses the episodes stored on this machine: run it without --ray")
     if args.ray is not None and args.video:
         parser.error("--video records on this machine: run it without --ray")
     return _compare(args, argv)

@@ -501,17 +501,17 @@ def test_a_killed_comparison_resumes_where_it_stopped(phase1_checkpoint: Path, p
     specs = [EntrySpec(phase1_checkpoint, "cem"), EntrySpec(phase2_checkpoint, "dcem")]
     kwargs = dict(episodes=6, seed=11, n_envs=2, progress=False)
     whole = compare_mod.compare(specs, tmp_path / "whole", **kwargs)
-    assert not (tmp_path / "whole.partial.pt").exists()
 
     _killed_after(monkeypatch, 4, lambda: compare_mod.compare(specs, tmp_path / "cut", **kwargs))
-    assert (tmp_path / "cut.partial.pt").is_file()
+    assert (tmp_path / "cut.evaluated.pt").is_file()
     asked = _count_evaluations(monkeypatch)
     resumed = compare_mod.compare(specs, tmp_path / "cut", **kwargs)
     assert asked == [4]  # only the second entry's last two batches ran again
     for a, b in zip(whole["entries"], resumed["entries"]):
         assert a["returns"] == b["returns"] and a["agent_steps"] == b["agent_steps"] and a["stats"] == b["stats"]
     assert whole["paired_differences"] == resumed["paired_differences"]
-    assert not (tmp_path / "cut.partial.pt").exists()
+    again = compare_mod.compare(specs, tmp_path / "cut", **kwargs)  # a finished report's episodes are not reused
+    assert asked == [4, 6, 6] and again["entries"][0]["returns"] == whole["entries"][0]["returns"]
 
 
 def test_saved_progress_is_not_reused_for_a_rewritten_checkpoint(phase1_checkpoint: Path, tmp_path: Path) -> None:
@@ -521,15 +521,15 @@ def test_saved_progress_is_not_reused_for_a_rewritten_checkpoint(phase1_checkpoi
     ckpt = tmp_path / "p1.pt"
     shutil.copyfile(phase1_checkpoint, ckpt)
     spec, key = EntrySpec(ckpt, "cem"), {"episodes": 1}
-    saved = compare_mod._Progress(tmp_path / "x.partial.pt", key)
+    saved = compare_mod._Progress(tmp_path / "x.evaluated.pt", key)
     saved.record(compare_mod._entry_identity(spec), compare_mod.EvaluationRun([compare_mod.EpisodeRecord(1, 2.0, 3)]),
                  torch.Generator())
-    resumed = compare_mod._Progress(tmp_path / "x.partial.pt", key)
+    resumed = compare_mod._Progress(tmp_path / "x.evaluated.pt", key)
     assert resumed.run(compare_mod._entry_identity(spec)).episodes  # same file: resumed
     assert compare_mod._entry_identity(EntrySpec(ckpt, "cem", label="renamed")) == compare_mod._entry_identity(spec)
-    assert not compare_mod._Progress(tmp_path / "x.partial.pt", {"episodes": 2}).entries  # other settings: dropped
+    assert not compare_mod._Progress(tmp_path / "x.evaluated.pt", {"episodes": 2}).entries  # other settings: dropped
     os.utime(ckpt, ns=(0, os.stat(ckpt).st_mtime_ns + 10**9))  # rewritten (a new mtime)
-    assert not compare_mod._Progress(tmp_path / "x.partial.pt", key).run(compare_mod._entry_identity(spec)).episodes
+    assert not compare_mod._Progress(tmp_path / "x.evaluated.pt", key).run(compare_mod._entry_identity(spec)).episodes
 
 
 def test_a_killed_comparison_run_again_with_another_entry_keeps_the_finished_ones(
@@ -550,3 +550,27 @@ def test_a_killed_comparison_run_again_with_another_entry_keeps_the_finished_one
     for spec, got in zip([added, first, second], resumed["entries"]):
         alone = compare_mod.compare([spec], tmp_path / f"alone_{spec.controller}", **kwargs)
         assert alone["entries"][0]["returns"] == got["returns"]
+
+
+def test_extend_adds_a_row_to_a_finished_report_without_playing_the_others(
+        phase1_checkpoint: Path, phase2_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--extend`` on a finished report: only the new entry is evaluated, the old rows and their paired difference are
+    as before; with other settings (here the seed) nothing is reused; without ``--extend`` everything runs again."""
+    first, added = EntrySpec(phase1_checkpoint, "cem"), EntrySpec(phase2_checkpoint, "dcem")
+    kwargs = dict(episodes=2, seed=11, n_envs=2, progress=False)
+    done = compare_mod.compare([first], tmp_path / "r", **kwargs)
+    asked = _count_evaluations(monkeypatch)
+    extended = compare_mod.compare([first, added], tmp_path / "r", extend=True, **kwargs)
+    assert asked == [2] and extended["entries"][0]["returns"] == done["entries"][0]["returns"]
+    assert [d["b"] for d in extended["paired_differences"]] == [extended["entries"][1]["label"]]
+    compare_mod.compare([first, added], tmp_path / "r", extend=True, **{**kwargs, "seed": 12})
+    assert asked == [2, 2, 2]
+    with pytest.raises(ValueError, match="Ray"):
+        compare_mod.compare([first], tmp_path / "r", extend=True, ray="local", **kwargs)
+
+
+@pytest.mark.parametrize("flags", [["--checkpoint", "CKPT"], ["--sweep", "DIR"], ["--entry", "CKPT", "--ray"]])
+def test_extend_is_refused_where_it_cannot_apply(phase1_checkpoint: Path, tmp_path: Path, flags: list[str]) -> None:
+    flags = [str(phase1_checkpoint) if f == "CKPT" else str(tmp_path) if f == "DIR" else f for f in flags]
+    p = run_script("evaluate.py", *flags, "--extend", "--out", str(tmp_path / "x"))
+    assert p.returncode == 2 and "--extend" in p.stderr and "Traceback" not in p.stderr, p.stderr

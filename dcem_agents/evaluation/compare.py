@@ -112,27 +112,38 @@ def run_entry(entry: Entry, seeds: Sequence[int], *, n_envs: int, seed: int,
 
 
 class _Progress:
-    """The finished batches of a comparison, in ``PREFIX.partial.pt`` beside its report, so that a killed run resumes
-    where it stopped: each entry's records, timings and planner-generator state after its last finished batch, under
-    the entry's identity (:func:`_entry_identity`; written atomically after every batch; removed once the report is
-    written). An entry's episodes depend on nothing but its identity and the comparison's settings (``key``: episodes,
-    seed, batch size, device, runtime), so the command may come back with entries added, removed, reordered or
-    relabelled: the entries it still names keep their work. A file made with other settings is ignored and replaced."""
+    """The evaluated batches of a comparison, in ``PREFIX.evaluated.pt`` beside its report: each entry's records,
+    timings and planner-generator state after its last finished batch, under the entry's identity
+    (:func:`_entry_identity`), written atomically after every batch.
 
-    def __init__(self, path: Path, key: dict[str, Any]) -> None:
+    An entry's episodes depend on nothing but its identity and the comparison's settings (``key``: episodes, seed,
+    batch size, device, runtime). A killed run therefore resumes where it stopped, even with entries added, removed,
+    reordered or relabelled: the entries the command still names keep their work. Once the report is written the file
+    is marked finished and kept; a later run ignores it (it evaluates afresh, so a changed package is never hidden
+    behind stored episodes) unless ``extend`` asks to reuse it, to add rows to a finished report. A file made with
+    other settings is ignored and replaced."""
+
+    def __init__(self, path: Path, key: dict[str, Any], extend: bool = False) -> None:
         self.path, self.key = path, key
         self.entries: dict[str, dict[str, Any]] = {}
+        saved = None
         if path.is_file():
             try:
                 saved = torch.load(path, weights_only=True)
             except Exception:  # noqa: BLE001 - a damaged progress file only costs the work it held
-                saved = None
-            if isinstance(saved, dict) and saved.get("key") == key:
-                self.entries = saved["entries"]
-                log.info("resuming from %s: %d episodes already evaluated", path,
-                         sum(len(v["episodes"]) for v in self.entries.values()))
-            else:
-                log.warning("%s was written by another command: starting over", path)
+                log.warning("%s cannot be read: starting over", path)
+        if not isinstance(saved, dict):
+            if extend:
+                log.warning("--extend: no finished report's episodes in %s: every entry is evaluated", path)
+        elif saved.get("key") != key:
+            log.warning("%s was written with other settings (episodes, seed, batch size, device or runtime): "
+                        "starting over", path)
+        elif saved.get("finished") and not extend:
+            log.info("%s holds a finished report's episodes: evaluating afresh (--extend reuses them)", path)
+        else:
+            self.entries = saved["entries"]
+            log.info("%s %s: %d episodes already evaluated", "extending" if saved.get("finished") else "resuming from",
+                     path, sum(len(v["episodes"]) for v in self.entries.values()))
 
     def run(self, k: str) -> EvaluationRun:
         """The finished batches of the entry whose identity is ``k``, as a run (empty if none)."""
@@ -146,9 +157,17 @@ class _Progress:
         self.entries[k] = {"episodes": [[e.seed, e.return_, e.agent_steps] for e in run.episodes],
                            "plan_seconds": run.plan_seconds, "plan_calls": run.plan_calls, "seconds": run.seconds,
                            "env_steps": run.env_steps, "generator": generator.get_state()}
+        self._write(finished=False)
+
+    def finish(self, kept: Sequence[str]) -> None:
+        """Mark the file finished, keeping only the entries ``kept`` (the written report's)."""
+        self.entries = {k: v for k, v in self.entries.items() if k in kept}
+        self._write(finished=True)
+
+    def _write(self, finished: bool) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"key": self.key, "entries": self.entries}, tmp)
+        torch.save({"key": self.key, "entries": self.entries, "finished": finished}, tmp)
         os.replace(tmp, self.path)
 
 
@@ -256,7 +275,7 @@ def _slug(label: str) -> str:
 def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed: int = DEFAULT_SEED, n_envs: int = 10,
             device: torch.device | str = "cpu", video: bool = False, command: str | None = None,
             progress: bool = True, runtime: str | None = None, independent_batches: bool = False,
-            ray: str | None = None, workers: int | None = None,
+            ray: str | None = None, workers: int | None = None, extend: bool = False,
             annotate: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Evaluate every entry on the same ``episodes`` seeds and write the report files under the prefix ``out``.
 
@@ -269,6 +288,9 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
     :param ray: run the batches as Ray tasks (``"local"``: a local Ray; else a cluster address); implies
         ``independent_batches``, and gives the same per-episode returns as a local run with it.
     :param workers: with a local Ray, its CPUs (None: all).
+    :param extend: reuse the episodes that a finished report with the same settings kept in ``PREFIX.evaluated.pt``
+        for the entries still named, so that only new entries are evaluated (without it, a finished report's episodes
+        are not reused; a killed run's always are). Not with ``ray``.
     :param annotate: adds sections to the finished summary before the report is written, from its entries and
         paired differences: a learning curve (:func:`~dcem_agents.evaluation.ppo_curve.curve_annotation`, drawn
         instead of the box plot) or a study's arms (:func:`~dcem_agents.evaluation.study.study_annotation`);
@@ -278,6 +300,8 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
     """
     if episodes < 1 or n_envs < 1:
         raise ValueError(f"episodes and n_envs must be >= 1, got {episodes} and {n_envs}")
+    if extend and ray is not None:
+        raise ValueError("extend reuses this machine's stored episodes: it does not go with Ray")
     t0 = time.perf_counter()
     entries = load_entries(specs, device, runtime)
     videos: list[dict[str, Any]] = []
@@ -290,9 +314,9 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
             log.info("video of %s: %s (return %.1f)", e.label, videos[-1]["path"], videos[-1]["return"])
     seeds = [seed + i for i in range(episodes)]
     independent = independent_batches or ray is not None
-    partial = _Progress(Path(f"{out}.partial.pt"), {
+    progress_file = _Progress(Path(f"{out}.evaluated.pt"), {
         "format": 2, "episodes": episodes, "seed": seed, "n_envs": n_envs, "device": str(device), "runtime": runtime,
-        "independent": independent})
+        "independent": independent}, extend=extend)
     results = []
     with tqdm(total=len(entries) * episodes, unit="episode", dynamic_ncols=True, disable=not progress) as bar:
         if ray is not None:  # every entry's batches at once, on the workers
@@ -311,15 +335,15 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
                         shown[0] = time.perf_counter()
 
                 ident = _entry_identity(specs[k])
-                before = partial.run(ident)  # batches a killed run finished for this entry
+                before = progress_file.run(ident)  # batches a killed run finished for this entry
                 generator = e.generator(seed)
-                if ident in partial.entries:
-                    generator.set_state(partial.entries[ident]["generator"])
+                if ident in progress_file.entries:
+                    generator.set_state(progress_file.entries[ident]["generator"])
                 bar.update(len(before.episodes))
                 if len(before.episodes) < episodes:
                     def save(so_far: EvaluationRun, ident: str = ident, before: EvaluationRun = before,
                              generator: torch.Generator = generator) -> None:
-                        partial.record(ident, _joined(before, so_far), generator)
+                        progress_file.record(ident, _joined(before, so_far), generator)
 
                     before = _joined(before, run_entry(
                         e, seeds[len(before.episodes):], n_envs=n_envs, seed=seed, on_step=tick, on_batch=bar.update,
@@ -346,5 +370,6 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
     if annotate is not None:
         annotate(summary)
     write_report(summary, out)
-    partial.path.unlink(missing_ok=True)
+    if ray is None:
+        progress_file.finish([_entry_identity(sp) for sp in specs])
     return summary
