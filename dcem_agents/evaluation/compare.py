@@ -314,15 +314,15 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
             log.info("video of %s: %s (return %.1f)", e.label, videos[-1]["path"], videos[-1]["return"])
     seeds = [seed + i for i in range(episodes)]
     independent = independent_batches or ray is not None
-    progress_file = _Progress(Path(f"{out}.evaluated.pt"), {
-        "format": 2, "episodes": episodes, "seed": seed, "n_envs": n_envs, "device": str(device), "runtime": runtime,
-        "independent": independent}, extend=extend)
     results = []
     with tqdm(total=len(entries) * episodes, unit="episode", dynamic_ncols=True, disable=not progress) as bar:
         if ray is not None:  # every entry's batches at once, on the workers
             bar.set_description(f"{len(entries)} entries on Ray")
             runs = _runs_on_ray(entries, specs, seeds, n_envs, device, runtime, ray, workers, bar.update)
         else:
+            progress_file = _Progress(Path(f"{out}.evaluated.pt"), {
+                "format": 2, "episodes": episodes, "seed": seed, "n_envs": n_envs, "device": str(device),
+                "runtime": runtime, "independent": independent}, extend=extend)
             runs = []
             for k, e in enumerate(entries):
                 bar.set_description(e.label)
