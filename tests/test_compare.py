@@ -554,8 +554,9 @@ def test_a_killed_comparison_run_again_with_another_entry_keeps_the_finished_one
 
 def test_extend_adds_a_row_to_a_finished_report_without_playing_the_others(
         phase1_checkpoint: Path, phase2_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``--extend`` on a finished report: only the new entry is evaluated, the old rows and their paired difference are
-    as before; with other settings (here the seed) nothing is reused; without ``--extend`` everything runs again."""
+    """``--extend`` on a finished report: only the new entry is evaluated, the old row's returns are as before and the
+    pair is compared; with other settings (here the seed) nothing is reused. (Without ``--extend`` a finished report is
+    evaluated afresh: the end of ``test_a_killed_comparison_resumes_where_it_stopped``.)"""
     first, added = EntrySpec(phase1_checkpoint, "cem"), EntrySpec(phase2_checkpoint, "dcem")
     kwargs = dict(episodes=2, seed=11, n_envs=2, progress=False)
     done = compare_mod.compare([first], tmp_path / "r", **kwargs)
