@@ -181,7 +181,8 @@ def make_env(env_id: str, action_repeat: int = 1, seed: int | None = None, **kwa
         :data:`UNBOUNDED_ACTION` in magnitude), the observation space is not usable, or the environment has no time
         limit (neither a registered ``max_episode_steps`` nor, for DeepMind Control, a finite task time limit).
     """
-    if env_id.startswith("dm_control/"):
+    dm_control = env_id.startswith("dm_control/")
+    if dm_control:
         _prefer_headless_egl()
         import shimmy  # noqa: PLC0415 - lazy: only DeepMind Control needs it
 
@@ -214,7 +215,7 @@ def make_env(env_id: str, action_repeat: int = 1, seed: int | None = None, **kwa
     # DeepMind Control ends its episodes itself (the task's time limit, infinite for LQR); any other id needs
     # Gymnasium's TimeLimit
     if "max_episode_steps" not in kwargs and (env.spec is None or env.spec.max_episode_steps is None):
-        if not env_id.startswith("dm_control/"):
+        if not dm_control:
             env.close()
             raise UnsupportedSpaceError(
                 f"{env_id}: no time limit (registered without max_episode_steps), so an episode that never "
@@ -225,7 +226,7 @@ def make_env(env_id: str, action_repeat: int = 1, seed: int | None = None, **kwa
             raise UnsupportedSpaceError(
                 f"{env_id}: the task has no time limit, so an episode that never terminates would run forever; "
                 "register it with gymnasium.register(..., max_episode_steps=N), or pass max_episode_steps=N to make_env")
-    if env_id.startswith("dm_control/"):
+    if dm_control:
         env = _RenderContextHint(env)
     env = _FloatReward(env)
     if action_repeat != 1:

@@ -153,6 +153,11 @@ class _Progress:
         return EvaluationRun([EpisodeRecord(int(s), float(r), int(n)) for s, r, n in saved["episodes"]],
                              saved["plan_seconds"], saved["plan_calls"], saved["seconds"], saved.get("env_steps", 0))
 
+    def restore_generator(self, k: str, generator: torch.Generator) -> None:
+        """Set ``generator`` to the state it had after the entry ``k``'s last finished batch (unchanged if none)."""
+        if k in self.entries:
+            generator.set_state(self.entries[k]["generator"])
+
     def record(self, k: str, run: EvaluationRun, generator: torch.Generator) -> None:
         self.entries[k] = {"episodes": [[e.seed, e.return_, e.agent_steps] for e in run.episodes],
                            "plan_seconds": run.plan_seconds, "plan_calls": run.plan_calls, "seconds": run.seconds,
@@ -314,6 +319,7 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
             log.info("video of %s: %s (return %.1f)", e.label, videos[-1]["path"], videos[-1]["return"])
     seeds = [seed + i for i in range(episodes)]
     independent = independent_batches or ray is not None
+    idents = [_entry_identity(sp) for sp in specs]  # once, before any batch: the files as they were when loaded
     results = []
     with tqdm(total=len(entries) * episodes, unit="episode", dynamic_ncols=True, disable=not progress) as bar:
         if ray is not None:  # every entry's batches at once, on the workers
@@ -334,11 +340,10 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
                         bar.set_postfix_str(f"planning calls {steps[0]}")
                         shown[0] = time.perf_counter()
 
-                ident = _entry_identity(specs[k])
+                ident = idents[k]
                 before = progress_file.run(ident)  # batches a killed run finished for this entry
                 generator = e.generator(seed)
-                if ident in progress_file.entries:
-                    generator.set_state(progress_file.entries[ident]["generator"])
+                progress_file.restore_generator(ident, generator)
                 bar.update(len(before.episodes))
                 if len(before.episodes) < episodes:
                     def save(so_far: EvaluationRun, ident: str = ident, before: EvaluationRun = before,
@@ -371,5 +376,5 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
         annotate(summary)
     write_report(summary, out)
     if ray is None:
-        progress_file.finish([_entry_identity(sp) for sp in specs])
+        progress_file.finish(idents)
     return summary
