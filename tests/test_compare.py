@@ -86,7 +86,10 @@ def test_parse_entry_planner_settings() -> None:
     assert spec == EntrySpec(Path("a/b.pt"), "dcem", "15 x 10", "bf16", (("n_samples", 15), ("n_iters", 10),
                                                                          ("n_elites", 3)))
     assert parse_entry("a.pt:cem(init_std=0.25)").planner == (("init_std", 0.25),)
+    assert parse_entry("a.pt:cem(warm_start=False, n_iters=3)").planner == (("warm_start", False), ("n_iters", 3))
+    assert parse_entry("a.pt:cem(warm_start=true)").planner == (("warm_start", True),)
     for bad, match in (("a.pt:dcem(n_samples=1.5)", "whole number"), ("a.pt:dcem(horizon=3)", "KEY one of"),
+                       ("a.pt:cem(warm_start=0)", "true or false"), ("a.pt:cem(warm_start=yes)", "true or false"),
                        ("a.pt:dcem(n_iters)", "KEY=VALUE"), ("a.pt:dcem()", "empty"),
                        ("a.pt:dcem(n_iters=2,n_iters=3)", "twice"), ("a.pt:dcem(n_iters=2", "cannot read")):
         with pytest.raises(EntryError, match=match):
@@ -136,6 +139,14 @@ def test_entries_override_the_planners_budget(phase1_checkpoint: Path, phase2_ch
         load_entry(parse_entry(f"{phase2_checkpoint}:dcem(n_samples=4,n_elites=5)"))
     with pytest.raises(EntryError, match="init_std is a setting of the latent planners"):
         load_entry(parse_entry(f"{phase1_checkpoint}:cem(init_std=0.3)"))
+    cold = load_entry(parse_entry(f"{phase1_checkpoint}:cem(warm_start=false)"))
+    warm = load_entry(EntrySpec(phase1_checkpoint, "cem"))
+    assert warm.controller.warm_start and not cold.controller.warm_start and cold.label.endswith("(warm_start=False)")
+    assert cold.samples_per_action == warm.samples_per_action  # the same search, started afresh every step
+    assert compare_mod.run_entry(cold, [3], n_envs=1, seed=3).returns != compare_mod.run_entry(warm, [3], n_envs=1,
+                                                                                               seed=3).returns
+    with pytest.raises(EntryError, match="warm_start is a setting of full-space CEM"):
+        load_entry(parse_entry(f"{phase2_checkpoint}:dcem(warm_start=true)"))
     assert load_entry(parse_entry(f"{phase2_checkpoint}:dcem(temperature=0.1)")).controller.settings.temperature == 0.1
     for bad, match in (("latent-cem(temperature=0.1)", "hard elites"), ("dcem(temperature=0)", "> 0")):
         with pytest.raises(EntryError, match=match):

@@ -4,7 +4,8 @@ An entry is written ``PATH[:CONTROLLER[+RUNTIME][(KEY=VALUE,...)]][@LABEL]`` (:f
 names one of :data:`~dcem_agents.planning.runtime.RUNTIME_PRESETS` (``reference``, ``fp32``, ``bf16``, ...) and sets
 how the entry's planner computes (the same checkpoint under two runtimes, compared on the same seeds, is the fidelity
 check of a faster rollout). The bracket overrides the planner's search (:data:`PLANNER_KEYS`: ``n_samples``,
-``n_elites``, ``n_iters``; for the latent planners also ``init_std``, and ``temperature`` for ``dcem``), e.g.
+``n_elites``, ``n_iters``; for the latent planners also ``init_std``, and ``temperature`` for ``dcem``; for full-space
+CEM ``warm_start``, ``true`` or ``false``: whether each step starts from the previous plan shifted by one step), e.g.
 ``dcem.pt:dcem(n_samples=15,n_iters=10,n_elites=3)``: the same checkpoint with its budget spent differently, compared
 on the same seeds. :func:`load_entry` reads everything from the file — environment id, action repeat, model sizes,
 planner settings — and returns an :class:`Entry`: the world model whose filter gives the beliefs, and a :class:`~dcem_agents.planning.mpc.Controller` that acts on them, so every
@@ -67,9 +68,22 @@ __all__ = ["CONTROLLERS", "Entry", "EntryError", "EntrySpec", "PLANNER_KEYS", "b
            "load_entry", "parse_entry", "runtime_of", "set_runtime"]
 
 #: planner settings an entry may override, with their types (``init_std`` and ``temperature``, the soft top-k's τ:
-#: latent planners only; ``latent-cem`` keeps hard elites)
+#: latent planners only; ``latent-cem`` keeps hard elites; ``warm_start``: full-space CEM only)
 PLANNER_KEYS: dict[str, type] = {"n_samples": int, "n_elites": int, "n_iters": int, "init_std": float,
-                                 "temperature": float}
+                                 "temperature": float, "warm_start": bool}
+
+_LATENT_ONLY = ("init_std", "temperature")
+_FULL_SPACE_ONLY = ("warm_start",)
+
+
+def _typed(key: str, value: str) -> int | float | bool:
+    """``value`` as :data:`PLANNER_KEYS` types ``key``; a flag is ``true`` or ``false`` (any case)."""
+    if PLANNER_KEYS[key] is bool:
+        flag = {"true": True, "false": False}.get(value.lower())
+        if flag is None:
+            raise ValueError(value)
+        return flag
+    return PLANNER_KEYS[key](value)
 
 #: file kind -> controllers it provides (the first is the default)
 CONTROLLERS: dict[str, tuple[str, ...]] = {"planet": ("cem",), "dcem": ("dcem", "latent-cem", "cem"),
@@ -96,12 +110,12 @@ class EntrySpec:
     controller: str | None = None
     label: str | None = None
     runtime: str | None = None
-    planner: tuple[tuple[str, int | float], ...] = ()
+    planner: tuple[tuple[str, int | float | bool], ...] = ()
 
 
-def _planner_overrides(text: str, entry: str) -> tuple[tuple[str, int | float], ...]:
+def _planner_overrides(text: str, entry: str) -> tuple[tuple[str, int | float | bool], ...]:
     """``"n_samples=15,n_iters=10"`` -> ``(("n_samples", 15), ("n_iters", 10))``, types per :data:`PLANNER_KEYS`."""
-    pairs: dict[str, int | float] = {}
+    pairs: dict[str, int | float | bool] = {}
     for item in filter(None, (i.strip() for i in text.split(","))):
         key, sep, value = (part.strip() for part in item.partition("="))
         if not sep or key not in PLANNER_KEYS:
@@ -110,10 +124,10 @@ def _planner_overrides(text: str, entry: str) -> tuple[tuple[str, int | float], 
         if key in pairs:
             raise EntryError(f"planner setting {key!r} given twice in entry {entry!r}")
         try:
-            pairs[key] = PLANNER_KEYS[key](value)
+            pairs[key] = _typed(key, value)
         except ValueError:
-            raise EntryError(f"planner setting {key}={value!r} in entry {entry!r}: not "
-                             f"{'a whole number' if PLANNER_KEYS[key] is int else 'a number'}") from None
+            kind = {int: "a whole number", float: "a number", bool: "true or false"}[PLANNER_KEYS[key]]
+            raise EntryError(f"planner setting {key}={value!r} in entry {entry!r}: not {kind}") from None
     if not pairs:
         raise EntryError(f"empty planner settings '()' in entry {entry!r}")
     return tuple(pairs.items())
@@ -129,7 +143,7 @@ def parse_entry(text: str) -> EntrySpec:
             raise EntryError(f"empty label in entry {text + '@'!r}")
         label = label.strip()
     controller = runtime = None
-    planner: tuple[tuple[str, int | float], ...] = ()
+    planner: tuple[tuple[str, int | float | bool], ...] = ()
     head, sep, tail = text.rpartition(":")
     match = re.fullmatch(r"([A-Za-z0-9_-]+)(?:\+([A-Za-z0-9_-]+))?(?:\((.*)\))?", tail) if sep else None
     if match:
@@ -146,9 +160,13 @@ def parse_entry(text: str) -> EntrySpec:
     return EntrySpec(Path(text), controller, label, runtime, planner)
 
 
-def _override_planner(controller: Controller, settings: dict[str, int | float], where: str) -> None:
+def _override_planner(controller: Controller, settings: dict[str, int | float | bool], where: str) -> None:
     """Set a planner's search budget (:data:`PLANNER_KEYS`), validated as its constructor validates it."""
     if isinstance(controller, LatentDCEMController):
+        full_only = sorted(set(_FULL_SPACE_ONLY) & set(settings))
+        if full_only:
+            raise EntryError(f"{where}: {full_only[0]} is a setting of full-space CEM (cem); the latent planners "
+                             f"start every step afresh")
         if "temperature" in settings and controller.settings.temperature is None:
             raise EntryError(f"{where}: latent-cem is the latent planner with hard elites; a temperature applies to "
                              f"dcem")
@@ -157,7 +175,7 @@ def _override_planner(controller: Controller, settings: dict[str, int | float], 
         except ValueError as e:
             raise EntryError(f"{where}: {e}") from None
     elif isinstance(controller, CEMController):
-        latent_only = sorted({"init_std", "temperature"} & set(settings))
+        latent_only = sorted(set(_LATENT_ONLY) & set(settings))
         if latent_only:
             raise EntryError(f"{where}: {latent_only[0]} is a setting of the latent planners (dcem, latent-cem); "
                              f"full-space CEM has hard elites and starts from half the action box")
@@ -168,6 +186,8 @@ def _override_planner(controller: Controller, settings: dict[str, int | float], 
             raise EntryError(str(e)) from None
         for key, value in merged.items():
             setattr(controller, key, value)
+        if "warm_start" in settings:
+            controller.warm_start = bool(settings["warm_start"])
     else:
         raise EntryError(f"{where}: planner settings apply to the planners of planet and dcem checkpoints (cem, dcem, "
                          f"latent-cem); a policy's are set where it is built (policy_kwargs)")
