@@ -40,6 +40,16 @@ the first entry is the controller they started from, so each arm's paired differ
 
 (default episodes, seed and PREFIX: the study file's ``evaluation`` section.)
 
+The plan gap of a checkpoint's planners (model exploitation): the first entry runs --episodes episodes (default 10),
+--states of their steps are drawn (default 100), every entry plans once from each, and each whole plan is scored by
+the world model and executed open-loop in the environment from the same state (entries: planners of one checkpoint)::
+
+    python evaluate.py --plan-gap --entry PATH:dcem --entry "PATH:cem(n_samples=50,n_elites=5,n_iters=3)" [--episodes E]
+                       [--states S] [--seed SEED] [--out PREFIX]
+
+writes PREFIX.json, PREFIX.md (predicted and real returns, the over-estimate, paired real differences) and PREFIX.png
+(predicted against real, per planner); default PREFIX results/plan_gap. See :mod:`dcem_agents.evaluation.plan_gap`.
+
 One checkpoint with its experiment's own evaluation (JSON)::
 
     python evaluate.py --checkpoint PATH [--controller NAME] [--episodes N] [--seed S] [--out FILE.json]
@@ -87,6 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, nargs="+", default=None, metavar="S",
                    help="with --ppo-curve: the PPO agent steps to evaluate (0 or saved checkpoints; default: 0, the "
                         "first at or after 5k, 10k, 25k, 50k, and the newest)")
+    p.add_argument("--plan-gap", action="store_true",
+                   help="with --entry (planners of one checkpoint): the model's predicted return of each planner's "
+                        "plans against their open-loop return in the environment, from the same states")
+    p.add_argument("--states", type=int, default=None,
+                   help="with --plan-gap: states drawn from the first entry's episodes (default: 100)")
     p.add_argument("--max-return", type=float, default=None,
                    help="with --sweep: best possible return, for the optimality gap (default: 1000 on DeepMind Control)")
     p.add_argument("--threshold", type=float, default=None,
@@ -227,6 +242,31 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _plan_gap(args: argparse.Namespace, argv: list[str]) -> int:
+    """The plan-gap report of ``--plan-gap --entry ...`` (see :mod:`dcem_agents.evaluation.plan_gap`)."""
+    from dcem_agents.evaluation.compare import DEFAULT_SEED, load_entries
+    from dcem_agents.evaluation.entries import parse_entry
+    from dcem_agents.evaluation.plan_gap import measure_plan_gap, write_plan_gap_report
+    from dcem_agents.training.device import resolve_device
+
+    seed = DEFAULT_SEED if args.seed is None else args.seed
+    out = args.out or Path("results/plan_gap")
+    if out.suffix in (".json", ".md", ".png"):
+        out = out.with_suffix("")
+    try:
+        entries = load_entries([parse_entry(e) for e in args.entry], resolve_device(args.device), args.planner_runtime)
+        episodes = args.episodes or 10
+        summary = measure_plan_gap(entries, [seed + i for i in range(episodes)], args.states or 100, seed)
+    except ValueError as e:  # EntryError and CheckpointError are ValueErrors
+        print(f"evaluate.py: {e}", file=sys.stderr)
+        return 2
+    summary["command"] = shlex.join(["python", "evaluate.py", *argv])
+    files = write_plan_gap_report(summary, out)
+    print(Path(files["md"]).read_text())
+    print("wrote " + ", ".join(files.values()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = _parser()
@@ -242,6 +282,16 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.states is not None and (not args.plan_gap or args.states < 1):
+        parser.error("--states N (N >= 1) goes with --plan-gap")
+    if args.plan_gap:
+        if args.entry is None:
+            parser.error("--plan-gap measures the planners named with --entry (of one checkpoint)")
+        if (args.video or args.ray is not None or args.workers is not None or args.extend or args.independent_batches
+                or args.n_envs is not None or args.controller is not None):
+            parser.error("--plan-gap plans from stored states: --video, --ray, --workers, --extend, "
+                         "--independent-batches, --n-envs and --controller do not apply")
+        return _plan_gap(args, argv)
     if args.sweep is not None:
         if (any(v is not None for v in (args.controller, args.seed, args.n_envs, args.planner_runtime, args.ray,
                                         args.workers)) or args.video or args.independent_batches or args.extend):

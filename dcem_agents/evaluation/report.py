@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["box_plot", "curve_plot", "curve_points", "has_training_curves", "markdown_table", "report_paths",
+__all__ = ["box_plot", "curve_plot", "curve_points", "has_training_curves", "markdown_table", "paired_table", "report_paths",
            "study_table", "training_plot", "write_report"]
 
 
@@ -62,6 +62,16 @@ def _fmt_repeats(entries: list[dict[str, Any]]) -> str:
     return "action repeat " + ", ".join(f"{e['action_repeat']} for {e['label']}" for e in entries)
 
 
+def paired_table(differences: list[dict[str, Any]], unit: str, decimals: int = 1) -> list[str]:
+    """Markdown lines of a table of paired differences (:func:`~dcem_agents.evaluation.stats.paired_differences`):
+    ``B − A``, the mean difference, its 95 % CI and the share of ``unit`` (episodes, states) where B is higher."""
+    lines = [f"| B − A | mean difference | 95 % CI | {unit} where B is higher |", "|---|---|---|---|"]
+    for d in differences:
+        lines.append(f"| {d['b']} − {d['a']} | {d['mean']:+.{decimals}f} | {d['ci95'][0]:+.{decimals}f} to "
+                     f"{d['ci95'][1]:+.{decimals}f} | {100 * d['b_higher']:.0f} % |")
+    return lines
+
+
 def markdown_table(summary: dict[str, Any]) -> str:
     """The entries of a comparison summary as a markdown table, with a header line and the column meanings."""
     lines = [
@@ -95,11 +105,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
     ]
     if summary.get("paired_differences"):
         lines += ["", "Paired differences (episode by episode on the same seeds; 95 % CI: percentile bootstrap of the mean "
-                  "difference):", "", "| B − A | mean difference | 95 % CI | episodes where B is higher |",
-                  "|---|---|---|---|"]
-        for d in summary["paired_differences"]:
-            lines.append(f"| {d['b']} − {d['a']} | {d['mean']:+.1f} | {d['ci95'][0]:+.1f} to {d['ci95'][1]:+.1f} "
-                         f"| {100 * d['b_higher']:.0f} % |")
+                  "difference):", "", *paired_table(summary["paired_differences"], "episodes")]
     if summary.get("curve"):
         first = summary["entries"][0]["label"]
         lines += ["", f"Learning curve ({summary['curve']['x']}; the gain is the paired difference to {first}):", "",
