@@ -69,8 +69,9 @@ def test_plan_gap_scores_every_planner_on_the_same_states(phase2_checkpoint: Pat
     again = measure_plan_gap(load_entries(specs), [5, 6], 20, seed=5)
     assert [r["real"] for r in again["entries"]] == [r["real"] for r in summary["entries"]]  # seeded end to end
     # the predicted return is the planners' objective: the model's weighted rewards of the whole plan
-    states = collect_states(entries[0].env_id, entries[0].action_repeat, entries[0].model, entries[0].controller, [5, 6],
-                            20, summary["horizon"], np.random.default_rng(5), entries[0].generator(5))
+    first = entries[0]
+    states = collect_states(first.env_id, first.action_repeat, first.model, first.controller, [5, 6], 20,
+                            summary["horizon"], np.random.default_rng(5), first.generator(5))
     beliefs = torch.stack([s.belief for s in states])
     actions = planned_actions(entries[0].controller, beliefs, entries[0].generator(5))
     np.testing.assert_allclose(predicted_returns(entries[0].model, beliefs, actions).numpy(),

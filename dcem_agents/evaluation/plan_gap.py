@@ -217,7 +217,8 @@ def _table(summary: dict[str, Any]) -> str:
     """The report's Markdown."""
     h, ar = summary["horizon"], summary["action_repeat"]
     lines = [f"# Plan gap on `{summary['env_id']}`: what the model predicts against what the plan gets", "",
-             f"{summary['states']} states drawn from {len(summary['episode_seeds'])} episodes of {summary['collected_with']} "
+             f"{summary['states']} states drawn from {len(summary['episode_seeds'])} episodes of "
+             f"{summary['collected_with']} "
              f"(environment seeds {summary['episode_seeds'][0]} to {summary['episode_seeds'][-1]}, draw seed "
              f"{summary['seed']}). From each, every planner plans once, afresh; its whole {h}-step plan (action repeat "
              f"{ar}) is scored by the world model (predicted) and executed open-loop in the environment from the same "
@@ -228,8 +229,8 @@ def _table(summary: dict[str, Any]) -> str:
         p, q, o = r["predicted_stats"], r["real_stats"], r["over_estimate"]
         corr = "–" if r["correlation"] is None else f"{r['correlation']:.2f}"
         lines.append(f"| {r['label']} | {r['sequences_per_plan']} | {p['mean']:.2f} ± {p['std']:.2f} | "
-                     f"{q['mean']:.2f} ± {q['std']:.2f} | {o['mean']:+.2f} ({o['ci95'][0]:+.2f} to {o['ci95'][1]:+.2f}) "
-                     f"| {corr} |")
+                     f"{q['mean']:.2f} ± {q['std']:.2f} | {o['mean']:+.2f} ({o['ci95'][0]:+.2f} to "
+                     f"{o['ci95'][1]:+.2f}) | {corr} |")
     if summary["paired_real"]:
         lines += ["", "Real open-loop returns, paired state by state (95 % CI: percentile bootstrap of the mean "
                       "difference):", "", *paired_table(summary["paired_real"], "states", decimals=2)]

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["box_plot", "curve_plot", "curve_points", "has_training_curves", "markdown_table", "paired_table", "report_paths",
-           "study_table", "training_plot", "write_report"]
+__all__ = ["box_plot", "curve_plot", "curve_points", "has_training_curves", "markdown_table", "paired_table",
+           "report_paths", "study_table", "training_plot", "write_report"]
 
 
 def report_paths(prefix: Path, training_curves: bool = False) -> dict[str, Path]:
