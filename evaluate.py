@@ -20,7 +20,8 @@ e.g. from configs/baselines/); the first controller is the default. RUNTIME (or 
 sets how a planner computes: reference (eager fp32, the path of every result before the lean rollout), fp32, bf16,
 fp32-compile, bf16-compile, fp32-eager (fp32 without CUDA graphs); the same checkpoint under two runtimes on the same seeds is the fidelity check. The bracket sets
 a planner's search: n_samples, n_elites, n_iters, init_std for the latent planners, temperature for dcem,
-warm_start=true|false for cem (start each step from the previous plan shifted, as trained, or afresh), e.g.
+warm_start=true|false (start each step from the previous plan shifted, as trained, or afresh) and horizon for cem,
+e.g.
 "dcem.pt:dcem(n_samples=15,n_elites=3,n_iters=10)@15 x 10" (quote it in a shell): one checkpoint's budget spent
 differently, compared on the same seeds. A zip that does not record its environment runs on that of the checkpoint
 entries.

@@ -88,7 +88,7 @@ def test_parse_entry_planner_settings() -> None:
     assert parse_entry("a.pt:cem(init_std=0.25)").planner == (("init_std", 0.25),)
     assert parse_entry("a.pt:cem(warm_start=False, n_iters=3)").planner == (("warm_start", False), ("n_iters", 3))
     assert parse_entry("a.pt:cem(warm_start=true)").planner == (("warm_start", True),)
-    for bad, match in (("a.pt:dcem(n_samples=1.5)", "whole number"), ("a.pt:dcem(horizon=3)", "KEY one of"),
+    for bad, match in (("a.pt:dcem(n_samples=1.5)", "whole number"), ("a.pt:dcem(latent_dim=3)", "KEY one of"),
                        ("a.pt:cem(warm_start=0)", "true or false"), ("a.pt:cem(warm_start=yes)", "true or false"),
                        ("a.pt:dcem(n_iters)", "KEY=VALUE"), ("a.pt:dcem()", "empty"),
                        ("a.pt:dcem(n_iters=2,n_iters=3)", "twice"), ("a.pt:dcem(n_iters=2", "cannot read")):
@@ -147,6 +147,14 @@ def test_entries_override_the_planners_budget(phase1_checkpoint: Path, phase2_ch
                                                                                                seed=3).returns
     with pytest.raises(EntryError, match="warm_start is a setting of full-space CEM"):
         load_entry(parse_entry(f"{phase2_checkpoint}:dcem(warm_start=true)"))
+    longer = load_entry(parse_entry(f"{phase1_checkpoint}:cem(horizon=7)"))
+    assert longer.controller.horizon == 7 and warm.controller.horizon != 7
+    assert len(compare_mod.run_entry(longer, [3], n_envs=1, seed=3).returns) == 1  # plans of 7 steps run
+    for bad, match in (("cem(horizon=0)", "horizon >= 1"), ("cem(horizon=2.5)", "whole number")):
+        with pytest.raises(EntryError, match=match):
+            load_entry(parse_entry(f"{phase1_checkpoint}:{bad}"))
+    with pytest.raises(EntryError, match="horizon is a setting of full-space CEM"):
+        load_entry(parse_entry(f"{phase2_checkpoint}:latent-cem(horizon=8)"))
     assert load_entry(parse_entry(f"{phase2_checkpoint}:dcem(temperature=0.1)")).controller.settings.temperature == 0.1
     for bad, match in (("latent-cem(temperature=0.1)", "hard elites"), ("dcem(temperature=0)", "> 0")):
         with pytest.raises(EntryError, match=match):

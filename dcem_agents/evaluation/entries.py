@@ -5,7 +5,8 @@ names one of :data:`~dcem_agents.planning.runtime.RUNTIME_PRESETS` (``reference`
 how the entry's planner computes (the same checkpoint under two runtimes, compared on the same seeds, is the fidelity
 check of a faster rollout). The bracket overrides the planner's search (:data:`PLANNER_KEYS`: ``n_samples``,
 ``n_elites``, ``n_iters``; for the latent planners also ``init_std``, and ``temperature`` for ``dcem``; for full-space
-CEM ``warm_start``, ``true`` or ``false``: whether each step starts from the previous plan shifted by one step), e.g.
+CEM ``warm_start``, ``true`` or ``false``: whether each step starts from the previous plan shifted by one step, and
+``horizon``, the steps each plan spans), e.g.
 ``dcem.pt:dcem(n_samples=15,n_iters=10,n_elites=3)``: the same checkpoint with its budget spent differently, compared
 on the same seeds. :func:`load_entry` reads everything from the file — environment id, action repeat, model sizes,
 planner settings — and returns an :class:`Entry`: the world model whose filter gives the beliefs, and a :class:`~dcem_agents.planning.mpc.Controller` that acts on them, so every
@@ -68,12 +69,13 @@ __all__ = ["CONTROLLERS", "Entry", "EntryError", "EntrySpec", "PLANNER_KEYS", "b
            "load_entry", "parse_entry", "runtime_of", "set_runtime"]
 
 #: planner settings an entry may override, with their types (``init_std`` and ``temperature``, the soft top-k's τ:
-#: latent planners only; ``latent-cem`` keeps hard elites; ``warm_start``: full-space CEM only)
+#: latent planners only; ``latent-cem`` keeps hard elites; ``warm_start`` and ``horizon``: full-space CEM only, the
+#: latent planners' horizon being their decoder's)
 PLANNER_KEYS: dict[str, type] = {"n_samples": int, "n_elites": int, "n_iters": int, "init_std": float,
-                                 "temperature": float, "warm_start": bool}
+                                 "temperature": float, "warm_start": bool, "horizon": int}
 
 _LATENT_ONLY = ("init_std", "temperature")
-_FULL_SPACE_ONLY = ("warm_start",)
+_FULL_SPACE_ONLY = ("warm_start", "horizon")
 
 
 def _typed(key: str, value: str) -> int | float | bool:
@@ -166,7 +168,7 @@ def _override_planner(controller: Controller, settings: dict[str, int | float | 
         full_only = sorted(set(_FULL_SPACE_ONLY) & set(settings))
         if full_only:
             raise EntryError(f"{where}: {full_only[0]} is a setting of full-space CEM (cem); the latent planners "
-                             f"start every step afresh")
+                             f"start every step afresh, over their decoder's horizon")
         if "temperature" in settings and controller.settings.temperature is None:
             raise EntryError(f"{where}: latent-cem is the latent planner with hard elites; a temperature applies to "
                              f"dcem")
@@ -179,9 +181,9 @@ def _override_planner(controller: Controller, settings: dict[str, int | float | 
         if latent_only:
             raise EntryError(f"{where}: {latent_only[0]} is a setting of the latent planners (dcem, latent-cem); "
                              f"full-space CEM has hard elites and starts from half the action box")
-        merged = {k: settings.get(k, getattr(controller, k)) for k in ("n_samples", "n_elites", "n_iters")}
+        merged = {k: settings.get(k, getattr(controller, k)) for k in ("n_samples", "n_elites", "n_iters", "horizon")}
         try:
-            check_cem_sizes(merged["n_samples"], merged["n_elites"], merged["n_iters"], controller.horizon, where)
+            check_cem_sizes(merged["n_samples"], merged["n_elites"], merged["n_iters"], merged["horizon"], where)
         except ValueError as e:
             raise EntryError(str(e)) from None
         for key, value in merged.items():
