@@ -198,6 +198,11 @@ def _sweeps(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prefix(out: Path) -> Path:
+    """A report's output prefix: ``--out`` without the suffix of one of its files (``x.json`` -> ``x``)."""
+    return out.with_suffix("") if out.suffix in (".json", ".md", ".png", ".csv") else out
+
+
 def _compare(args: argparse.Namespace, argv: list[str]) -> int:
     """The comparison report of ``--entry`` ... (see :mod:`dcem_agents.evaluation.compare`)."""
     if args.video:
@@ -228,9 +233,7 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
             seed, n_envs = ev.seed if args.seed is None else args.seed, args.n_envs or ev.n_envs
         else:
             specs = [parse_entry(e) for e in args.entry]
-        out = args.out or default
-        if out.suffix in (".json", ".md", ".png", ".csv"):
-            out = out.with_suffix("")
+        out = _prefix(args.out or default)
         summary = compare(specs, out, episodes=episodes, seed=seed, n_envs=n_envs, device=resolve_device(args.device),
                           video=args.video, command=shlex.join(["python", "evaluate.py", *argv]),
                           runtime=args.planner_runtime, independent_batches=args.independent_batches, ray=args.ray,
@@ -251,9 +254,7 @@ def _plan_gap(args: argparse.Namespace, argv: list[str]) -> int:
     from dcem_agents.training.device import resolve_device
 
     seed = DEFAULT_SEED if args.seed is None else args.seed
-    out = args.out or Path("results/plan_gap")
-    if out.suffix in (".json", ".md", ".png"):
-        out = out.with_suffix("")
+    out = _prefix(args.out or Path("results/plan_gap"))
     try:
         entries = load_entries([parse_entry(e) for e in args.entry], resolve_device(args.device), args.planner_runtime)
         episodes = args.episodes or 10

@@ -186,10 +186,8 @@ def _override_planner(controller: Controller, settings: dict[str, int | float | 
             check_cem_sizes(merged["n_samples"], merged["n_elites"], merged["n_iters"], merged["horizon"], where)
         except ValueError as e:
             raise EntryError(str(e)) from None
-        for key, value in merged.items():
+        for key, value in settings.items():  # validated above; init_std and temperature were refused
             setattr(controller, key, value)
-        if "warm_start" in settings:
-            controller.warm_start = bool(settings["warm_start"])
     else:
         raise EntryError(f"{where}: planner settings apply to the planners of planet and dcem checkpoints (cem, dcem, "
                          f"latent-cem); a policy's are set where it is built (policy_kwargs)")

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from dcem_agents.envs import make_env
 from dcem_agents.evaluation.entries import Entry, EntryError
-from dcem_agents.evaluation.report import paired_table
+from dcem_agents.evaluation.report import paired_table, report_paths
 from dcem_agents.evaluation.stats import convention, paired_differences, summarize
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.latent_mpc import LatentDCEMController
@@ -114,9 +114,8 @@ def planned_actions(controller: Controller, beliefs: Tensor, generator: torch.Ge
     if isinstance(controller, CEMController):
         param = next(controller.model.parameters())
         beliefs = beliefs.to(device=param.device, dtype=param.dtype)
-        low, high = controller.action_low.to(beliefs), controller.action_high.to(beliefs)
-        centre = (0.5 * (low + high)).expand(beliefs.shape[0], controller.horizon, -1)
-        return controller.plan(beliefs, centre, generator=generator).clamp(low, high)
+        centre = controller.centre_plan(beliefs.shape[0], param.device, param.dtype)
+        return controller.plan(beliefs, centre, generator=generator)
     raise TypeError(f"{type(controller).__name__} does not plan: plan gaps are measured for the planners of planet "
                     f"and dcem checkpoints (cem, dcem, latent-cem)")
 
@@ -199,7 +198,7 @@ def measure_plan_gap(entries: Sequence[Entry], seeds: Sequence[int], n_states: i
         assert e.model is not None
         actions = planned_actions(e.controller, beliefs, e.generator(seed))
         predicted = predicted_returns(e.model, beliefs, actions).cpu().numpy().astype(np.float64)
-        real = open_loop_returns(e.env_id or first.env_id, e.action_repeat, states, actions)
+        real = open_loop_returns(first.env_id, first.action_repeat, states, actions)  # one file: one environment
         rows.append({"label": e.label, "checkpoint": str(e.path), "controller": e.controller_name,
                      "sequences_per_plan": e.samples_per_action, "predicted": predicted.round(4).tolist(),
                      "real": real.round(4).tolist(), "predicted_stats": summarize(predicted),
@@ -262,8 +261,7 @@ def _scatter(summary: dict[str, Any], path: Path) -> None:
 
 def write_plan_gap_report(summary: dict[str, Any], prefix: Path) -> dict[str, str]:
     """Write ``PREFIX.json``, ``PREFIX.md`` and ``PREFIX.png`` (scatter of predicted against real); return the paths."""
-    paths = {"json": prefix.with_name(prefix.name + ".json"), "md": prefix.with_name(prefix.name + ".md"),
-             "png": prefix.with_name(prefix.name + ".png")}
+    paths = {k: v for k, v in report_paths(prefix).items() if k in ("json", "md", "png")}
     paths["json"].parent.mkdir(parents=True, exist_ok=True)
     summary = {**summary, "files": {k: str(v) for k, v in paths.items()}}
     paths["json"].write_text(json.dumps(summary, indent=2))

@@ -128,6 +128,11 @@ class CEMController:
             self._bounds = (self.action_low.to(device=device, dtype=dtype), self.action_high.to(device=device, dtype=dtype))
         return self._bounds
 
+    def centre_plan(self, n_envs: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """The centre of the action box at every step (n_envs, H, A): where a plan starts without a previous one."""
+        low, high = self._device_bounds(device, dtype)
+        return (0.5 * (low + high)).expand(n_envs, self.horizon, -1)
+
     def plan(self, belief: Tensor, init_mean: Tensor, noise: Tensor | None = None,
              generator: torch.Generator | None = None) -> Tensor:
         """Solve eq. (7) from ``belief`` (B, D) starting at ``init_mean`` (B, H, A); return the mean plan (B, H, A).
@@ -162,7 +167,7 @@ class CEMController:
         belief = belief.to(device=param.device, dtype=param.dtype)
         low, high = self._device_bounds(param.device, param.dtype)
         n_envs = belief.shape[0]
-        centre = (0.5 * (low + high)).expand(n_envs, self.horizon, -1)
+        centre = self.centre_plan(n_envs, param.device, param.dtype)
         init = centre
         if self.warm_start and self._plan is not None and self._plan.shape[0] == n_envs:
             init = torch.cat([self._plan[:, 1:], centre[:, :1]], 1)
