@@ -181,7 +181,23 @@ def test_debug_preset_trains_resumes_and_evaluates(tmp_path: Path) -> None:
     assert slim_result["returns"] == result["returns"] and slim_result["env_steps"] == 4000
     out = _run("train.py", "--config", "configs/dcem/debug.yaml", "--set", f"phase1_checkpoint={slim_path}",
                "--run-dir", str(tmp_path / "phase2"))
-    assert out.returncode == 2 and "shipped for evaluation only" in out.stderr and "phase1_checkpoint=" in out.stderr
+    assert out.returncode == 2 and "shipped for evaluation only" in out.stderr and "reseed_episodes=" in out.stderr
+    # ... unless its planner first collects a new replay: those episodes count as environment steps, happen once per
+    # run (a resume does not collect them again) and shift the evaluation schedule
+    phase2 = ["train.py", "--config", "configs/dcem/debug.yaml", "--set", f"phase1_checkpoint={slim_path}",
+              "--run-dir", str(tmp_path / "phase2"), "--set", "reseed_episodes=2", "--set", "final_eval_episodes=0",
+              "--set", "train.eval_every=1000"]
+    out = _run(*phase2, "--set", "train.total_env_steps=7000")
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout)
+    assert summary["env_steps"] == 7000 and summary["phase1_env_steps"] == 4000 and summary["reseed_env_steps"] == 2000
+    assert [e["env_steps"] for e in summary["learning_curve"]] == [7000]  # not at 6000, right after the reseeding
+    p2 = load_checkpoint(tmp_path / "phase2" / CHECKPOINT_NAME)["trainer"]
+    assert p2["counters"]["reseeded"] == 1 and p2["counters"]["episodes"] == 4 + 3
+    out = _run(*phase2, "--set", "train.total_env_steps=8000")
+    assert out.returncode == 0 and "reseeded the replay" not in out.stderr, out.stderr[-3000:]
+    summary = json.loads(out.stdout)
+    assert summary["env_steps"] == 8000 and summary["reseed_env_steps"] == 2000
 
 
 @pytest.mark.slow

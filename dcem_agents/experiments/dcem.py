@@ -1,8 +1,9 @@
 """Phase 2 of the paper (sect. 5.2.2): an embedded DCEM controller learned online on a phase-1 world model.
 
 ``train``: loads a ``planet`` (phase-1) checkpoint — world model, optimizer, replay and counters —, builds the latent
-action decoder and the :class:`~dcem_agents.planning.latent_mpc.LatentDCEMController`, pretrains the decoder by
-alg. 2 on the phase-1 replay, then runs :class:`~dcem_agents.training.latent_phase.LatentPhaseTrainer`: the latent
+action decoder and the :class:`~dcem_agents.planning.latent_mpc.LatentDCEMController`, optionally collects
+``reseed_episodes`` episodes with the phase-1 planner (the only replay a slim, shipped phase-1 checkpoint gets; the
+model's optimizer then starts afresh), pretrains the decoder by alg. 2 on the replay, then runs :class:`~dcem_agents.training.latent_phase.LatentPhaseTrainer`: the latent
 controller collects, the model keeps its likelihood updates and the decoder its alg.-2 updates. Environment steps
 continue counting from phase 1 (``train.total_env_steps`` is cumulative). Run folder and resume as for ``planet``:
 ``python train.py --config SAME.yaml --run-dir THAT_RUN_DIR`` continues from ``checkpoint.pt``.
@@ -94,6 +95,9 @@ class Config(RunConfig):
     planner: LatentPlannerConfig = field(default_factory=LatentPlannerConfig, help="latent DCEM controller")
     decoder_training: DecoderSettings = field(default_factory=DecoderSettings, help="alg.-2 optimization of the decoder")
     train: TrainSettings = field(default_factory=TrainSettings, help="schedule (total_env_steps counts from phase 1)")
+    reseed_episodes: int = field(0, help="episodes the phase-1 full-space planner collects into the replay before the "
+                                         "decoder's pretraining; needed (>= 1) to start from a slim phase-1 checkpoint, "
+                                         "whose replay was not kept; their env steps count in train.total_env_steps")
     final_eval_episodes: int = field(10, help="episodes of the independent evaluation at the end (0: skip)")
     final_eval_seed: int = field(2_000_000, help="seed of the first environment of the final evaluation")
     results_json: str | None = field(None, help="with train.py --publish: write the summary here (e.g. results/<name>.json)")
@@ -105,6 +109,8 @@ class Config(RunConfig):
         super().__post_init__()
         if self.final_eval_episodes < 0:
             raise ValueError(f"final_eval_episodes must be >= 0, got {self.final_eval_episodes}")
+        if self.reseed_episodes < 0:
+            raise ValueError(f"reseed_episodes must be >= 0, got {self.reseed_episodes}")
 
 
 def _phase1(checkpoint: dict[str, Any]) -> tuple[planet.Config, dict[str, Any]]:
@@ -126,19 +132,24 @@ def build_latent_agent(p1: planet.Config, cfg: Config, device: torch.device) -> 
 
 
 def validate(cfg: Config) -> None:
-    """Before a run starts: the phase-1 checkpoint must be a full one (not slim) whose model was trained, and
-    ``train.total_env_steps`` must exceed its steps (it counts from the start of phase 1)."""
+    """Before a run starts: the phase-1 checkpoint's model must have been trained, a slim one (no replay) needs
+    ``reseed_episodes``, and ``train.total_env_steps`` must exceed its steps (it counts from the start of phase 1)."""
     phase1 = load_checkpoint(cfg.phase1_checkpoint, "planet")
-    if is_slim(phase1):
-        raise ValueError(f"{cfg.phase1_checkpoint} was shipped for evaluation only (no replay, no optimizer state): "
-                         "start phase 2 from the phase-1 run's own checkpoint, --set "
-                         "phase1_checkpoint=<phase-1 run folder>/checkpoint.pt")
+    _check_replay(cfg, phase1)
     counters = phase1["trainer"]["counters"]
     if not counters.get("updates"):
         raise ValueError(f"{cfg.phase1_checkpoint}: its world model was never trained (0 updates in "
                          f"{counters['env_steps']} env steps, all of them seed episodes): run phase 1 longer, or with "
                          "fewer train.seed_episodes, before phase 2")
     _check_budget(cfg, counters["env_steps"])
+
+
+def _check_replay(cfg: Config, phase1: dict[str, Any]) -> None:
+    if is_slim(phase1) and cfg.reseed_episodes < 1:
+        raise ValueError(f"{cfg.phase1_checkpoint} was shipped for evaluation only (no replay, no optimizer state): "
+                         "start phase 2 from the phase-1 run's own checkpoint, --set "
+                         "phase1_checkpoint=<phase-1 run folder>/checkpoint.pt, or collect a new replay with its "
+                         "planner first, --set reseed_episodes=N (e.g. 20)")
 
 
 def _check_budget(cfg: Config, phase1_steps: int) -> None:
@@ -182,9 +193,11 @@ def train(cfg: Config, run_dir: Path) -> dict:
         resume_step = trainer.counters["env_steps"]
         log.info("resumed phase 2 from %s at %d env steps", ckpt_path, trainer.counters["env_steps"])
     else:
+        _check_replay(cfg, phase1_ckpt)
         model.load_state_dict(p1_state["model"])
-        trainer.optimizer.load_state_dict(p1_state["optimizer"])
-        load_replay(p1_state["replay"], trainer.replay, cfg.phase1_checkpoint)
+        if not is_slim(phase1_ckpt):  # else a fresh Adam and an empty replay, filled by trainer.reseed below
+            trainer.optimizer.load_state_dict(p1_state["optimizer"])
+            load_replay(p1_state["replay"], trainer.replay, cfg.phase1_checkpoint)
         for key in ("env_steps", "episodes", "updates", "normalized"):
             trainer.counters[key] = p1_state["counters"][key]
         trainer.counters["phase1_env_steps"] = p1_state["counters"]["env_steps"]
@@ -192,6 +205,10 @@ def train(cfg: Config, run_dir: Path) -> dict:
         _check_budget(cfg, trainer.counters["env_steps"])
     trainer.logger = MetricsLogger(run_dir, resume_step=resume_step)
     try:
+        reseed = trainer.reseed(named_controller("cem", p1, model, controller, device), cfg.reseed_episodes)
+        if reseed:
+            log.info("reseeded the replay with %d episodes of the phase-1 planner: mean return %.1f",
+                     len(reseed), np.mean(reseed))
         pretrain = trainer.pretrain_decoder()
         if pretrain:
             log.info("decoder pretraining: planned cost %.2f -> %.2f", np.mean(pretrain[:10]), np.mean(pretrain[-10:]))
@@ -211,6 +228,7 @@ def _summary(cfg: Config, p1: planet.Config, trainer: LatentPhaseTrainer, ckpt_p
         "env_id": p1.env_id,
         "env_steps": c["env_steps"],
         "phase1_env_steps": c.get("phase1_env_steps"),
+        "reseed_env_steps": c.get("reseed_env_steps", 0),
         "decoder_updates": c["decoder_updates"],
         "wall_time_s": round(c["wall_time_s"], 1),
         "learning_curve": planet.learning_curve(trainer.evaluations),

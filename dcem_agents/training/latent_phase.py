@@ -12,7 +12,8 @@ the model updates of every iteration, ``decoder.updates_per_episode`` steps of a
    the decoder only: the world model is frozen for this loss (its parameters get no gradient from it).
 
 :meth:`pretrain_decoder` runs step 1–3 on the phase-1 replay before any new data is collected, so that the online
-phase starts from a useful latent space instead of a random one.
+phase starts from a useful latent space instead of a random one. :meth:`reseed` first fills the replay with episodes
+of another controller (the phase-1 planner), for a phase 1 whose replay was not kept (a slim, shipped checkpoint).
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ from tqdm import tqdm
 from dcem_agents.config import field
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.latent_mpc import LatentDCEMController
+from dcem_agents.planning.mpc import Controller
 from dcem_agents.training.metrics import MetricsLogger
 from dcem_agents.training.planet import PlanetTrainer, TrainSettings
+from dcem_agents.training.rollout import run_episodes
 
 __all__ = ["DecoderSettings", "LatentPhaseTrainer", "decoder_loss"]
 
@@ -101,7 +104,7 @@ class LatentPhaseTrainer(PlanetTrainer):
         self.decoder = controller.decoder
         self.decoder_settings = decoder_settings
         self.decoder_optimizer = torch.optim.Adam(self.decoder.parameters(), lr=decoder_settings.learning_rate)
-        self.counters.update({"decoder_updates": 0, "pretrained": 0})
+        self.counters.update({"decoder_updates": 0, "pretrained": 0, "reseeded": 0})
 
     # ---------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict[str, Any]:
@@ -149,6 +152,34 @@ class LatentPhaseTrainer(PlanetTrainer):
         self.decoder_optimizer.step()
         self.counters["decoder_updates"] += 1
         return {"decoder_loss": float(loss.detach()), "decoder_grad_norm": float(grad_norm)}
+
+    def reseed(self, controller: Controller, episodes: int) -> list[float]:
+        """Collect ``episodes`` episodes with ``controller`` (e.g. phase 1's full-space planner on this model), with
+        ``train.exploration_noise``, into the replay; their environment steps count in ``total_env_steps``.
+
+        Once per run (skipped after a resume, like :meth:`pretrain_decoder`); returns the episodes' returns.
+        """
+        if self.counters.get("reseeded") or episodes < 1:
+            return []
+        c, returns, start = self.counters, [], self.counters["env_steps"]
+        for _ in tqdm(range(episodes), desc="reseeding the replay", unit="episode", dynamic_ncols=True):
+            (episode,), stats = run_episodes(
+                [self.env], self.model, controller, [int(self.rng.integers(2**31))], generator=self.torch_gen,
+                rng=self.rng, noise_std=self.settings.exploration_noise,
+            )
+            self.replay.add_episode(episode.obs, episode.actions, episode.rewards, episode.terminated)
+            c["episodes"] += 1
+            c["env_steps"] += stats.env_steps
+            c["reseed_env_steps"] = c.get("reseed_env_steps", 0) + stats.env_steps
+            returns.append(episode.return_)
+        if self.logger is not None:
+            self.logger.record("reseed/return_mean", float(np.mean(returns)))
+            self.logger.record("reseed/episodes", episodes)
+            self.logger.dump(c["env_steps"])
+        c["reseeded"] = 1
+        c["next_eval"] += c["env_steps"] - start  # the evaluation schedule starts after the reseeding
+        self.save()
+        return returns
 
     def pretrain_decoder(self) -> list[float]:
         """``pretrain_updates`` alg.-2 steps on the current replay (once per run; skipped after a resume)."""
