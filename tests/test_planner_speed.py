@@ -12,7 +12,7 @@ import torch
 
 from dcem_agents.math.counter_noise import counter_normal
 from dcem_agents.models.decoder import LatentActionDecoder
-from dcem_agents.models.lean_rollout import imagine_rewards
+from dcem_agents.models.lean_rollout import imagine_objective, imagine_rewards
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.cuda_graph import EagerBackend, GraphCache
 from dcem_agents.planning.latent import LatentCEMSettings
@@ -60,6 +60,36 @@ def test_lean_rollout_gradients_match_the_reference(continuation: bool) -> None:
 
     ref = grads(lambda: model.imagine(belief, actions).weighted_rewards())
     lean = grads(lambda: imagine_rewards(model, belief, actions, "fp32", chunk=5))
+    for r, g in zip(ref, lean):
+        if r is None:
+            assert g is None or g.abs().max() == 0
+        else:
+            torch.testing.assert_close(g, r, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("continuation", [False, True])
+@pytest.mark.parametrize("chunk", [1, 7, 1024])
+def test_lean_objective_is_the_reference_objective_with_a_value_head(chunk: int, continuation: bool) -> None:
+    """Rewards plus the terminal value: values (any chunking) and gradients (fp64) as ``imagine(...).objective()``."""
+    model = _model(continuation=continuation)
+    model = RSSM(4, 2, 24, 20, continuation=continuation, value=True, discount=0.9)
+    with torch.no_grad():
+        for p in model.value_head.parameters():  # its last layer starts at 0 (V = 0): give it a value to check
+            p.normal_(0, 0.3)
+    belief, actions = _inputs(model, 30, 6)
+    im = model.imagine(belief, actions)
+    assert im.terminal is not None and im.terminal.abs().min() > 0
+    torch.testing.assert_close(imagine_objective(model, belief, actions, "fp32", chunk), im.objective(),
+                               atol=1e-5, rtol=1e-5)
+    # the rewards alone leave the value out
+    torch.testing.assert_close(imagine_rewards(model, belief, actions, "fp32", chunk), im.weighted_rewards(),
+                               atol=1e-6, rtol=1e-5)
+    model = model.double()
+    belief, actions = belief.double().requires_grad_(), actions.double().requires_grad_()
+    ref = torch.autograd.grad(model.imagine(belief, actions).objective().sum(), [actions, belief, *model.parameters()],
+                              allow_unused=True)
+    lean = torch.autograd.grad(imagine_objective(model, belief, actions, "fp32", chunk).sum(),
+                               [actions, belief, *model.parameters()], allow_unused=True)
     for r, g in zip(ref, lean):
         if r is None:
             assert g is None or g.abs().max() == 0

@@ -209,6 +209,82 @@ def test_continuation_loss_on_terminated_and_truncated_episodes() -> None:
     assert "continuation" not in no_head.loss(t["obs"], t["actions"], t["rewards"], mask=t["mask"], cont=t["cont"])
 
 
+# ---------------------------------------------------------------- value head (a value at the planning horizon's end)
+def test_terminal_value_adds_to_the_planned_return_as_computed_by_hand() -> None:
+    """Reward 2, continuation c = σ(0.5), value 10, γ = 0.9, H = 4: the objective is 2 (1 + c + c² + c³) +
+    0.9⁴ c⁴ 10, for the model's imagination, the lean rollout and both planners' cost; a new head adds 0."""
+    from dcem_agents.models.lean_rollout import imagine_objective
+    from dcem_agents.planning.mpc import imagined_return_cost
+    from dcem_agents.planning.runtime import RUNTIME_PRESETS
+
+    torch.manual_seed(0)
+    model = RSSM(5, 2, 16, 12, continuation=True, value=True, discount=0.9).double()
+    belief = torch.randn(3, model.belief_dim, dtype=torch.float64)
+    actions = torch.randn(3, 4, 2, dtype=torch.float64)
+    _constant_heads(model, 2.0, 0.5)
+    c = 1.0 / (1.0 + math.exp(-0.5))
+    rewards = 2.0 * (1 + c + c**2 + c**3)
+    assert torch.equal(model.imagine(belief, actions).terminal, torch.zeros(3, dtype=torch.float64))  # untrained: 0
+    with torch.no_grad():
+        model.value_head[4].bias.fill_(10.0)
+    assert model.discount == pytest.approx(0.9)  # stored in float32: the planners use the stored number
+    expected = torch.full((3,), rewards + model.discount**4 * c**4 * 10.0, dtype=torch.float64)
+    im = model.imagine(belief, actions)
+    torch.testing.assert_close(im.objective(), expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(im.weighted_rewards().sum(-1), torch.full((3,), rewards, dtype=torch.float64))
+    torch.testing.assert_close(imagine_objective(model, belief, actions), expected, rtol=0, atol=1e-12)
+    for runtime in ("reference", "fp32"):
+        cost = imagined_return_cost(model, belief, RUNTIME_PRESETS[runtime])(actions.unsqueeze(1))
+        torch.testing.assert_close(cost, -expected.unsqueeze(1), rtol=0, atol=1e-12)
+
+
+def test_value_loss_targets_are_td_lambda_returns_computed_by_hand() -> None:
+    """Value head constant v, rewards r_t: the targets of V(b_1) .. V(b_{L-1}) follow G_t = r_t + γ c_t ((1-λ) v +
+    λ G_{t+1}), G_L = v; a termination stops the return, a truncated episode's last real step bootstraps from v,
+    padding counts nothing; the loss is the squared error in (1 - γ) units and moves only the value head."""
+    lam, v = 0.5, 3.0
+    torch.manual_seed(0)
+    model = RSSM(3, 1, 8, 8, value=True, discount=0.9).double()
+    gamma = model.discount  # 0.9 as stored (float32)
+    with torch.no_grad():
+        model.value_head[4].bias.fill_(v)
+    obs = torch.randn(3, 6, 3, dtype=torch.float64)  # L = 5
+    actions = torch.randn(3, 5, 1, dtype=torch.float64)
+    rewards = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]] * 3, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 0, 0]], dtype=torch.float64)
+    cont = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 1, 1], [1, 1, 1, 1, 1]], dtype=torch.float64)
+    # row 0 (full): G_4 = 5 + γ((1-λ)v + λ v) = 5 + γ v; G_t = r_t + γ((1-λ) v + λ G_{t+1})
+    g4 = 5 + gamma * v
+    g3 = 4 + gamma * ((1 - lam) * v + lam * g4)
+    g2 = 3 + gamma * ((1 - lam) * v + lam * g3)
+    g1 = 2 + gamma * ((1 - lam) * v + lam * g2)
+    # row 1: terminated at its last real transition t = 2: G_2 = 3; G_1 = 2 + γ((1-λ) v + λ 3)
+    t1 = [2 + gamma * ((1 - lam) * v + lam * 3.0), 3.0]
+    # row 2: truncated after t = 2: G_2 = 3 + γ v (bootstrap from b_3, the last real belief)
+    t2 = [2 + gamma * ((1 - lam) * v + lam * (3 + gamma * v)), 3 + gamma * v]
+    errors = [(v - g) ** 2 for g in (g1, g2, g3, g4)] + [(v - g) ** 2 for g in t1 + t2]
+    expected = (1 - gamma) ** 2 * sum(errors) / len(errors)
+    terms = model.loss(obs, actions, rewards, mask=mask, cont=cont, value_lambda=lam)
+    assert terms["value"].item() == pytest.approx(expected, rel=1e-12)
+    model.zero_grad()
+    terms["value"].backward()
+    moved = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().max() > 0}
+    assert moved and all(n.startswith("value_head.") for n in moved)
+    assert "value" not in RSSM(3, 1, 8, 8).double().loss(obs, actions, rewards, mask=mask, cont=cont)
+
+
+def test_value_head_and_discount_travel_with_the_weights() -> None:
+    a = RSSM(3, 1, 8, 8, value=True, discount=0.95)
+    b = RSSM(3, 1, 8, 8, value=True)  # discount 0.99 until loaded
+    b.load_state_dict(a.state_dict())
+    assert b.discount == a.discount == pytest.approx(0.95)  # the stored (float32) number, on both
+    assert not any(k.startswith("value") for k in RSSM(3, 1, 8, 8).state_dict())  # no head: the state of before
+    with pytest.raises(ValueError, match="discount"):
+        RSSM(3, 1, 8, 8, value=True, discount=1.0)
+    with pytest.raises(ValueError, match="no value head"):
+        RSSM(3, 1, 8, 8).value(torch.zeros(1, 8), torch.zeros(1, 3))
+
+
 # ---------------------------------------------------------------- soft clip of far-out observations (Humanoid's forces)
 def test_soft_clip_keeps_ordinary_inputs_and_bounds_far_ones() -> None:
     model = RSSM(4, 1, 8, 8, obs_squash=10.0).double()

@@ -98,6 +98,11 @@ class Config(RunConfig):
     reseed_episodes: int = field(0, help="episodes the phase-1 full-space planner collects into the replay before the "
                                          "decoder's pretraining; needed (>= 1) to start from a slim phase-1 checkpoint, "
                                          "whose replay was not kept; their env steps count in train.total_env_steps")
+    value_head: bool = field(False, help="give a phase-1 model without one a value head (model.value): trained here by "
+                                         "TD(lambda) on the replay, first value_pretrain_updates steps alone; the "
+                                         "planners and alg. 2 then add the value of a rollout's last belief")
+    value_pretrain_updates: int = field(1000, help="with value_head: steps on the new head alone before the decoder's "
+                                                   "pretraining")
     final_eval_episodes: int = field(10, help="episodes of the independent evaluation at the end (0: skip)")
     final_eval_seed: int = field(2_000_000, help="seed of the first environment of the final evaluation")
     results_json: str | None = field(None, help="with train.py --publish: write the summary here (e.g. results/<name>.json)")
@@ -109,8 +114,8 @@ class Config(RunConfig):
         super().__post_init__()
         if self.final_eval_episodes < 0:
             raise ValueError(f"final_eval_episodes must be >= 0, got {self.final_eval_episodes}")
-        if self.reseed_episodes < 0:
-            raise ValueError(f"reseed_episodes must be >= 0, got {self.reseed_episodes}")
+        if self.reseed_episodes < 0 or self.value_pretrain_updates < 0:
+            raise ValueError("reseed_episodes and value_pretrain_updates must be >= 0")
 
 
 def _phase1(checkpoint: dict[str, Any]) -> tuple[planet.Config, dict[str, Any]]:
@@ -144,6 +149,17 @@ def validate(cfg: Config) -> None:
     _check_budget(cfg, counters["env_steps"])
 
 
+def _load_model(model: RSSM, state: dict[str, Any], added_value: bool) -> None:
+    """The phase-1 weights into ``model``; with ``added_value``, the new value head alone keeps its initial weights."""
+    if not added_value:
+        model.load_state_dict(state)
+        return
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    wrong = [k for k in missing if not k.startswith("value_head.") and k != "value_discount"] + list(unexpected)
+    if wrong:
+        raise ValueError(f"the phase-1 model does not fit the phase-2 one: {', '.join(wrong)}")
+
+
 def _check_replay(cfg: Config, phase1: dict[str, Any]) -> None:
     if is_slim(phase1) and cfg.reseed_episodes < 1:
         raise ValueError(f"{cfg.phase1_checkpoint} was shipped for evaluation only (no replay, no optimizer state): "
@@ -175,6 +191,10 @@ def train(cfg: Config, run_dir: Path) -> dict:
         phase1_ckpt = load_checkpoint(cfg.phase1_checkpoint, "planet", map_location=device)
         phase1_config = phase1_ckpt["config"]
         p1, p1_state = _phase1(phase1_ckpt)
+        added_value = cfg.value_head and not p1.model.value
+        if added_value:  # the phase-1 config as it now is, so that every loader of this run builds the head too
+            phase1_config = {**phase1_config, "model": {**phase1_config.get("model", {}), "value": True}}
+            p1 = build(planet.Config, phase1_config)
     else:
         phase1_config = resumed["phase1_config"]
         p1 = build(planet.Config, phase1_config)
@@ -194,13 +214,15 @@ def train(cfg: Config, run_dir: Path) -> dict:
         log.info("resumed phase 2 from %s at %d env steps", ckpt_path, trainer.counters["env_steps"])
     else:
         _check_replay(cfg, phase1_ckpt)
-        model.load_state_dict(p1_state["model"])
-        if not is_slim(phase1_ckpt):  # else a fresh Adam and an empty replay, filled by trainer.reseed below
-            trainer.optimizer.load_state_dict(p1_state["optimizer"])
+        _load_model(model, p1_state["model"], added_value)
+        if not is_slim(phase1_ckpt):  # else an empty replay, filled by trainer.reseed below
             load_replay(p1_state["replay"], trainer.replay, cfg.phase1_checkpoint)
+        if not is_slim(phase1_ckpt) and not added_value:  # else a fresh Adam (a new head: other parameters)
+            trainer.optimizer.load_state_dict(p1_state["optimizer"])
         for key in ("env_steps", "episodes", "updates", "normalized"):
             trainer.counters[key] = p1_state["counters"][key]
         trainer.counters["phase1_env_steps"] = p1_state["counters"]["env_steps"]
+        trainer.counters["value_added"] = int(added_value)
         trainer.counters["next_eval"] = trainer.counters["env_steps"] + (cfg.train.eval_every or cfg.train.total_env_steps)
         _check_budget(cfg, trainer.counters["env_steps"])
     trainer.logger = MetricsLogger(run_dir, resume_step=resume_step)
@@ -209,6 +231,10 @@ def train(cfg: Config, run_dir: Path) -> dict:
         if reseed:
             log.info("reseeded the replay with %d episodes of the phase-1 planner: mean return %.1f",
                      len(reseed), np.mean(reseed))
+        if trainer.counters.get("value_added"):  # a no-op once done (a resume)
+            value = trainer.pretrain_value(cfg.value_pretrain_updates)
+            if value:
+                log.info("value head pretraining: loss %.3f -> %.3f", np.mean(value[:10]), np.mean(value[-10:]))
         pretrain = trainer.pretrain_decoder()
         if pretrain:
             log.info("decoder pretraining: planned cost %.2f -> %.2f", np.mean(pretrain[:10]), np.mean(pretrain[-10:]))

@@ -71,6 +71,9 @@ class ModelConfig:
     obs_squash: float | None = field(None, help="soft clip of normalized observations beyond this many standard "
                                                 "units (0: off; null: 10 unless the task is DeepMind Control, whose "
                                                 "observations the seed episodes already span)")
+    value: bool = field(False, help="value head V(h, x̃), trained by TD(lambda) on the replay's rewards; the planners "
+                                    "add the value of a rollout's last belief to its predicted rewards")
+    value_discount: float = field(0.99, help="discount gamma of the value head")
 
     def uses_continuation(self, env_id: str) -> bool:
         """Whether the model has the continuation head on ``env_id`` (``continuation``, or the null default)."""
@@ -87,6 +90,8 @@ class ModelConfig:
             raise ValueError("model.hidden_size and model.layer_size must be >= 1 and model.min_std > 0")
         if self.obs_squash is not None and (not self.obs_squash >= 0 or self.obs_squash == float("inf")):
             raise ValueError(f"model.obs_squash must be a finite number >= 0 (0: off) or null, got {self.obs_squash}")
+        if not 0 <= self.value_discount < 1:
+            raise ValueError(f"model.value_discount must be in [0, 1), got {self.value_discount}")
 
 
 @dataclass
@@ -163,7 +168,8 @@ def build_agent(cfg: Config, device: torch.device) -> tuple[Any, RSSM, CEMContro
     probe.close()
     torch.manual_seed(cfg.seed)
     model = RSSM(obs_dim, act_dim, cfg.model.hidden_size, cfg.model.layer_size, cfg.model.min_std,
-                 cfg.model.uses_continuation(cfg.env_id), cfg.model.squash_threshold(cfg.env_id)).to(device)
+                 cfg.model.uses_continuation(cfg.env_id), cfg.model.squash_threshold(cfg.env_id), cfg.model.value,
+                 cfg.model.value_discount).to(device)
     model.eval()
     p = cfg.planner
     controller = CEMController(model, low, high, p.horizon, p.n_samples, p.n_elites, p.n_iters, p.warm_start,

@@ -11,7 +11,8 @@ reference :meth:`~dcem_agents.models.rssm.RSSM.imagine` spends much of a step on
   (``f_rew(h, x̃) = ... W_rh h + W_rx x̃ ...``, no ``torch.cat``). Their weights are stacked once per call, so a
   step runs one ``(M, hidden) @ (hidden, 3·hidden + 2·layer)`` product instead of three;
 - **the heads after the loop.** Rewards (and continuations) feed nothing back into the rollout, so the loop runs
-  only the GRU and the observation mean, and the reward (and continuation) heads run once over all ``M·H`` rows;
+  only the GRU and the observation mean, and the reward (and continuation) heads run once over all ``M·H`` rows; the
+  value head, in a model that has one, runs once on the ``M`` last beliefs (:func:`imagine_objective`);
 - **only the mean** of the observation head's last layer (its first ``O`` rows);
 - **the GRU cell written out** (PyTorch's gate order r, z, n), so that every product can run in bf16;
 - **weights rearranged once**: the stacked and cast weights are kept between gradient-free calls until a parameter
@@ -31,6 +32,7 @@ size), which PPO's ratio does not tolerate: :class:`~dcem_agents.sb3.EmbeddedDCE
 
 from __future__ import annotations
 
+import copy
 import weakref
 from typing import Literal
 
@@ -40,7 +42,7 @@ from torch import Tensor
 
 from dcem_agents.models.rssm import RSSM
 
-__all__ = ["PRECISIONS", "Precision", "imagine_rewards"]
+__all__ = ["PRECISIONS", "Precision", "imagine_objective", "imagine_rewards"]
 
 Precision = Literal["fp32", "bf16"]
 #: the precisions of :func:`imagine_rewards`
@@ -80,6 +82,13 @@ class _Weights:
             c2, c3 = model.cont_head[2], model.cont_head[4]
             self.w_c2, self.b_c2 = c(c2.weight), c(c2.bias)
             self.w_c3, self.b_c3 = c(c3.weight), c(c3.bias)
+        self.value = model.value_head is not None
+        if self.value:  # run once on the last belief, after the loop
+            v1, v2, v3 = model.value_head[0], model.value_head[2], model.value_head[4]
+            self.w_v1, self.b_v1 = c(v1.weight), c(v1.bias)
+            self.w_v2, self.b_v2 = c(v2.weight), c(v2.bias)
+            self.w_v3, self.b_v3 = c(v3.weight), c(v3.bias)
+            self.discount = model.discount
 
 
 _CACHE: "weakref.WeakKeyDictionary[RSSM, tuple[tuple, _Weights]]" = weakref.WeakKeyDictionary()
@@ -102,9 +111,10 @@ def _weights(model: RSSM, dtype: torch.dtype) -> _Weights:
     return hit[1]
 
 
-def _rollout(w: _Weights, h: Tensor, x: Tensor, act_emb: Tensor) -> Tensor:
+def _rollout(w: _Weights, h: Tensor, x: Tensor, act_emb: Tensor) -> tuple[Tensor, Tensor | None]:
     """Rewards (M, H) of the rows ``h`` (M, hidden), ``x̃`` (M, O) under ``W_u u + b_e`` (M, H, L); with the
-    continuation head, each weighted by the survival probability ``Π_{k<t} c_k``.
+    continuation head, each weighted by the survival probability ``Π_{k<t} c_k``. With the value head also the
+    terminal value ``γ^H w_H V(b_H)`` (M,), else None.
 
     Only the recurrence runs step by step: the GRU and the observation mean, which feeds the next step. The reward
     (and continuation) heads feed nothing back, so the loop keeps only their first layers' ``h`` part (a slice of the
@@ -140,11 +150,19 @@ def _rollout(w: _Weights, h: Tensor, x: Tensor, act_emb: Tensor) -> Tensor:
     q, *qc = first.split(w.layer, 1)
     q = F.elu(torch.addmm(w.b_r2, F.elu(q), w.w_r2.t()))
     rewards = torch.addmm(w.b_r3, q, w.w_r3.t()).view(m, horizon)
-    if not w.cont:
-        return rewards
-    q = F.elu(torch.addmm(w.b_c2, F.elu(qc[0]), w.w_c2.t()))
-    cont = torch.sigmoid(torch.addmm(w.b_c3, q, w.w_c3.t())).view(m, horizon)
-    return rewards * RSSM.survival_weights(cont)
+    survival = None
+    if w.cont:
+        q = F.elu(torch.addmm(w.b_c2, F.elu(qc[0]), w.w_c2.t()))
+        cont = torch.sigmoid(torch.addmm(w.b_c3, q, w.w_c3.t())).view(m, horizon)
+        weights = RSSM.survival_weights(cont)
+        rewards = rewards * weights
+        survival = weights[:, -1] * cont[:, -1]  # Π_{k<H} c_k
+    if not w.value:
+        return rewards, None
+    q = F.elu(F.linear(torch.cat([h, x], 1), w.w_v1, w.b_v1))
+    q = F.elu(torch.addmm(w.b_v2, q, w.w_v2.t()))
+    terminal = torch.addmm(w.b_v3, q, w.w_v3.t()).squeeze(-1) * w.discount ** horizon
+    return rewards, (terminal if survival is None else terminal * survival)
 
 
 _compiled: list = []  # the torch.compile'd _rollout, made on first use
@@ -162,6 +180,7 @@ def imagine_rewards(
 ) -> Tensor:
     """Predicted rewards of open-loop rollouts: the same function as ``im.rewards * im.weights`` of
     ``im = model.imagine(belief, actions)`` (the rewards alone for a model without the continuation head).
+    A model's value head is not run (see :func:`imagine_objective`).
 
     :param model: the world model (its parameters fix device and dtype of the result).
     :param belief: start beliefs ``[h, x̃]`` (M, belief_dim), one per action sequence.
@@ -175,6 +194,22 @@ def imagine_rewards(
     :return: rewards ``r̂_t .. r̂_{t+H-1}`` (M, H), weighted by the survival probabilities with the continuation head,
         in the model's dtype, differentiable w.r.t. the inputs and the model's parameters.
     """
+    return _imagine(model, belief, actions, precision, chunk, compile, value=False)[0]
+
+
+def imagine_objective(
+    model: RSSM, belief: Tensor, actions: Tensor, precision: Precision = "fp32", chunk: int = 1024,
+    compile: bool = False,
+) -> Tensor:
+    """What a planner maximizes (M,): the same function as ``model.imagine(belief, actions).objective()``, the sum of
+    :func:`imagine_rewards` plus, with the value head, the terminal value ``γ^H w_H V(b_H)``. Arguments as there."""
+    rewards, terminal = _imagine(model, belief, actions, precision, chunk, compile, value=True)
+    total = rewards.sum(-1)
+    return total if terminal is None else total + terminal
+
+
+def _imagine(model: RSSM, belief: Tensor, actions: Tensor, precision: Precision, chunk: int, compile: bool,
+             value: bool) -> tuple[Tensor, Tensor | None]:
     if precision not in PRECISIONS:
         raise ValueError(f"imagine_rewards: precision must be one of {PRECISIONS}, got {precision!r}")
     if chunk < 1:
@@ -186,11 +221,17 @@ def imagine_rewards(
     # bf16 lowers fp32 arithmetic; a model kept in float64 (gradient checks, say) keeps its precision
     dtype = _DTYPES.get(precision, out_dtype) if out_dtype == torch.float32 else out_dtype
     w = _weights(model, dtype)
+    if not value and w.value:  # the rewards alone: a copy that skips the value head
+        w = copy.copy(w)
+        w.value = False
     h, x = model.split(belief.to(dtype))
     act_emb = torch.addmm(w.b_e, actions.to(dtype).reshape(m * horizon, -1), w.w_eu.t()).view(m, horizon, -1)
     step = _compiled_rollout() if compile else _rollout
     if m <= chunk or belief.device.type != "cpu":
-        return step(w, h, x, act_emb).to(out_dtype)
-    # split, not slicing: its backward is one concatenation, not a full-size zero gradient per chunk
-    parts = [step(w, *rows) for rows in zip(h.split(chunk), x.split(chunk), act_emb.split(chunk))]
-    return torch.cat(parts, 0).to(out_dtype)
+        rewards, terminal = step(w, h, x, act_emb)
+    else:
+        # split, not slicing: its backward is one concatenation, not a full-size zero gradient per chunk
+        parts = [step(w, *rows) for rows in zip(h.split(chunk), x.split(chunk), act_emb.split(chunk))]
+        rewards = torch.cat([p[0] for p in parts], 0)
+        terminal = None if parts[0][1] is None else torch.cat([p[1] for p in parts], 0)
+    return rewards.to(out_dtype), None if terminal is None else terminal.to(out_dtype)

@@ -6,6 +6,7 @@ Deterministic recurrent state and stochastic proprioceptive observations (all ob
     x̃_t     ~ N(μ(h_t), σ(h_t))              f_odec, MLP 2 × ``layer_size``
     r_t     = f_rew(h_{t+1}, x̃_{t+1})        f_rew, MLP 2 × ``layer_size``, reward of the transition (x_t, u_t)
     c_t     = σ(f_cont(h_{t+1}, x̃_{t+1}))    optional continuation head: P(the episode goes on after (x_t, u_t))
+    V(b_t)  = f_val(h_t, x̃_t)                optional value head: the discounted return to go from belief b_t
 
 The **belief** after observing ``x_t`` is the flat tensor ``[h_t, x̃_t]`` (B, ``belief_dim``): filtering feeds real
 observations (:meth:`initial`, :meth:`observe_step`, :meth:`observe`); imagination (:meth:`imagine`) feeds back the
@@ -22,11 +23,18 @@ predicted mean ``μ(h)`` (or a sample), which is what a planner scores action se
   (a deterministic variant of PlaNet's overshooting);
 - ``continuation`` (with the continuation head and targets): binary cross-entropy of ``c_t`` against ``1 -
   terminated_t`` (Dreamer's discount predictor). A time limit is not a termination: truncated episodes keep target 1.
+- ``value`` (with the value head): squared error of ``V(b_t)`` against the TD(λ) return of the chunk's real rewards,
+  ``G_t = r_t + γ (1 - terminated_t) ((1 - λ) V(b_{t+1}) + λ G_{t+1})``, bootstrapped (no gradient) with ``V`` at the
+  chunk's last real belief, both scaled by ``1 - γ`` (per-step reward units, so that its gradient is of the size of
+  the reward term's). The beliefs enter it without gradient: the value head learns on the model's features and does
+  not shape them. It is the value of the policy that collected the data (the planner, with exploration noise).
 
 Chunks may hold padding (episodes shorter than the chunk): with a ``mask`` (B, L) every term averages over real
 transitions only. Imagination weights the reward of step ``t`` by the predicted probability of still running,
 ``w_t = Π_{k<t} c_k`` (:attr:`Imagination.weights`; all ones without the head), so a planner sees that an episode which
-ends earns nothing after it.
+ends earns nothing after it. With the value head, the objective of a plan of ``H`` steps (:meth:`Imagination.objective`)
+adds what the rollout's end is worth beyond the horizon, ``γ^H w_H V(b_H)`` (``w_H = Π_{k<H} c_k``), as TD-MPC and
+POLO do: a short horizon then still sees that a state leads to a fall or to a good gait.
 """
 
 from __future__ import annotations
@@ -48,15 +56,23 @@ class Imagination(NamedTuple):
     :param obs: predicted observations ``x_{t+1} .. x_{t+H}`` in the environment's units (B, H, O).
     :param weights: probability that the episode still runs when reward ``t`` is received, ``Π_{k<t} c_k`` (B, H);
         ones for a model without the continuation head, None from a model that does not predict terminations.
+    :param terminal: the value of the last belief, discounted and weighted by survival, ``γ^H w_H V(b_H)`` (B,); None
+        for a model without the value head.
     """
 
     rewards: Tensor
     obs: Tensor
     weights: Tensor | None = None
+    terminal: Tensor | None = None
 
     def weighted_rewards(self) -> Tensor:
-        """``rewards * weights`` (B, H): what a planner sums (the rewards themselves without weights)."""
+        """``rewards * weights`` (B, H): the predicted rewards a planner sums (the rewards themselves without weights)."""
         return self.rewards if self.weights is None else self.rewards * self.weights
+
+    def objective(self) -> Tensor:
+        """What a planner maximizes (B,): ``Σ_t w_t r̂_t`` (eq. 7), plus :attr:`terminal` with the value head."""
+        total = self.weighted_rewards().sum(-1)
+        return total if self.terminal is None else total + self.terminal
 
 
 def _mlp(inp: int, width: int, out: int) -> nn.Sequential:
@@ -74,21 +90,33 @@ class RSSM(nn.Module):
     :param continuation: add the continuation head ``f_cont`` (for environments whose episodes can terminate).
     :param obs_squash: soft-clip threshold ``c`` of normalized observations (0: off; see :meth:`normalize`). It is
         stored with the weights; a state saved before it existed loads with it off.
+    :param value: add the value head ``f_val`` (the planners then add the value of a rollout's last belief); its last
+        layer starts at zero, so an untrained head adds nothing.
+    :param discount: its discount ``γ`` in ``[0, 1)``, stored with the weights (only with the value head).
     """
 
     def __init__(self, obs_dim: int, action_dim: int, hidden_size: int = 200, layer_size: int = 200, min_std: float = 0.01,
-                 continuation: bool = False, obs_squash: float = 0.0) -> None:
+                 continuation: bool = False, obs_squash: float = 0.0, value: bool = False, discount: float = 0.99) -> None:
         super().__init__()
         if min(obs_dim, action_dim, hidden_size, layer_size) < 1 or min_std <= 0:
             raise ValueError("RSSM: sizes must be >= 1 and min_std > 0")
         if not obs_squash >= 0 or obs_squash == float("inf"):
             raise ValueError(f"RSSM: obs_squash must be a finite number >= 0 (0: off), got {obs_squash}")
+        if not 0 <= discount < 1:
+            raise ValueError(f"RSSM: discount must be in [0, 1), got {discount}")
         self.obs_dim, self.action_dim, self.hidden_size, self.min_std = obs_dim, action_dim, hidden_size, min_std
         self.embed = nn.Sequential(nn.Linear(obs_dim + action_dim, layer_size), nn.ELU())
         self.cell = nn.GRUCell(layer_size, hidden_size)
         self.obs_head = _mlp(hidden_size, layer_size, 2 * obs_dim)
         self.reward_head = _mlp(hidden_size + obs_dim, layer_size, 1)
         self.cont_head = _mlp(hidden_size + obs_dim, layer_size, 1) if continuation else None
+        self.value_head = _mlp(hidden_size + obs_dim, layer_size, 1) if value else None
+        if value:  # travels with the weights, like obs_squash; a model without the head has no such entry
+            nn.init.zeros_(self.value_head[-1].weight)  # V ≡ 0 until trained: a new head does not steer planning
+            nn.init.zeros_(self.value_head[-1].bias)
+            self.register_buffer("value_discount", torch.tensor(float(discount)))
+            discount = float(self.value_discount)  # as stored: a loaded model then plans with the same number
+        self._discount = float(discount)
         self.register_buffer("obs_loc", torch.zeros(obs_dim))
         self.register_buffer("obs_scale", torch.ones(obs_dim))
         self.register_buffer("obs_squash", torch.tensor(float(obs_squash)))  # travels with the weights
@@ -99,6 +127,13 @@ class RSSM(nn.Module):
         state_dict.setdefault(prefix + "obs_squash", torch.zeros(()))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._squash = float(self.obs_squash)
+        if self.value_head is not None:
+            self._discount = float(self.value_discount)
+
+    @property
+    def discount(self) -> float:
+        """The value head's discount ``γ`` (meaningful with the head only)."""
+        return self._discount
 
     @property
     def belief_dim(self) -> int:
@@ -160,6 +195,18 @@ class RSSM(nn.Module):
             raise ValueError("this RSSM has no continuation head (continuation=False)")
         return self.cont_head(torch.cat([h, obs_n], -1)).squeeze(-1)
 
+    def value(self, h: Tensor, obs_n: Tensor) -> Tensor:
+        """``V(b) = f_val(h, x̃)`` (...,): the discounted return to go from the belief ``[h, x̃]``; requires the head."""
+        if self.value_head is None:
+            raise ValueError("this RSSM has no value head (value=False)")
+        return self.value_head(torch.cat([h, obs_n], -1)).squeeze(-1)
+
+    def terminal_value(self, h: Tensor, obs_n: Tensor, horizon: int, survival: Tensor | None) -> Tensor:
+        """``γ^H w_H V(h, x̃)`` (...,): the value of a rollout's last belief as a plan of ``horizon`` steps counts it
+        (``survival``: ``w_H = Π_{k<H} c_k``, None for 1)."""
+        v = self.value(h, obs_n) * self._discount ** horizon
+        return v if survival is None else v * survival
+
     @staticmethod
     def survival_weights(cont: Tensor) -> Tensor:
         """``w_t = Π_{k<t} c_k`` (B, H) from continuation probabilities ``c`` (B, H): ``w_0 = 1``."""
@@ -195,7 +242,8 @@ class RSSM(nn.Module):
 
         :param sample: feed back samples of ``f_odec`` instead of its mean.
         :param generator: generator of those samples.
-        :return: :class:`Imagination` with rewards (B, H), predicted observations (B, H, O) and survival weights.
+        :return: :class:`Imagination` with rewards (B, H), predicted observations (B, H, O), survival weights and, with
+            the value head, the terminal value (B,).
         """
         h, x = self.split(belief)
         rewards, observations, conts = [], [], []
@@ -212,12 +260,16 @@ class RSSM(nn.Module):
                 conts.append(torch.sigmoid(self.continuation_logit(h, x)))
         r = torch.stack(rewards, 1)
         weights = self.survival_weights(torch.stack(conts, 1)) if conts else torch.ones_like(r)
-        return Imagination(r, self.denormalize(torch.stack(observations, 1)), weights)
+        terminal = None
+        if self.value_head is not None:
+            survival = weights[:, -1] * conts[-1] if conts else None  # Π_{k<H} c_k
+            terminal = self.terminal_value(h, x, actions.shape[1], survival)
+        return Imagination(r, self.denormalize(torch.stack(observations, 1)), weights, terminal)
 
     # ---------------------------------------------------------------- maximum likelihood
     def loss(
         self, obs: Tensor, actions: Tensor, rewards: Tensor, overshooting: int = 0, overshoot_stride: int = 1,
-        mask: Tensor | None = None, cont: Tensor | None = None,
+        mask: Tensor | None = None, cont: Tensor | None = None, value_lambda: float = 0.95,
     ) -> dict[str, Tensor]:
         """Named loss terms (see the module docstring) on chunks ``obs`` (B, L+1, O), ``actions`` (B, L, A), ``rewards`` (B, L).
 
@@ -226,9 +278,10 @@ class RSSM(nn.Module):
             (neighbouring starts are strongly correlated; a stride > 1 cuts the cost of the term by about that factor).
         :param mask: 1 for the chunk's real transitions, 0 for padding after an episode's end (B, L); None: all real.
         :param cont: continuation targets ``1 - terminated_t`` (B, L); with the continuation head, adds the
-            ``continuation`` term.
-        :return: ``obs_nll``, ``reward``, with ``K > 0`` ``overshoot_obs`` and ``overshoot_reward``, and with the head
-            and ``cont`` ``continuation`` (scalars).
+            ``continuation`` term; the value's returns stop at a termination (None: no episode terminates here).
+        :param value_lambda: λ of the value head's TD(λ) returns.
+        :return: ``obs_nll``, ``reward``, with ``K > 0`` ``overshoot_obs`` and ``overshoot_reward``, with the head
+            and ``cont`` ``continuation``, and with the value head ``value`` (scalars).
         """
         x = self.normalize(obs)
         batch, length = actions.shape[:2]
@@ -252,6 +305,8 @@ class RSSM(nn.Module):
         if self.cont_head is not None and cont is not None:
             logits = self.continuation_logit(hs, x[:, 1:])
             terms["continuation"] = mean(F.binary_cross_entropy_with_logits(logits, cont, reduction="none"), mask)
+        if self.value_head is not None and length > 1:
+            terms["value"] = self._value_loss(hs.detach(), x[:, 1:].detach(), rewards, mask, cont, value_lambda)
         k_max = min(overshooting, length)
         if k_max > 0:
             # starts s = 0, stride, ... <= L-K, each with K targets inside the chunk; h_0 = 0, h_s teacher-forced
@@ -269,3 +324,28 @@ class RSSM(nn.Module):
             terms["overshoot_obs"] = obs_err / k_max
             terms["overshoot_reward"] = rew_err / k_max
         return terms
+
+    def _value_loss(self, hs: Tensor, xs: Tensor, rewards: Tensor, mask: Tensor | None, cont: Tensor | None,
+                    lam: float) -> Tensor:
+        """The ``value`` term: ``V(b_t)`` for ``t = 1 .. L-1`` against TD(λ) returns (see the module docstring).
+
+        :param hs: ``h_1 .. h_L`` (B, L, hidden) and ``xs``: ``x̃_1 .. x̃_L`` (B, L, O), the beliefs ``b_1 .. b_L``.
+        :param rewards: ``r_0 .. r_{L-1}`` (B, L), ``r_t`` received on the transition from ``b_t`` to ``b_{t+1}``.
+        """
+        gamma = self._discount
+        with torch.no_grad():
+            v = self.value(hs, xs)  # V(b_1) .. V(b_L)
+            g = v[:, -1]
+            targets = []
+            length = hs.shape[1]
+            for t in range(length - 1, 0, -1):  # G_t for t = L-1 .. 1; g holds G_{t+1} (G_L = V(b_L))
+                if mask is not None and t + 1 < length:  # b_{t+1} ends the real data: bootstrap there
+                    g = torch.where(mask[:, t + 1] > 0, g, v[:, t])
+                going = 1.0 if cont is None else cont[:, t]
+                g = rewards[:, t] + gamma * going * ((1 - lam) * v[:, t] + lam * g)
+                targets.append(g)
+            target = torch.stack(targets[::-1], 1)  # G_1 .. G_{L-1}
+        pred = self.value(hs[:, :-1], xs[:, :-1])  # V(b_1) .. V(b_{L-1})
+        err = ((pred - target) * (1 - gamma)).pow(2)
+        m = None if mask is None else mask[:, 1:]
+        return err.mean() if m is None else (err * m).sum() / m.sum().clamp_min(1)

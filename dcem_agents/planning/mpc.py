@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from dcem_agents.math.cem import check_cem_sizes
-from dcem_agents.models.lean_rollout import imagine_rewards
+from dcem_agents.models.lean_rollout import imagine_objective
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.action_space import action_space_plan
 from dcem_agents.planning.cuda_graph import GraphCache
@@ -48,7 +48,8 @@ class Controller(Protocol):
 
 def imagined_return_cost(model: RSSM, belief: Tensor, runtime: PlannerRuntime = DEFAULT_RUNTIME) -> ActionCost:
     """The cost ``(B, N, H, A) -> (B, N)``: minus the sum of rewards the model predicts from ``belief`` (B, D), each
-    weighted by the predicted probability that the episode still runs (the continuation head; 1 without it).
+    weighted by the predicted probability that the episode still runs (the continuation head; 1 without it), plus,
+    with the model's value head, the discounted value of the rollout's last belief (:meth:`Imagination.objective`).
 
     Each of the ``B·N`` candidate sequences is rolled out open-loop from its row's belief, mean observations fed
     back: :func:`~dcem_agents.models.lean_rollout.imagine_rewards` (``runtime.rollout == "lean"``) or
@@ -61,10 +62,10 @@ def imagined_return_cost(model: RSSM, belief: Tensor, runtime: PlannerRuntime = 
         start = belief.unsqueeze(1).expand(b, n, belief.shape[-1]).reshape(b * n, -1)
         flat = actions.reshape(b * n, h, a)
         if runtime.rollout == "reference" or not isinstance(model, RSSM):  # other models: their own imagine
-            rewards = model.imagine(start, flat).weighted_rewards()
+            objective = model.imagine(start, flat).objective()
         else:
-            rewards = imagine_rewards(model, start, flat, runtime.precision, runtime.chunk, runtime.compile)
-        return -rewards.sum(-1).view(b, n)
+            objective = imagine_objective(model, start, flat, runtime.precision, runtime.chunk, runtime.compile)
+        return -objective.view(b, n)
 
     return cost
 

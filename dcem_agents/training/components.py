@@ -68,6 +68,7 @@ def components_from_checkpoint(ckpt: dict[str, Any]) -> DCEMComponents:
             "hidden_size": p1["model"]["hidden_size"], "layer_size": p1["model"]["layer_size"],
             "min_std": p1["model"]["min_std"],
             "continuation": any(k.startswith("cont_head.") for k in model_state),
+            "value": any(k.startswith("value_head.") for k in model_state),
             "decoder": {"latent_dim": d["latent_dim"], "horizon": d["horizon"], "action_dim": dec_state["lower"].numel(),
                         "lower": dec_state["lower"].tolist(), "upper": dec_state["upper"].tolist(),
                         "hidden_sizes": d["hidden_sizes"], "init_scale": d["init_scale"]},
@@ -144,6 +145,7 @@ def architecture(comps: DCEMComponents) -> dict[str, Any]:
     m = comps.model
     return {"obs_dim": m.obs_dim, "action_dim": m.action_dim, "hidden_size": m.hidden_size,
             "layer_size": m.embed[0].out_features, "min_std": m.min_std, "continuation": m.cont_head is not None,
+            "value": m.value_head is not None,
             "decoder": comps.decoder.config(),
             "planner": asdict(comps.settings), "env_id": comps.env_id, "action_repeat": comps.action_repeat,
             "env_steps": comps.env_steps}
@@ -153,7 +155,7 @@ def components_from_architecture(arch: dict[str, Any]) -> DCEMComponents:
     """Components of the sizes in ``arch`` with untrained weights (load a state dict into them)."""
     try:
         model = RSSM(arch["obs_dim"], arch["action_dim"], arch["hidden_size"], arch["layer_size"], arch["min_std"],
-                     bool(arch.get("continuation", False)))
+                     bool(arch.get("continuation", False)), value=bool(arch.get("value", False)))
         decoder = LatentActionDecoder(**arch["decoder"])
         settings = LatentCEMSettings(**arch["planner"])
         return DCEMComponents(model.eval(), decoder, settings, arch["env_id"], int(arch["action_repeat"]),

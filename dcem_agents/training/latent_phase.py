@@ -64,12 +64,13 @@ class DecoderSettings:
 
 def decoder_loss(controller: LatentDCEMController, belief: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Alg. 2's loss: the model's predicted cost ``-Σ_t w_t r̂_t`` of the DCEM plan from each belief (B, D), averaged
-    (``w_t``: the survival weights of the continuation head, ones without it).
+    (``w_t``: the survival weights of the continuation head, ones without it; with the value head, minus the terminal
+    value too: the planners' objective, :meth:`~dcem_agents.models.rssm.Imagination.objective`).
 
     Differentiable w.r.t. the decoder (and the model, if its parameters require gradients).
     """
     plan = controller.plan(belief, generator)
-    return -controller.model.imagine(belief, plan.actions).weighted_rewards().sum(-1).mean()  # (B, H) -> scalar
+    return -controller.model.imagine(belief, plan.actions).objective().mean()  # (B,) -> scalar
 
 
 class LatentPhaseTrainer(PlanetTrainer):
@@ -180,6 +181,37 @@ class LatentPhaseTrainer(PlanetTrainer):
         c["next_eval"] += c["env_steps"] - start  # the evaluation schedule starts after the reseeding
         self.save()
         return returns
+
+    def pretrain_value(self, n: int) -> list[float]:
+        """``n`` steps on the value term alone (a value head new to a trained model), once per run; returns its losses.
+
+        The value head's inputs carry no gradient into the model (see :meth:`RSSM.loss`), so these steps move the
+        head alone.
+        """
+        if self.counters.get("value_pretrained") or n < 1:
+            return []
+        s, param, losses = self.settings, next(self.model.parameters()), []
+        self.model.train()
+        for _ in tqdm(range(n), desc="value head pretraining", unit="step", dynamic_ncols=True):
+            chunk = self.replay.sample(s.batch_size, s.chunk_length, self.rng)
+            obs, actions, rewards, mask, cont = (torch.as_tensor(x, device=param.device, dtype=param.dtype)
+                                                 for x in chunk)
+            loss = self.model.loss(obs, actions, rewards, mask=None if chunk.mask.all() else mask, cont=cont,
+                                   value_lambda=s.value_lambda)["value"]
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+            if self.finite_step(loss, grad_norm, "value"):
+                self.optimizer.step()
+                losses.append(float(loss.detach()))
+        self.model.eval()
+        if self.logger is not None and losses:
+            self.logger.record("pretrain/value_loss_first10", float(np.mean(losses[:10])))
+            self.logger.record("pretrain/value_loss_last10", float(np.mean(losses[-10:])))
+            self.logger.dump(self.counters["env_steps"])
+        self.counters["value_pretrained"] = 1
+        self.save()
+        return losses
 
     def pretrain_decoder(self) -> list[float]:
         """``pretrain_updates`` alg.-2 steps on the current replay (once per run; skipped after a resume)."""

@@ -59,6 +59,8 @@ class TrainSettings:
     overshoot_stride: int = field(1, help="open-loop rollouts start at every stride-th step of a chunk")
     reward_weight: float = field(1.0, help="weight of the reward terms")
     continuation_weight: float = field(1.0, help="weight of the continuation term (models with the continuation head)")
+    value_weight: float = field(1.0, help="weight of the value term (models with the value head)")
+    value_lambda: float = field(0.95, help="lambda of the value head's TD(lambda) returns")
     learning_rate: float = field(1e-3, help="Adam learning rate")
     adam_eps: float = field(1e-4, help="Adam epsilon")
     grad_clip: float = field(100.0, help="max global gradient norm")
@@ -86,9 +88,12 @@ class TrainSettings:
             raise ValueError(f"train.updates_per_step must be > 0 (or null), got {self.updates_per_step}")
         if self.learning_rate <= 0 or self.adam_eps <= 0 or self.grad_clip <= 0:
             raise ValueError("train.learning_rate, train.adam_eps and train.grad_clip must be > 0")
-        if min(self.exploration_noise, self.overshoot_weight, self.reward_weight, self.continuation_weight) < 0:
-            raise ValueError("train.exploration_noise, train.overshoot_weight, train.reward_weight and "
-                             "train.continuation_weight must be >= 0")
+        if min(self.exploration_noise, self.overshoot_weight, self.reward_weight, self.continuation_weight,
+               self.value_weight) < 0:
+            raise ValueError("train.exploration_noise, train.overshoot_weight, train.reward_weight, "
+                             "train.continuation_weight and train.value_weight must be >= 0")
+        if not 0 <= self.value_lambda <= 1:
+            raise ValueError(f"train.value_lambda must be in [0, 1], got {self.value_lambda}")
 
 
 class PlanetTrainer:
@@ -260,8 +265,9 @@ class PlanetTrainer:
                                                  for x in chunk)
             terms = self.model.loss(obs, actions, rewards, s.overshooting, s.overshoot_stride,
                                     mask=None if chunk.mask.all() else mask,  # full chunks: the plain means
-                                    cont=cont if self.model.cont_head is not None else None)
-            weights = {"reward": s.reward_weight, "continuation": s.continuation_weight,
+                                    cont=cont if self.model.cont_head is not None or self.model.value_head is not None else None,
+                                    value_lambda=s.value_lambda)
+            weights = {"reward": s.reward_weight, "continuation": s.continuation_weight, "value": s.value_weight,
                        "overshoot_obs": s.overshoot_weight, "overshoot_reward": s.overshoot_weight * s.reward_weight}
             total = sum(weights.get(k, 1.0) * v for k, v in terms.items())
             self.optimizer.zero_grad(set_to_none=True)
