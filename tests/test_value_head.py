@@ -13,6 +13,7 @@ from stable_baselines3 import PPO
 
 from _scripts import run_script
 from dcem_agents import EmbeddedDCEMPolicy
+from dcem_agents.models.rssm import RSSM
 from dcem_agents.sb3 import load_components, make_belief_vec_env
 from dcem_agents.training import load_checkpoint
 
@@ -68,3 +69,32 @@ def test_phase2_adds_a_value_head_that_sb3_carries(phase1_checkpoint: Path, tmp_
     loaded = PPO.load(tmp_path / "ppo.zip", device="cpu")
     obs = model.env.reset()
     np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+
+
+def test_phase1_optimizer_state_loads_around_an_added_head_and_priming_moves_nothing() -> None:
+    """The phase-1 Adam state carries over to the old parameters when a value head is added (it starts without
+    state); steps at learning rate 0 fill a fresh Adam's moments and leave every weight as it was."""
+    from dcem_agents.experiments.dcem import _load_optimizer
+
+    torch.manual_seed(0)
+    old = RSSM(3, 1, 8, 8)
+    old_opt = torch.optim.Adam(old.parameters(), lr=1e-3)
+    obs, actions, rewards = torch.randn(2, 6, 3), torch.randn(2, 5, 1), torch.randn(2, 5)
+    sum(old.loss(obs, actions, rewards).values()).backward()
+    old_opt.step()
+    new = RSSM(3, 1, 8, 8, value=True)
+    new.load_state_dict(old.state_dict(), strict=False)
+    new_opt = torch.optim.Adam(new.parameters(), lr=1e-3)
+    _load_optimizer(new_opt, old_opt.state_dict())
+    for p_old, p_new in zip(old.parameters(), new.parameters()):
+        assert torch.equal(old_opt.state[p_old]["exp_avg_sq"], new_opt.state[p_new]["exp_avg_sq"])
+    assert all(p not in new_opt.state for p in new.value_head.parameters())
+    before = {k: v.clone() for k, v in new.state_dict().items()}
+    for group in new_opt.param_groups:
+        group["lr"] = 0.0
+    for _ in range(3):
+        new_opt.zero_grad()
+        sum(new.loss(obs, actions, rewards).values()).backward()
+        new_opt.step()
+    assert all(torch.equal(v, new.state_dict()[k]) for k, v in before.items())
+    assert all(new_opt.state[p]["step"] > 0 for p in new.value_head.parameters())

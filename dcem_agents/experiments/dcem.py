@@ -103,6 +103,9 @@ class Config(RunConfig):
                                          "planners and alg. 2 then add the value of a rollout's last belief")
     value_pretrain_updates: int = field(1000, help="with value_head: steps on the new head alone before the decoder's "
                                                    "pretraining")
+    optimizer_prime_updates: int = field(200, help="from a slim phase-1 checkpoint (no optimizer state): model steps at "
+                                                   "learning rate 0 that fill a fresh Adam's moment estimates before it "
+                                                   "moves the trained model")
     final_eval_episodes: int = field(10, help="episodes of the independent evaluation at the end (0: skip)")
     final_eval_seed: int = field(2_000_000, help="seed of the first environment of the final evaluation")
     results_json: str | None = field(None, help="with train.py --publish: write the summary here (e.g. results/<name>.json)")
@@ -114,8 +117,8 @@ class Config(RunConfig):
         super().__post_init__()
         if self.final_eval_episodes < 0:
             raise ValueError(f"final_eval_episodes must be >= 0, got {self.final_eval_episodes}")
-        if self.reseed_episodes < 0 or self.value_pretrain_updates < 0:
-            raise ValueError("reseed_episodes and value_pretrain_updates must be >= 0")
+        if min(self.reseed_episodes, self.value_pretrain_updates, self.optimizer_prime_updates) < 0:
+            raise ValueError("reseed_episodes, value_pretrain_updates and optimizer_prime_updates must be >= 0")
 
 
 def _phase1(checkpoint: dict[str, Any]) -> tuple[planet.Config, dict[str, Any]]:
@@ -158,6 +161,17 @@ def _load_model(model: RSSM, state: dict[str, Any], added_value: bool) -> None:
     wrong = [k for k in missing if not k.startswith("value_head.") and k != "value_discount"] + list(unexpected)
     if wrong:
         raise ValueError(f"the phase-1 model does not fit the phase-2 one: {', '.join(wrong)}")
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """The phase-1 optimizer state into ``optimizer``, whose one parameter group may end with parameters phase 1 did
+    not have (an added value head, registered last in the model): those start with no state."""
+    group = state["param_groups"][0]
+    extra = len(optimizer.param_groups[0]["params"]) - len(group["params"])
+    if extra > 0:
+        start = max(group["params"], default=-1) + 1
+        state = {**state, "param_groups": [{**group, "params": list(group["params"]) + list(range(start, start + extra))}]}
+    optimizer.load_state_dict(state)
 
 
 def _check_replay(cfg: Config, phase1: dict[str, Any]) -> None:
@@ -217,8 +231,9 @@ def train(cfg: Config, run_dir: Path) -> dict:
         _load_model(model, p1_state["model"], added_value)
         if not is_slim(phase1_ckpt):  # else an empty replay, filled by trainer.reseed below
             load_replay(p1_state["replay"], trainer.replay, cfg.phase1_checkpoint)
-        if not is_slim(phase1_ckpt) and not added_value:  # else a fresh Adam (a new head: other parameters)
-            trainer.optimizer.load_state_dict(p1_state["optimizer"])
+        if not is_slim(phase1_ckpt):  # else a fresh Adam, primed below
+            _load_optimizer(trainer.optimizer, p1_state["optimizer"])
+        trainer.counters["fresh_optimizer"] = int(is_slim(phase1_ckpt))
         for key in ("env_steps", "episodes", "updates", "normalized"):
             trainer.counters[key] = p1_state["counters"][key]
         trainer.counters["phase1_env_steps"] = p1_state["counters"]["env_steps"]
@@ -235,6 +250,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
             value = trainer.pretrain_value(cfg.value_pretrain_updates)
             if value:
                 log.info("value head pretraining: loss %.3f -> %.3f", np.mean(value[:10]), np.mean(value[-10:]))
+        if trainer.counters.get("fresh_optimizer"):  # a no-op once done
+            trainer.prime_optimizer(cfg.optimizer_prime_updates)
         pretrain = trainer.pretrain_decoder()
         if pretrain:
             log.info("decoder pretraining: planned cost %.2f -> %.2f", np.mean(pretrain[:10]), np.mean(pretrain[-10:]))

@@ -256,31 +256,38 @@ class PlanetTrainer:
             credit = self.counters.get("update_credit", 0.0) + s.updates_per_step * self.counters.get("new_steps", 0)
             n_updates = int(credit)
             self.counters["update_credit"], self.counters["new_steps"] = credit - n_updates, 0
-        param = next(self.model.parameters())
         sums: dict[str, float] = {}
         self.model.train()
         for _ in range(n_updates):
-            chunk = self.replay.sample(s.batch_size, s.chunk_length, self.rng)
-            obs, actions, rewards, mask, cont = (torch.as_tensor(x, device=param.device, dtype=param.dtype)
-                                                 for x in chunk)
-            terms = self.model.loss(obs, actions, rewards, s.overshooting, s.overshoot_stride,
-                                    mask=None if chunk.mask.all() else mask,  # full chunks: the plain means
-                                    cont=cont if self.model.cont_head is not None or self.model.value_head is not None else None,
-                                    value_lambda=s.value_lambda)
-            weights = {"reward": s.reward_weight, "continuation": s.continuation_weight, "value": s.value_weight,
-                       "overshoot_obs": s.overshoot_weight, "overshoot_reward": s.overshoot_weight * s.reward_weight}
-            total = sum(weights.get(k, 1.0) * v for k, v in terms.items())
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
-            if not self.finite_step(total, grad_norm, "model"):
+            terms = self.model_step()
+            if terms is None:  # a skipped (non-finite) step
                 continue
-            self.optimizer.step()
-            for k, v in {**terms, "loss": total, "grad_norm": grad_norm}.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
             self.counters["updates"] += 1
         self.model.eval()
         return {k: v / max(n_updates, 1) for k, v in sums.items()}
+
+    def model_step(self) -> dict[str, float] | None:
+        """One maximum-likelihood gradient step on a batch of replay chunks: its loss terms, their weighted total and
+        the gradient norm; None for a skipped (non-finite) step."""
+        s, param = self.settings, next(self.model.parameters())
+        chunk = self.replay.sample(s.batch_size, s.chunk_length, self.rng)
+        obs, actions, rewards, mask, cont = (torch.as_tensor(x, device=param.device, dtype=param.dtype) for x in chunk)
+        terms = self.model.loss(obs, actions, rewards, s.overshooting, s.overshoot_stride,
+                                mask=None if chunk.mask.all() else mask,  # full chunks: the plain means
+                                cont=cont if self.model.cont_head is not None or self.model.value_head is not None else None,
+                                value_lambda=s.value_lambda)
+        weights = {"reward": s.reward_weight, "continuation": s.continuation_weight, "value": s.value_weight,
+                   "overshoot_obs": s.overshoot_weight, "overshoot_reward": s.overshoot_weight * s.reward_weight}
+        total = sum(weights.get(k, 1.0) * v for k, v in terms.items())
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+        if not self.finite_step(total, grad_norm, "model"):
+            return None
+        self.optimizer.step()
+        return {k: float(v.detach()) for k, v in {**terms, "loss": total, "grad_norm": grad_norm}.items()}
 
     def finite_step(self, loss: torch.Tensor, grad_norm: torch.Tensor, what: str) -> bool:
         """Whether a gradient step may be taken: False (and the gradients dropped) for a NaN/inf loss or gradient.
