@@ -71,9 +71,9 @@ def test_phase2_adds_a_value_head_that_sb3_carries(phase1_checkpoint: Path, tmp_
     np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
 
 
-def test_phase1_optimizer_state_loads_around_an_added_head_and_priming_moves_nothing() -> None:
+def test_phase1_optimizer_state_loads_around_an_added_head() -> None:
     """The phase-1 Adam state carries over to the old parameters when a value head is added (it starts without
-    state); steps at learning rate 0 fill a fresh Adam's moments and leave every weight as it was."""
+    state)."""
     from dcem_agents.experiments.dcem import _load_optimizer
 
     torch.manual_seed(0)
@@ -89,12 +89,3 @@ def test_phase1_optimizer_state_loads_around_an_added_head_and_priming_moves_not
     for p_old, p_new in zip(old.parameters(), new.parameters()):
         assert torch.equal(old_opt.state[p_old]["exp_avg_sq"], new_opt.state[p_new]["exp_avg_sq"])
     assert all(p not in new_opt.state for p in new.value_head.parameters())
-    before = {k: v.clone() for k, v in new.state_dict().items()}
-    for group in new_opt.param_groups:
-        group["lr"] = 0.0
-    for _ in range(3):
-        new_opt.zero_grad()
-        sum(new.loss(obs, actions, rewards).values()).backward()
-        new_opt.step()
-    assert all(torch.equal(v, new.state_dict()[k]) for k, v in before.items())
-    assert all(new_opt.state[p]["step"] > 0 for p in new.value_head.parameters())

@@ -3,7 +3,8 @@
 ``train``: loads a ``planet`` (phase-1) checkpoint — world model, optimizer, replay and counters —, builds the latent
 action decoder and the :class:`~dcem_agents.planning.latent_mpc.LatentDCEMController`, optionally collects
 ``reseed_episodes`` episodes with the phase-1 planner (the only replay a slim, shipped phase-1 checkpoint gets; the
-model's optimizer then starts afresh), pretrains the decoder by alg. 2 on the replay, then runs :class:`~dcem_agents.training.latent_phase.LatentPhaseTrainer`: the latent
+model's optimizer then starts afresh), optionally adds and pretrains a value head, pretrains the decoder
+by alg. 2 on the replay, then runs :class:`~dcem_agents.training.latent_phase.LatentPhaseTrainer`: the latent
 controller collects, the model keeps its likelihood updates and the decoder its alg.-2 updates. Environment steps
 continue counting from phase 1 (``train.total_env_steps`` is cumulative). Run folder and resume as for ``planet``:
 ``python train.py --config SAME.yaml --run-dir THAT_RUN_DIR`` continues from ``checkpoint.pt``.
@@ -103,9 +104,6 @@ class Config(RunConfig):
                                          "planners and alg. 2 then add the value of a rollout's last belief")
     value_pretrain_updates: int = field(1000, help="with value_head: steps on the new head alone before the decoder's "
                                                    "pretraining")
-    optimizer_prime_updates: int = field(200, help="from a slim phase-1 checkpoint (no optimizer state): model steps at "
-                                                   "learning rate 0 that fill a fresh Adam's moment estimates before it "
-                                                   "moves the trained model")
     final_eval_episodes: int = field(10, help="episodes of the independent evaluation at the end (0: skip)")
     final_eval_seed: int = field(2_000_000, help="seed of the first environment of the final evaluation")
     results_json: str | None = field(None, help="with train.py --publish: write the summary here (e.g. results/<name>.json)")
@@ -117,8 +115,8 @@ class Config(RunConfig):
         super().__post_init__()
         if self.final_eval_episodes < 0:
             raise ValueError(f"final_eval_episodes must be >= 0, got {self.final_eval_episodes}")
-        if min(self.reseed_episodes, self.value_pretrain_updates, self.optimizer_prime_updates) < 0:
-            raise ValueError("reseed_episodes, value_pretrain_updates and optimizer_prime_updates must be >= 0")
+        if min(self.reseed_episodes, self.value_pretrain_updates) < 0:
+            raise ValueError("reseed_episodes and value_pretrain_updates must be >= 0")
 
 
 def _phase1(checkpoint: dict[str, Any]) -> tuple[planet.Config, dict[str, Any]]:
@@ -229,11 +227,9 @@ def train(cfg: Config, run_dir: Path) -> dict:
     else:
         _check_replay(cfg, phase1_ckpt)
         _load_model(model, p1_state["model"], added_value)
-        if not is_slim(phase1_ckpt):  # else an empty replay, filled by trainer.reseed below
+        if not is_slim(phase1_ckpt):  # else an empty replay, filled by trainer.reseed, and a fresh Adam
             load_replay(p1_state["replay"], trainer.replay, cfg.phase1_checkpoint)
-        if not is_slim(phase1_ckpt):  # else a fresh Adam, primed below
             _load_optimizer(trainer.optimizer, p1_state["optimizer"])
-        trainer.counters["fresh_optimizer"] = int(is_slim(phase1_ckpt))
         for key in ("env_steps", "episodes", "updates", "normalized"):
             trainer.counters[key] = p1_state["counters"][key]
         trainer.counters["phase1_env_steps"] = p1_state["counters"]["env_steps"]
@@ -242,16 +238,14 @@ def train(cfg: Config, run_dir: Path) -> dict:
         _check_budget(cfg, trainer.counters["env_steps"])
     trainer.logger = MetricsLogger(run_dir, resume_step=resume_step)
     try:
-        reseed = trainer.reseed(named_controller("cem", p1, model, controller, device), cfg.reseed_episodes)
-        if reseed:
+        if cfg.reseed_episodes and not trainer.counters.get("reseeded"):
+            reseed = trainer.reseed(named_controller("cem", p1, model, controller, device), cfg.reseed_episodes)
             log.info("reseeded the replay with %d episodes of the phase-1 planner: mean return %.1f",
                      len(reseed), np.mean(reseed))
         if trainer.counters.get("value_added"):  # a no-op once done (a resume)
             value = trainer.pretrain_value(cfg.value_pretrain_updates)
             if value:
                 log.info("value head pretraining: loss %.3f -> %.3f", np.mean(value[:10]), np.mean(value[-10:]))
-        if trainer.counters.get("fresh_optimizer"):  # a no-op once done
-            trainer.prime_optimizer(cfg.optimizer_prime_updates)
         pretrain = trainer.pretrain_decoder()
         if pretrain:
             log.info("decoder pretraining: planned cost %.2f -> %.2f", np.mean(pretrain[:10]), np.mean(pretrain[-10:]))

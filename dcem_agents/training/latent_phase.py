@@ -182,31 +182,6 @@ class LatentPhaseTrainer(PlanetTrainer):
         self.save()
         return returns
 
-    def prime_optimizer(self, n: int) -> None:
-        """``n`` model steps at learning rate 0: a fresh Adam state (a slim phase-1 checkpoint has none) learns its
-        moment estimates before it moves a trained model. Once per run.
-
-        Without it, Adam's first steps move every parameter by about the learning rate (``m̂ / √v̂ = ±1`` at step 1),
-        noise-driven ones included. Measured on cheetah-run reseeded from the slim checkpoint without it: the mean
-        observation NLL of the first 50 updates was +4.9, against about -16 once it had recovered, and latent DCEM's
-        first evaluation returned 4.6.
-        """
-        if self.counters.get("optimizer_primed") or n < 1:
-            return
-        rates = [group["lr"] for group in self.optimizer.param_groups]
-        for group in self.optimizer.param_groups:
-            group["lr"] = 0.0
-        self.model.train()
-        try:
-            for _ in tqdm(range(n), desc="priming the model's optimizer", unit="step", dynamic_ncols=True):
-                self.model_step()
-        finally:
-            for group, lr in zip(self.optimizer.param_groups, rates):
-                group["lr"] = lr
-            self.model.eval()
-        self.counters["optimizer_primed"] = 1
-        self.save()
-
     def pretrain_value(self, n: int) -> list[float]:
         """``n`` steps on the value term alone (a value head new to a trained model), once per run; returns its losses.
 
