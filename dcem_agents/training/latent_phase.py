@@ -190,14 +190,11 @@ class LatentPhaseTrainer(PlanetTrainer):
         """
         if self.counters.get("value_pretrained") or n < 1:
             return []
-        s, param, losses = self.settings, next(self.model.parameters()), []
+        s, losses = self.settings, []
         self.model.train()
         for _ in tqdm(range(n), desc="value head pretraining", unit="step", dynamic_ncols=True):
-            chunk = self.replay.sample(s.batch_size, s.chunk_length, self.rng)
-            obs, actions, rewards, mask, cont = (torch.as_tensor(x, device=param.device, dtype=param.dtype)
-                                                 for x in chunk)
-            loss = self.model.loss(obs, actions, rewards, mask=None if chunk.mask.all() else mask, cont=cont,
-                                   value_lambda=s.value_lambda)["value"]
+            obs, actions, rewards, mask, cont = self.sample_batch()
+            loss = self.model.loss(obs, actions, rewards, mask=mask, cont=cont, value_lambda=s.value_lambda)["value"]
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)

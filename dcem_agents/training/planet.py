@@ -268,16 +268,23 @@ class PlanetTrainer:
         self.model.eval()
         return {k: v / max(n_updates, 1) for k, v in sums.items()}
 
-    def model_step(self) -> dict[str, float] | None:
-        """One maximum-likelihood gradient step on a batch of replay chunks: its loss terms, their weighted total and
-        the gradient norm; None for a skipped (non-finite) step."""
+    def sample_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """``batch_size`` replay chunks of ``chunk_length`` as tensors on the model's device and dtype: observations
+        (B, L+1, O), actions (B, L, A), rewards (B, L), mask (B, L; None when every step is real: the plain means) and
+        continuation targets (B, L)."""
         s, param = self.settings, next(self.model.parameters())
         chunk = self.replay.sample(s.batch_size, s.chunk_length, self.rng)
         obs, actions, rewards, mask, cont = (torch.as_tensor(x, device=param.device, dtype=param.dtype) for x in chunk)
-        terms = self.model.loss(obs, actions, rewards, s.overshooting, s.overshoot_stride,
-                                mask=None if chunk.mask.all() else mask,  # full chunks: the plain means
-                                cont=cont if self.model.cont_head is not None or self.model.value_head is not None else None,
-                                value_lambda=s.value_lambda)
+        return obs, actions, rewards, None if chunk.mask.all() else mask, cont
+
+    def model_step(self) -> dict[str, float] | None:
+        """One maximum-likelihood gradient step on a batch of replay chunks: its loss terms, their weighted total and
+        the gradient norm; None for a skipped (non-finite) step."""
+        s = self.settings
+        obs, actions, rewards, mask, cont = self.sample_batch()
+        heads = self.model.cont_head is not None or self.model.value_head is not None  # the heads that read `cont`
+        terms = self.model.loss(obs, actions, rewards, s.overshooting, s.overshoot_stride, mask=mask,
+                                cont=cont if heads else None, value_lambda=s.value_lambda)
         weights = {"reward": s.reward_weight, "continuation": s.continuation_weight, "value": s.value_weight,
                    "overshoot_obs": s.overshoot_weight, "overshoot_reward": s.overshoot_weight * s.reward_weight}
         total = sum(weights.get(k, 1.0) * v for k, v in terms.items())
