@@ -21,7 +21,8 @@ from dcem_agents.training import load_checkpoint
 def test_phase1_with_a_value_head_trains_it_and_evaluates(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     out = run_script("train.py", "--config", "configs/planet/debug.yaml", "--run-dir", str(run_dir),
-                     "--set", "model.value=true", "--set", "model.value_discount=0.95", "--set", "final_eval_episodes=1")
+                     "--set", "model.value=true", "--set", "model.value_discount=0.95",
+                     "--set", "final_eval_episodes=1")
     assert out.returncode == 0, out.stderr[-3000:]
     rows = list(csv.DictReader((run_dir / "progress.csv").open()))
     losses = [float(r["train/value"]) for r in rows if r.get("train/value")]

@@ -97,8 +97,9 @@ class Config(RunConfig):
     decoder_training: DecoderSettings = field(default_factory=DecoderSettings, help="alg.-2 optimization of the decoder")
     train: TrainSettings = field(default_factory=TrainSettings, help="schedule (total_env_steps counts from phase 1)")
     reseed_episodes: int = field(0, help="episodes the phase-1 full-space planner collects into the replay before the "
-                                         "decoder's pretraining; needed (>= 1) to start from a slim phase-1 checkpoint, "
-                                         "whose replay was not kept; their env steps count in train.total_env_steps")
+                                         "decoder's pretraining; needed (>= 1) to start from a slim phase-1 "
+                                         "checkpoint, whose replay was not kept; their env steps count in "
+                                         "train.total_env_steps")
     value_head: bool = field(False, help="give a phase-1 model without one a value head (model.value): trained here by "
                                          "TD(lambda) on the replay, first value_pretrain_updates steps alone; the "
                                          "planners and alg. 2 then add the value of a rollout's last belief")
@@ -168,7 +169,8 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> 
     extra = len(optimizer.param_groups[0]["params"]) - len(group["params"])
     if extra > 0:
         start = max(group["params"], default=-1) + 1
-        state = {**state, "param_groups": [{**group, "params": list(group["params"]) + list(range(start, start + extra))}]}
+        params = list(group["params"]) + list(range(start, start + extra))
+        state = {**state, "param_groups": [{**group, "params": params}]}
     optimizer.load_state_dict(state)
 
 

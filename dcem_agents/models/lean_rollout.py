@@ -12,7 +12,8 @@ reference :meth:`~dcem_agents.models.rssm.RSSM.imagine` spends much of a step on
   step runs one ``(M, hidden) @ (hidden, 3·hidden + 2·layer)`` product instead of three;
 - **the heads after the loop.** Rewards (and continuations) feed nothing back into the rollout, so the loop runs
   only the GRU and the observation mean, and the reward (and continuation) heads run once over all ``M·H`` rows; the
-  value head, in a model that has one, runs once on the ``M`` last beliefs (:func:`imagine_objective`);
+  value head, in a model that has one, runs once on the ``M`` last beliefs, in the model's own dtype
+  (:meth:`RSSM.terminal_value <dcem_agents.models.rssm.RSSM.terminal_value>`, from :func:`imagine_objective`);
 - **only the mean** of the observation head's last layer (its first ``O`` rows);
 - **the GRU cell written out** (PyTorch's gate order r, z, n), so that every product can run in bf16;
 - **weights rearranged once**: the stacked and cast weights are kept between gradient-free calls until a parameter
@@ -32,7 +33,6 @@ size), which PPO's ratio does not tolerate: :class:`~dcem_agents.sb3.EmbeddedDCE
 
 from __future__ import annotations
 
-import copy
 import weakref
 from typing import Literal
 
@@ -82,13 +82,6 @@ class _Weights:
             c2, c3 = model.cont_head[2], model.cont_head[4]
             self.w_c2, self.b_c2 = c(c2.weight), c(c2.bias)
             self.w_c3, self.b_c3 = c(c3.weight), c(c3.bias)
-        self.value = model.value_head is not None
-        if self.value:  # run once on the last belief, after the loop
-            v1, v2, v3 = model.value_head[0], model.value_head[2], model.value_head[4]
-            self.w_v1, self.b_v1 = c(v1.weight), c(v1.bias)
-            self.w_v2, self.b_v2 = c(v2.weight), c(v2.bias)
-            self.w_v3, self.b_v3 = c(v3.weight), c(v3.bias)
-            self.discount = model.discount
 
 
 _CACHE: "weakref.WeakKeyDictionary[RSSM, tuple[tuple, _Weights]]" = weakref.WeakKeyDictionary()
@@ -111,10 +104,10 @@ def _weights(model: RSSM, dtype: torch.dtype) -> _Weights:
     return hit[1]
 
 
-def _rollout(w: _Weights, h: Tensor, x: Tensor, act_emb: Tensor) -> tuple[Tensor, Tensor | None]:
+def _rollout(w: _Weights, h: Tensor, x: Tensor, act_emb: Tensor) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
     """Rewards (M, H) of the rows ``h`` (M, hidden), ``x̃`` (M, O) under ``W_u u + b_e`` (M, H, L); with the
-    continuation head, each weighted by the survival probability ``Π_{k<t} c_k``. With the value head also the
-    terminal value ``γ^H w_H V(b_H)`` (M,), else None.
+    continuation head, each weighted by the survival probability ``Π_{k<t} c_k``. Also the probability of still
+    running after the last step, ``w_H = Π_{k<H} c_k`` (M,; None without the head), and the last belief ``(h_H, x̃_H)``.
 
     Only the recurrence runs step by step: the GRU and the observation mean, which feeds the next step. The reward
     (and continuation) heads feed nothing back, so the loop keeps only their first layers' ``h`` part (a slice of the
@@ -150,19 +143,11 @@ def _rollout(w: _Weights, h: Tensor, x: Tensor, act_emb: Tensor) -> tuple[Tensor
     q, *qc = first.split(w.layer, 1)
     q = F.elu(torch.addmm(w.b_r2, F.elu(q), w.w_r2.t()))
     rewards = torch.addmm(w.b_r3, q, w.w_r3.t()).view(m, horizon)
-    survival = None
-    if w.cont:
-        q = F.elu(torch.addmm(w.b_c2, F.elu(qc[0]), w.w_c2.t()))
-        cont = torch.sigmoid(torch.addmm(w.b_c3, q, w.w_c3.t())).view(m, horizon)
-        weights = RSSM.survival_weights(cont)
-        rewards = rewards * weights
-        survival = weights[:, -1] * cont[:, -1]  # Π_{k<H} c_k
-    if not w.value:
-        return rewards, None
-    q = F.elu(F.linear(torch.cat([h, x], 1), w.w_v1, w.b_v1))
-    q = F.elu(torch.addmm(w.b_v2, q, w.w_v2.t()))
-    terminal = torch.addmm(w.b_v3, q, w.w_v3.t()).squeeze(-1) * w.discount ** horizon
-    return rewards, (terminal if survival is None else terminal * survival)
+    if not w.cont:
+        return rewards, None, h, x
+    q = F.elu(torch.addmm(w.b_c2, F.elu(qc[0]), w.w_c2.t()))
+    cont = torch.sigmoid(torch.addmm(w.b_c3, q, w.w_c3.t())).view(m, horizon)
+    return rewards * RSSM.survival_weights(cont), cont.prod(1), h, x
 
 
 _compiled: list = []  # the torch.compile'd _rollout, made on first use
@@ -194,7 +179,7 @@ def imagine_rewards(
     :return: rewards ``r̂_t .. r̂_{t+H-1}`` (M, H), weighted by the survival probabilities with the continuation head,
         in the model's dtype, differentiable w.r.t. the inputs and the model's parameters.
     """
-    return _imagine(model, belief, actions, precision, chunk, compile, value=False)[0]
+    return _imagine(model, belief, actions, precision, chunk, compile)[0]
 
 
 def imagine_objective(
@@ -203,13 +188,16 @@ def imagine_objective(
 ) -> Tensor:
     """What a planner maximizes (M,): the same function as ``model.imagine(belief, actions).objective()``, the sum of
     :func:`imagine_rewards` plus, with the value head, the terminal value ``γ^H w_H V(b_H)``. Arguments as there."""
-    rewards, terminal = _imagine(model, belief, actions, precision, chunk, compile, value=True)
+    rewards, survival, h, x = _imagine(model, belief, actions, precision, chunk, compile)
     total = rewards.sum(-1)
-    return total if terminal is None else total + terminal
+    if model.value_head is None:
+        return total
+    return total + model.terminal_value(h, x, actions.shape[1], survival)
 
 
-def _imagine(model: RSSM, belief: Tensor, actions: Tensor, precision: Precision, chunk: int, compile: bool,
-             value: bool) -> tuple[Tensor, Tensor | None]:
+def _imagine(model: RSSM, belief: Tensor, actions: Tensor, precision: Precision, chunk: int,
+             compile: bool) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+    """:func:`_rollout` over all rows (chunked on the CPU), its outputs in the model's dtype."""
     if precision not in PRECISIONS:
         raise ValueError(f"imagine_rewards: precision must be one of {PRECISIONS}, got {precision!r}")
     if chunk < 1:
@@ -221,17 +209,13 @@ def _imagine(model: RSSM, belief: Tensor, actions: Tensor, precision: Precision,
     # bf16 lowers fp32 arithmetic; a model kept in float64 (gradient checks, say) keeps its precision
     dtype = _DTYPES.get(precision, out_dtype) if out_dtype == torch.float32 else out_dtype
     w = _weights(model, dtype)
-    if not value and w.value:  # the rewards alone: a copy that skips the value head
-        w = copy.copy(w)
-        w.value = False
     h, x = model.split(belief.to(dtype))
     act_emb = torch.addmm(w.b_e, actions.to(dtype).reshape(m * horizon, -1), w.w_eu.t()).view(m, horizon, -1)
     step = _compiled_rollout() if compile else _rollout
     if m <= chunk or belief.device.type != "cpu":
-        rewards, terminal = step(w, h, x, act_emb)
+        outputs = step(w, h, x, act_emb)
     else:
         # split, not slicing: its backward is one concatenation, not a full-size zero gradient per chunk
         parts = [step(w, *rows) for rows in zip(h.split(chunk), x.split(chunk), act_emb.split(chunk))]
-        rewards = torch.cat([p[0] for p in parts], 0)
-        terminal = None if parts[0][1] is None else torch.cat([p[1] for p in parts], 0)
-    return rewards.to(out_dtype), None if terminal is None else terminal.to(out_dtype)
+        outputs = [None if p[0] is None else torch.cat(p, 0) for p in zip(*parts)]
+    return tuple(None if t is None else t.to(out_dtype) for t in outputs)

@@ -96,7 +96,8 @@ class RSSM(nn.Module):
     """
 
     def __init__(self, obs_dim: int, action_dim: int, hidden_size: int = 200, layer_size: int = 200, min_std: float = 0.01,
-                 continuation: bool = False, obs_squash: float = 0.0, value: bool = False, discount: float = 0.99) -> None:
+                 continuation: bool = False, obs_squash: float = 0.0, value: bool = False,
+                 discount: float = 0.99) -> None:
         super().__init__()
         if min(obs_dim, action_dim, hidden_size, layer_size) < 1 or min_std <= 0:
             raise ValueError("RSSM: sizes must be >= 1 and min_std > 0")
@@ -262,7 +263,7 @@ class RSSM(nn.Module):
         weights = self.survival_weights(torch.stack(conts, 1)) if conts else torch.ones_like(r)
         terminal = None
         if self.value_head is not None:
-            survival = weights[:, -1] * conts[-1] if conts else None  # Π_{k<H} c_k
+            survival = torch.stack(conts, 1).prod(1) if conts else None  # Π_{k<H} c_k
             terminal = self.terminal_value(h, x, actions.shape[1], survival)
         return Imagination(r, self.denormalize(torch.stack(observations, 1)), weights, terminal)
 

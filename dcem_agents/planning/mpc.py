@@ -52,7 +52,7 @@ def imagined_return_cost(model: RSSM, belief: Tensor, runtime: PlannerRuntime = 
     with the model's value head, the discounted value of the rollout's last belief (:meth:`Imagination.objective`).
 
     Each of the ``B·N`` candidate sequences is rolled out open-loop from its row's belief, mean observations fed
-    back: :func:`~dcem_agents.models.lean_rollout.imagine_rewards` (``runtime.rollout == "lean"``) or
+    back: :func:`~dcem_agents.models.lean_rollout.imagine_objective` (``runtime.rollout == "lean"``) or
     :meth:`~dcem_agents.models.rssm.RSSM.imagine` (``"reference"``, and any model that is not an
     :class:`~dcem_agents.models.rssm.RSSM` but has an ``imagine`` of the same contract).
     """
@@ -166,14 +166,13 @@ class CEMController:
         """
         param = next(self.model.parameters())
         belief = belief.to(device=param.device, dtype=param.dtype)
-        low, high = self._device_bounds(param.device, param.dtype)
         n_envs = belief.shape[0]
         centre = self.centre_plan(n_envs, param.device, param.dtype)
         init = centre
         if self.warm_start and self._plan is not None and self._plan.shape[0] == n_envs:
             init = torch.cat([self._plan[:, 1:], centre[:, :1]], 1)
         if use_cuda_graphs(self.runtime, param.device):
-            dim = self.horizon * low.numel()
+            dim = self.horizon * self.action_low.numel()
             noise = torch.randn(self.n_iters, n_envs, self.n_samples, dim, generator=generator, device=param.device,
                                 dtype=param.dtype)
             key = (n_envs, self.horizon, self.n_samples, self.n_elites, self.n_iters, self.runtime)

@@ -5,7 +5,7 @@
 changes the plan's hyper-parameters (samples, elites, iterations, horizon), so a checkpoint plans the same problem under
 any runtime; only the arithmetic differs:
 
-- ``rollout="lean"`` (default): :func:`~dcem_agents.models.lean_rollout.imagine_rewards`, the same function as
+- ``rollout="lean"`` (default): :func:`~dcem_agents.models.lean_rollout.imagine_objective`, the same function as
   :meth:`~dcem_agents.models.rssm.RSSM.imagine` with the loop-invariant work hoisted; ``"reference"``: ``RSSM.imagine``
   itself, eager fp32, the path every result before the lean step was produced with (benchmarks and fidelity checks);
 - ``precision``: ``fp32`` or ``bf16`` products and activations in the rollout (lean only);

@@ -282,9 +282,8 @@ class PlanetTrainer:
         the gradient norm; None for a skipped (non-finite) step."""
         s = self.settings
         obs, actions, rewards, mask, cont = self.sample_batch()
-        heads = self.model.cont_head is not None or self.model.value_head is not None  # the heads that read `cont`
-        terms = self.model.loss(obs, actions, rewards, s.overshooting, s.overshoot_stride, mask=mask,
-                                cont=cont if heads else None, value_lambda=s.value_lambda)
+        terms = self.model.loss(obs, actions, rewards, s.overshooting, s.overshoot_stride, mask=mask, cont=cont,
+                                value_lambda=s.value_lambda)  # cont: read by the continuation and value heads only
         weights = {"reward": s.reward_weight, "continuation": s.continuation_weight, "value": s.value_weight,
                    "overshoot_obs": s.overshoot_weight, "overshoot_reward": s.overshoot_weight * s.reward_weight}
         total = sum(weights.get(k, 1.0) * v for k, v in terms.items())
