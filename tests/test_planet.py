@@ -200,6 +200,63 @@ def test_debug_preset_trains_resumes_and_evaluates(tmp_path: Path) -> None:
     assert summary["env_steps"] == 8000 and summary["reseed_env_steps"] == 2000
 
 
+class _Killed(Exception):
+    """Stands for a kill right after a checkpoint was written."""
+
+
+def test_reseed_collects_in_batches_and_a_killed_collection_resumes() -> None:
+    """Phase 2's reseeding plans for ``n_envs`` environments at once, saves after every batch, and a run killed after
+    the first batch collects only what is missing on resume, to the same replay and counters as an unkilled run."""
+    from dcem_agents.experiments import dcem
+    from dcem_agents.training.latent_phase import LatentPhaseTrainer
+
+    p1 = _config()
+    cfg = build(dcem.Config, load_yaml(ROOT / "configs" / "dcem" / "debug.yaml"))
+
+    def trainer(save_fn=None):
+        torch.manual_seed(0)  # the same model weights in every trainer
+        env_fn, model, latent = dcem.build_latent_agent(p1, cfg, torch.device("cpu"))
+        t = LatentPhaseTrainer(env_fn, model, latent, cfg.train, cfg.decoder_training, cfg.seed, p1.action_repeat,
+                               save_fn=save_fn)
+        cem = dcem.named_controller("cem", p1, model, latent, torch.device("cpu"))
+        batches: list[int] = []
+        act = cem.act
+        cem.act = lambda belief, generator=None: (batches.append(belief.shape[0]), act(belief, generator))[1]
+        return t, cem, batches
+
+    whole, cem, batches = trainer()
+    next_eval = whole.counters["next_eval"]
+    returns = whole.reseed(cem, 3, n_envs=2)
+    c = whole.counters
+    steps_per_episode = 1000 // p1.action_repeat
+    assert batches == [2] * steps_per_episode + [1] * steps_per_episode  # one planning call per step for the batch
+    assert len(whole.replay) == 3 and len(returns) == 3
+    assert (c["reseeded"], c["reseed_done"], c["episodes"], c["env_steps"], c["reseed_env_steps"]) == (1, 3, 3, 3000, 3000)
+    assert c["next_eval"] == next_eval + 3000 and c["reseed_return_sum"] == pytest.approx(sum(returns))
+    assert whole.reseed(cem, 3, n_envs=2) == []  # done once per run
+
+    saved: list[dict] = []
+
+    def save_then_kill(state: dict) -> None:
+        saved.append(state)
+        raise _Killed
+
+    killed, cem, _ = trainer(save_then_kill)
+    with pytest.raises(_Killed):
+        killed.reseed(cem, 3, n_envs=2)
+    assert len(saved) == 1 and saved[0]["counters"]["reseed_done"] == 2 and not saved[0]["counters"]["reseeded"]
+    resumed, cem, batches = trainer()
+    resumed.load_state_dict(saved[0])
+    assert len(resumed.replay) == 2
+    assert len(resumed.reseed(cem, 3, n_envs=2)) == 1 and batches == [1] * steps_per_episode
+    assert resumed.counters == c
+    for i in range(3):
+        for a, b in zip(resumed.replay.episode(i), whole.replay.episode(i)):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="n_envs"):
+        trainer()[0].reseed(cem, 3, n_envs=0)
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     """SIGKILL a train.py run after a checkpoint, resume it, and compare with an uninterrupted run."""

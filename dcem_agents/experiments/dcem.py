@@ -100,6 +100,8 @@ class Config(RunConfig):
                                          "decoder's pretraining; needed (>= 1) to start from a slim phase-1 "
                                          "checkpoint, whose replay was not kept; their env steps count in "
                                          "train.total_env_steps")
+    reseed_envs: int = field(10, help="environments that collect the reseed episodes at once (one batched planning "
+                                      "call per step); the run is saved after each batch, and a resume continues it")
     value_head: bool = field(False, help="give a phase-1 model without one a value head (model.value): trained here by "
                                          "TD(lambda) on the replay, first value_pretrain_updates steps alone; the "
                                          "planners and alg. 2 then add the value of a rollout's last belief")
@@ -118,6 +120,8 @@ class Config(RunConfig):
             raise ValueError(f"final_eval_episodes must be >= 0, got {self.final_eval_episodes}")
         if min(self.reseed_episodes, self.value_pretrain_updates) < 0:
             raise ValueError("reseed_episodes and value_pretrain_updates must be >= 0")
+        if self.reseed_envs < 1:
+            raise ValueError(f"reseed_envs must be >= 1, got {self.reseed_envs}")
 
 
 def _phase1(checkpoint: dict[str, Any]) -> tuple[planet.Config, dict[str, Any]]:
@@ -241,9 +245,11 @@ def train(cfg: Config, run_dir: Path) -> dict:
     trainer.logger = MetricsLogger(run_dir, resume_step=resume_step)
     try:
         if cfg.reseed_episodes and not trainer.counters.get("reseeded"):
-            reseed = trainer.reseed(named_controller("cem", p1, model, controller, device), cfg.reseed_episodes)
+            trainer.reseed(named_controller("cem", p1, model, controller, device), cfg.reseed_episodes,
+                           cfg.reseed_envs)
+            c = trainer.counters
             log.info("reseeded the replay with %d episodes of the phase-1 planner: mean return %.1f",
-                     len(reseed), np.mean(reseed))
+                     c["reseed_done"], c["reseed_return_sum"] / c["reseed_done"])
         if trainer.counters.get("value_added"):  # a no-op once done (a resume)
             value = trainer.pretrain_value(cfg.value_pretrain_updates)
             if value:

@@ -154,32 +154,54 @@ class LatentPhaseTrainer(PlanetTrainer):
         self.counters["decoder_updates"] += 1
         return {"decoder_loss": float(loss.detach()), "decoder_grad_norm": float(grad_norm)}
 
-    def reseed(self, controller: Controller, episodes: int) -> list[float]:
+    def reseed(self, controller: Controller, episodes: int, n_envs: int = 10) -> list[float]:
         """Collect ``episodes`` episodes with ``controller`` (e.g. phase 1's full-space planner on this model), with
         ``train.exploration_noise``, into the replay; their environment steps count in ``total_env_steps``.
 
-        Once per run (skipped after a resume, like :meth:`pretrain_decoder`); returns the episodes' returns.
+        ``n_envs`` environments run at once, with one batched planning call per step. The trainer is saved after every
+        batch, so a killed run resumes the collection where it stopped (counters ``reseed_done``,
+        ``reseed_return_sum``, ``reseed_env_steps``). Once complete (counter ``reseeded``) it is skipped, like
+        :meth:`pretrain_decoder`. Returns the returns of the episodes this call collected.
         """
-        if self.counters.get("reseeded") or episodes < 1:
+        c = self.counters
+        if c.get("reseeded") or episodes < 1:
             return []
-        c, returns, start = self.counters, [], self.counters["env_steps"]
-        for _ in tqdm(range(episodes), desc="reseeding the replay", unit="episode", dynamic_ncols=True):
-            (episode,), stats = run_episodes(
-                [self.env], self.model, controller, [int(self.rng.integers(2**31))], generator=self.torch_gen,
-                rng=self.rng, noise_std=self.settings.exploration_noise,
-            )
-            self.replay.add_episode(episode.obs, episode.actions, episode.rewards, episode.terminated)
-            c["episodes"] += 1
-            c["env_steps"] += stats.env_steps
-            c["reseed_env_steps"] = c.get("reseed_env_steps", 0) + stats.env_steps
-            returns.append(episode.return_)
+        if n_envs < 1:
+            raise ValueError(f"reseed: n_envs must be >= 1, got {n_envs}")
+        for key in ("reseed_done", "reseed_return_sum", "reseed_env_steps"):
+            c.setdefault(key, 0)
+        envs = [self.env_fn(None) for _ in range(min(n_envs, episodes - c["reseed_done"]))]
+        returns: list[float] = []
+        bar = tqdm(total=episodes, initial=c["reseed_done"], desc="reseeding the replay", unit="episode",
+                   dynamic_ncols=True)
+        try:
+            while c["reseed_done"] < episodes:
+                batch = envs[: episodes - c["reseed_done"]]
+                seeds = [int(self.rng.integers(2**31)) for _ in batch]
+                collected, stats = run_episodes(batch, self.model, controller, seeds, generator=self.torch_gen,
+                                                rng=self.rng, noise_std=self.settings.exploration_noise)
+                for episode in collected:
+                    self.replay.add_episode(episode.obs, episode.actions, episode.rewards, episode.terminated)
+                    returns.append(episode.return_)
+                    c["reseed_return_sum"] += episode.return_
+                c["episodes"] += len(batch)
+                c["reseed_done"] += len(batch)
+                c["env_steps"] += stats.env_steps
+                c["reseed_env_steps"] += stats.env_steps
+                bar.update(len(batch))
+                bar.set_postfix(ret=f"{c['reseed_return_sum'] / c['reseed_done']:.0f}")
+                if c["reseed_done"] >= episodes:  # the evaluation schedule starts after the reseeding
+                    c["reseeded"] = 1
+                    c["next_eval"] += c["reseed_env_steps"]
+                self.save()
+        finally:
+            bar.close()
+            for env in envs:
+                env.close()
         if self.logger is not None:
-            self.logger.record("reseed/return_mean", float(np.mean(returns)))
+            self.logger.record("reseed/return_mean", c["reseed_return_sum"] / c["reseed_done"])
             self.logger.record("reseed/episodes", episodes)
             self.logger.dump(c["env_steps"])
-        c["reseeded"] = 1
-        c["next_eval"] += c["env_steps"] - start  # the evaluation schedule starts after the reseeding
-        self.save()
         return returns
 
     def pretrain_value(self, n: int) -> list[float]:
