@@ -321,6 +321,7 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
     independent = independent_batches or ray is not None
     idents = [_entry_identity(sp) for sp in specs]  # once, before any batch: the files as they were when loaded
     results = []
+    reused = 0  # episodes an earlier invocation (killed, or extended) evaluated
     with tqdm(total=len(entries) * episodes, unit="episode", dynamic_ncols=True, disable=not progress) as bar:
         if ray is not None:  # every entry's batches at once, on the workers
             bar.set_description(f"{len(entries)} entries on Ray")
@@ -345,6 +346,7 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
                 generator = e.generator(seed)
                 progress_file.restore_generator(ident, generator)
                 bar.update(len(before.episodes))
+                reused += len(before.episodes)
                 if len(before.episodes) < episodes:
                     def save(so_far: EvaluationRun, ident: str = ident, before: EvaluationRun = before,
                              generator: torch.Generator = generator) -> None:
@@ -366,7 +368,8 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
         "ray": ray,
         "bootstrap": {"method": "percentile", "level": 0.95, "resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED},
         "statistics": convention(),
-        "command": command, "wall_time_s": time.perf_counter() - t0, "entries": results,
+        "command": command, "wall_time_s": time.perf_counter() - t0, "reused_episodes": reused,
+        "evaluation_wall_time_s": sum(r["wall_time_s"] for r in results), "entries": results,
         "paired_differences": paired_differences([r["label"] for r in results], [r["returns"] for r in results]),
         "videos": videos,
     }

@@ -72,6 +72,17 @@ def paired_table(differences: list[dict[str, Any]], unit: str, decimals: int = 1
     return lines
 
 
+def _wall_time(summary: dict[str, Any]) -> str:
+    """The run's wall time; for a run that reused episodes of an earlier one (a killed run resumed, or ``--extend``),
+    this invocation's and the entries' evaluations in all (each entry's time adds up its invocations)."""
+    reused = summary.get("reused_episodes", 0)
+    if not reused:
+        return f"wall time of the whole run {summary['wall_time_s']:.0f} s"
+    return (f"wall time of this invocation {summary['wall_time_s']:.0f} s, which reused {reused} episodes evaluated "
+            f"by an earlier one (killed and resumed, or extended with --extend); the entries' evaluations took "
+            f"{summary['evaluation_wall_time_s']:.0f} s in all")
+
+
 def markdown_table(summary: dict[str, Any]) -> str:
     """The entries of a comparison summary as a markdown table, with a header line and the column meanings."""
     lines = [
@@ -79,8 +90,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
         "",
         f"{summary['episodes']} episodes per entry on the same initial states (environment seeds {summary['seed']} to "
         f"{summary['seed'] + summary['episodes'] - 1}), {summary['n_envs']} environments in parallel with one batched "
-        f"planning call per step, device {summary['device']}; wall time of the whole run "
-        f"{summary['wall_time_s']:.0f} s.",
+        f"planning call per step, device {summary['device']}; {_wall_time(summary)}.",
         "",
         "| entry | checkpoint | controller | return mean ± std | median | IQM | 95 % CI of the mean | episodes "
         "| training env steps | samples / action | ms / action |",
