@@ -253,6 +253,12 @@ def test_reseed_collects_in_batches_and_a_killed_collection_resumes() -> None:
     for i in range(3):
         for a, b in zip(resumed.replay.episode(i), whole.replay.episode(i)):
             np.testing.assert_array_equal(a, b)
+    # a resume that asks for fewer episodes than were collected keeps them, and completes the reseeding
+    fewer, cem, batches = trainer()
+    fewer.load_state_dict(saved[0])
+    assert fewer.reseed(cem, 1, n_envs=2) == [] and batches == []
+    assert (fewer.counters["reseeded"], fewer.counters["reseed_done"], len(fewer.replay)) == (1, 2, 2)
+    assert fewer.counters["next_eval"] == next_eval + 2000
     with pytest.raises(ValueError, match="n_envs"):
         trainer()[0].reseed(cem, 3, n_envs=0)
 

@@ -175,7 +175,12 @@ class LatentPhaseTrainer(PlanetTrainer):
         bar = tqdm(total=episodes, initial=c["reseed_done"], desc="reseeding the replay", unit="episode",
                    dynamic_ncols=True)
         try:
-            while c["reseed_done"] < episodes:
+            while True:
+                if c["reseed_done"] >= episodes:  # complete (also when a resume asks for fewer than were collected)
+                    c["reseeded"] = 1
+                    c["next_eval"] += c["reseed_env_steps"]  # the evaluation schedule starts after the reseeding
+                    self.save()
+                    break
                 batch = envs[: episodes - c["reseed_done"]]
                 seeds = [int(self.rng.integers(2**31)) for _ in batch]
                 collected, stats = run_episodes(batch, self.model, controller, seeds, generator=self.torch_gen,
@@ -190,9 +195,6 @@ class LatentPhaseTrainer(PlanetTrainer):
                 c["reseed_env_steps"] += stats.env_steps
                 bar.update(len(batch))
                 bar.set_postfix(ret=f"{c['reseed_return_sum'] / c['reseed_done']:.0f}")
-                if c["reseed_done"] >= episodes:  # the evaluation schedule starts after the reseeding
-                    c["reseeded"] = 1
-                    c["next_eval"] += c["reseed_env_steps"]
                 self.save()
         finally:
             bar.close()
