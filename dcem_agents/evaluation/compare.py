@@ -368,8 +368,7 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
         "ray": ray,
         "bootstrap": {"method": "percentile", "level": 0.95, "resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED},
         "statistics": convention(),
-        "command": command, "wall_time_s": time.perf_counter() - t0, "reused_episodes": reused,
-        "evaluation_wall_time_s": sum(r["wall_time_s"] for r in results), "entries": results,
+        "command": command, "wall_time_s": time.perf_counter() - t0, "reused_episodes": reused, "entries": results,
         "paired_differences": paired_differences([r["label"] for r in results], [r["returns"] for r in results]),
         "videos": videos,
     }

@@ -80,7 +80,7 @@ def _wall_time(summary: dict[str, Any]) -> str:
         return f"wall time of the whole run {summary['wall_time_s']:.0f} s"
     return (f"wall time of this invocation {summary['wall_time_s']:.0f} s, which reused {reused} episodes evaluated "
             f"by an earlier one (killed and resumed, or extended with --extend); the entries' evaluations took "
-            f"{summary['evaluation_wall_time_s']:.0f} s in all")
+            f"{sum(e['wall_time_s'] for e in summary['entries']):.0f} s in all")
 
 
 def markdown_table(summary: dict[str, Any]) -> str:

@@ -260,10 +260,11 @@ class RSSM(nn.Module):
             if self.cont_head is not None:
                 conts.append(torch.sigmoid(self.continuation_logit(h, x)))
         r = torch.stack(rewards, 1)
-        weights = self.survival_weights(torch.stack(conts, 1)) if conts else torch.ones_like(r)
+        cont = torch.stack(conts, 1) if conts else None  # (B, H)
+        weights = torch.ones_like(r) if cont is None else self.survival_weights(cont)
         terminal = None
         if self.value_head is not None:
-            survival = torch.stack(conts, 1).prod(1) if conts else None  # Π_{k<H} c_k
+            survival = None if cont is None else cont.prod(1)  # Π_{k<H} c_k
             terminal = self.terminal_value(h, x, actions.shape[1], survival)
         return Imagination(r, self.denormalize(torch.stack(observations, 1)), weights, terminal)
 
