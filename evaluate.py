@@ -319,8 +319,6 @@ def main(argv: list[str] | None = None) -> int:
                      "PATH:CONTROLLER)")
     if args.workers is not None and (args.ray != "local" or args.workers < 1):
         parser.error("--workers N (N >= 1) goes with --ray (a local Ray)")
-    if args.ray is not None and args.extend:
-        parser.error("--extend reuses the episodes stored on this machine: run it without --ray")
     if args.ray is not None and args.video:
         parser.error("--video records on this machine: run it without --ray")
     return _compare(args, argv)

@@ -13,7 +13,8 @@ around the controller calls only.
 With ``independent_batches`` each batch of ``n_envs`` episodes draws its planner noise from its own generator, seeded
 with its first episode's seed, so a batch's returns depend on its seeds only. That is what lets ``ray`` spread the
 batches over Ray workers (``evaluate.py --entry ... --ray``): the report equals a local run with independent batches,
-episode for episode. The shipped reports were made with one generator per entry.
+episode for episode, and a killed Ray run resumes either way. The shipped reports were made with one generator per
+entry.
 
 The default ``seed`` (:data:`DEFAULT_SEED`) keeps the test episodes apart from the seeds training and its
 evaluations use (random collection seeds below 2^31 are unlikely to hit it; evaluation seeds start at 1e6, 2e6, 3e6
@@ -114,7 +115,8 @@ def run_entry(entry: Entry, seeds: Sequence[int], *, n_envs: int, seed: int,
 class _Progress:
     """The evaluated batches of a comparison, in ``PREFIX.evaluated.pt`` beside its report: each entry's records,
     timings and planner-generator state after its last finished batch, under the entry's identity
-    (:func:`_entry_identity`), written atomically after every batch.
+    (:func:`_entry_identity`), written atomically after every batch (on Ray: after every batch that extends the
+    entry's evaluated prefix of seeds).
 
     An entry's episodes depend on nothing but its identity and the comparison's settings (``key``: episodes, seed,
     batch size, device, runtime). A killed run therefore resumes where it stopped, even with entries added, removed,
@@ -218,42 +220,49 @@ def _run_chunk(chunk: _Chunk) -> EvaluationRun:
 
 def _runs_on_ray(entries: Sequence[Entry], specs: Sequence[EntrySpec], seeds: Sequence[int], n_envs: int,
                  device: torch.device | str, runtime: str | None, address: str, workers: int | None,
-                 on_batch: Callable[[int], None]) -> list[EvaluationRun]:
-    """Every entry's batches of ``n_envs`` episodes as Ray tasks (one CPU each, or one GPU on CUDA); the records
-    reassembled in seed order, so each run equals a local one with independent batches. ``seconds`` is the sum of
-    the batches' times."""
+                 on_batch: Callable[[int], None], done: Sequence[EvaluationRun],
+                 record: Callable[[int, EvaluationRun], None]) -> list[EvaluationRun]:
+    """Every entry's remaining batches of ``n_envs`` episodes as Ray tasks (one CPU each, or one GPU on CUDA); the
+    records reassembled in seed order, so each run equals a local one with independent batches. ``seconds`` is the
+    sum of the batches' times.
+
+    :param done: per entry, the episodes already evaluated (a prefix of ``seeds`` in whole batches, from a killed
+        run); only the batches after it are sent.
+    :param record: called with ``(entry index, run so far)`` whenever an entry's evaluated prefix grows, i.e. when the
+        batch right after it ends (batches ending out of order wait in memory for the ones before them), so that a
+        killed run keeps them (:class:`_Progress`).
+    """
     from dcem_agents.training.ray_tasks import ray_map
 
     chunks, keys = [], []
     for k, (e, spec) in enumerate(zip(entries, specs)):
         absolute = dataclasses.replace(spec, path=Path(spec.path).resolve())  # workers start in other folders
-        for i in range(0, len(seeds), n_envs):
+        for i in range(len(done[k].episodes), len(seeds), n_envs):
             chunks.append(_Chunk(absolute, str(device), runtime, e.env_id, e.action_repeat,
                                  tuple(int(s) for s in seeds[i : i + n_envs])))
             keys.append((k, i))
-    parts: dict[tuple[int, int], EvaluationRun] = {}
+    runs = list(done)
+    waiting: dict[tuple[int, int], EvaluationRun] = {}  # ended, but a batch before it has not
 
     def result(j: int, run: Any) -> None:
+        k = keys[j][0]
         if isinstance(run, Exception):
-            raise EntryError(f"{entries[keys[j][0]].label}: the Ray task of episodes {chunks[j].seeds[0]}–"
+            raise EntryError(f"{entries[k].label}: the Ray task of episodes {chunks[j].seeds[0]}–"
                              f"{chunks[j].seeds[-1]} failed: {run}")
-        parts[keys[j]] = run
+        waiting[keys[j]] = run
         on_batch(len(chunks[j].seeds))
+        grown = False
+        while (k, len(runs[k].episodes)) in waiting:
+            runs[k] = _joined(runs[k], waiting.pop((k, len(runs[k].episodes))))
+            grown = True
+        if grown:
+            record(k, runs[k])
 
-    local = address == "local"
-    gpus = 1 if str(device).startswith("cuda") else 0
-    ray_map(_run_chunk, chunks, result, address=None if local else address, num_cpus=0 if gpus else 1, num_gpus=gpus,
-            init_kwargs={"num_cpus": workers} if local and workers else None)
-    runs = []
-    for k in range(len(entries)):
-        run = EvaluationRun()
-        for (key, _), part in sorted((key, part) for key, part in parts.items() if key[0] == k):
-            run.episodes += part.episodes
-            run.plan_seconds += part.plan_seconds
-            run.plan_calls += part.plan_calls
-            run.seconds += part.seconds
-            run.env_steps += part.env_steps
-        runs.append(run)
+    if chunks:
+        local = address == "local"
+        gpus = 1 if str(device).startswith("cuda") else 0
+        ray_map(_run_chunk, chunks, result, address=None if local else address, num_cpus=0 if gpus else 1,
+                num_gpus=gpus, init_kwargs={"num_cpus": workers} if local and workers else None)
     return runs
 
 
@@ -295,7 +304,8 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
     :param workers: with a local Ray, its CPUs (None: all).
     :param extend: reuse the episodes that a finished report with the same settings kept in ``PREFIX.evaluated.pt``
         for the entries still named, so that only new entries are evaluated (without it, a finished report's episodes
-        are not reused; a killed run's always are). Not with ``ray``.
+        are not reused; a killed run's always are). With ``ray`` too: the episodes are kept on this machine, where
+        the report is written, whichever way they ran.
     :param annotate: adds sections to the finished summary before the report is written, from its entries and
         paired differences: a learning curve (:func:`~dcem_agents.evaluation.ppo_curve.curve_annotation`, drawn
         instead of the box plot) or a study's arms (:func:`~dcem_agents.evaluation.study.study_annotation`);
@@ -305,8 +315,6 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
     """
     if episodes < 1 or n_envs < 1:
         raise ValueError(f"episodes and n_envs must be >= 1, got {episodes} and {n_envs}")
-    if extend and ray is not None:
-        raise ValueError("extend reuses this machine's stored episodes: it does not go with Ray")
     t0 = time.perf_counter()
     entries = load_entries(specs, device, runtime)
     videos: list[dict[str, Any]] = []
@@ -322,14 +330,23 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
     idents = [_entry_identity(sp) for sp in specs]  # once, before any batch: the files as they were when loaded
     results = []
     reused = 0  # episodes an earlier invocation (killed, or extended) evaluated
+    # the batches finished so far, kept whichever way they run: a killed Ray run resumes on Ray or here with
+    # independent batches, and the other way round (the settings, not the way, make the key)
+    progress_file = _Progress(Path(f"{out}.evaluated.pt"), {
+        "format": 2, "episodes": episodes, "seed": seed, "n_envs": n_envs, "device": str(device),
+        "runtime": runtime, "independent": independent}, extend=extend)
     with tqdm(total=len(entries) * episodes, unit="episode", dynamic_ncols=True, disable=not progress) as bar:
-        if ray is not None:  # every entry's batches at once, on the workers
+        if ray is not None:  # every entry's remaining batches at once, on the workers
             bar.set_description(f"{len(entries)} entries on Ray")
-            runs = _runs_on_ray(entries, specs, seeds, n_envs, device, runtime, ray, workers, bar.update)
+            done = [progress_file.run(ident) for ident in idents]
+            reused = sum(len(run.episodes) for run in done)
+            bar.update(reused)
+
+            def keep(k: int, run: EvaluationRun) -> None:  # the generator is unused with independent batches
+                progress_file.record(idents[k], run, entries[k].generator(seed))
+
+            runs = _runs_on_ray(entries, specs, seeds, n_envs, device, runtime, ray, workers, bar.update, done, keep)
         else:
-            progress_file = _Progress(Path(f"{out}.evaluated.pt"), {
-                "format": 2, "episodes": episodes, "seed": seed, "n_envs": n_envs, "device": str(device),
-                "runtime": runtime, "independent": independent}, extend=extend)
             runs = []
             for k, e in enumerate(entries):
                 bar.set_description(e.label)
@@ -377,6 +394,5 @@ def compare(specs: Sequence[EntrySpec], out: Path, *, episodes: int = 100, seed:
     if annotate is not None:
         annotate(summary)
     write_report(summary, out)
-    if ray is None:
-        progress_file.finish(idents)
+    progress_file.finish(idents)
     return summary
