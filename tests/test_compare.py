@@ -161,6 +161,17 @@ def test_entries_override_the_planners_budget(phase1_checkpoint: Path, phase2_ch
             load_entry(parse_entry(f"{phase2_checkpoint}:{bad}"))
     with pytest.raises(EntryError, match="policy_kwargs"):
         load_entry(parse_entry(f"{phase3_checkpoint}:ppo(n_iters=2)"))
+    # execute_best: every planner, acting on the best evaluated sequence (tests/test_mpc.py, test_latent_controller.py)
+    for path, name in ((phase2_checkpoint, "dcem"), (phase2_checkpoint, "latent-cem")):
+        best = load_entry(parse_entry(f"{path}:{name}(execute_best=true)"))
+        assert best.controller.settings.execute_best and best.label.endswith("(execute_best=True)")
+        assert not load_entry(EntrySpec(path, name)).controller.settings.execute_best
+    best_cem = load_entry(parse_entry(f"{phase1_checkpoint}:cem(execute_best=true)"))
+    assert best_cem.controller.execute_best and not warm.controller.execute_best
+    assert compare_mod.run_entry(best_cem, [3], n_envs=1, seed=3).returns != compare_mod.run_entry(
+        warm, [3], n_envs=1, seed=3).returns
+    with pytest.raises(EntryError, match="true or false"):
+        load_entry(parse_entry(f"{phase2_checkpoint}:dcem(execute_best=2)"))
 
 
 def test_a_ppo_checkpoint_acts_without_its_phase2_file_but_its_start_policy_needs_it(phase3_checkpoint: Path,

@@ -12,7 +12,7 @@ from dcem_agents.models.decoder import LatentActionDecoder
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.latent import LatentCEMSettings
 from dcem_agents.planning.latent_mpc import LatentDCEMController
-from dcem_agents.planning.mpc import CEMController, Controller
+from dcem_agents.planning.mpc import CEMController, Controller, imagined_return_cost
 from dcem_agents.training.latent_phase import decoder_loss
 
 from _scripts import run_script
@@ -90,6 +90,30 @@ def test_same_noise_same_plan_and_controllers_swap() -> None:
         action = ctrl.act(belief, torch.Generator().manual_seed(8))
         assert action.shape == (4, 1) and (action.abs() <= 1).all() and not action.requires_grad
     assert latent.samples_per_step == 36
+
+
+def test_execute_best_acts_on_the_best_latent_sample_the_search_evaluated() -> None:
+    """With ``execute_best`` the action is the decoded sample of lowest model cost over every iteration (computed here
+    by brute force from the iterates), not the decoded mean; the differentiable plan (alg. 2, PPO) is unchanged."""
+    import dataclasses
+
+    model, latent = _agent()
+    belief = model.initial(torch.randn(4, 5, generator=torch.Generator().manual_seed(6)))
+    seen = []
+    plan = latent.plan(belief, torch.Generator().manual_seed(7), callback=seen.append)
+    samples = torch.cat([it.samples for it in seen], 1)  # (B, n_iters * N, d)
+    values = torch.cat([it.values for it in seen], 1)
+    best = samples[torch.arange(4), values.argmin(-1)]
+    best_controller = LatentDCEMController(model, latent.decoder,
+                                           dataclasses.replace(latent.settings, execute_best=True))
+    acted = best_controller.act(belief, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(acted, latent.decoder(best)[:, 0], atol=0, rtol=0)
+    assert (acted - plan.actions[:, 0]).abs().amax() > 1e-4  # the option changes the action here
+    # the executed plan's model cost is the lowest the search saw
+    best_cost = imagined_return_cost(model, belief)(latent.decoder(best)[:, None])[:, 0]
+    torch.testing.assert_close(best_cost, values.min(-1).values, atol=1e-5, rtol=0)
+    replanned = best_controller.plan(belief, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(replanned.actions, plan.actions, atol=0, rtol=0)
 
 
 def test_decoder_action_dim_must_match_model() -> None:

@@ -73,6 +73,39 @@ def test_warm_start_shifts_the_previous_plan(monkeypatch: pytest.MonkeyPatch) ->
     torch.testing.assert_close(seen[1], torch.zeros(1, 4, 2))  # after reset: no warm start, the box centre
 
 
+def test_execute_best_acts_on_the_best_sequence_evaluated_and_warm_starts_from_the_mean() -> None:
+    """Full-space CEM with ``execute_best``: the action is the first step of the evaluated sequence of highest model
+    return (brute force from the iterates), the stored warm-start plan is still the mean plan."""
+    from dcem_agents.math import BestSample
+
+    torch.manual_seed(0)
+    model = RSSM(3, 2, 8, 8)
+    belief = model.initial(torch.randn(3, 3))
+    kw = dict(horizon=4, n_samples=20, n_elites=4, n_iters=3)
+    mean_ctrl = CEMController(model, -torch.ones(2), torch.ones(2), **kw)
+    best_ctrl = CEMController(model, -torch.ones(2), torch.ones(2), execute_best=True, **kw)
+    seen: list = []
+    centre = mean_ctrl.centre_plan(3, belief.device, belief.dtype)
+    plan = mean_ctrl.plan(belief, centre, generator=torch.Generator().manual_seed(5), callback=seen.append)
+    samples = torch.cat([it.samples for it in seen], 1)
+    values = torch.cat([it.values for it in seen], 1)
+    best = samples[torch.arange(3), values.argmin(-1)].view(3, 4, 2)
+    best_ctrl.reset(3)
+    acted = best_ctrl.act(belief, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(acted, best[:, 0], atol=0, rtol=0)
+    torch.testing.assert_close(best_ctrl._plan, plan, atol=0, rtol=0)  # the warm start shifts the mean plan
+    mean_ctrl.reset(3)
+    assert (mean_ctrl.act(belief, torch.Generator().manual_seed(5)) - acted).abs().amax() > 1e-4
+    # BestSample ignores non-finite values
+    tracker = BestSample()
+    from dcem_agents.math.cem import CEMIterate
+
+    x = torch.tensor([[[0.0], [1.0], [2.0]]])
+    tracker(CEMIterate(0, x, torch.tensor([[float("nan"), 3.0, float("-inf")]]), x[..., 0], x[:, 0], x[:, 0]))
+    tracker(CEMIterate(1, x + 10, torch.tensor([[4.0, 2.5, float("inf")]]), x[..., 0], x[:, 0], x[:, 0]))
+    assert tracker.value.tolist() == [2.5] and tracker.sample.tolist() == [[11.0]]
+
+
 def test_imagined_return_cost_matches_the_model_rollout() -> None:
     torch.manual_seed(0)
     model = RSSM(3, 1, 8, 8)

@@ -6,7 +6,8 @@ how the entry's planner computes (the same checkpoint under two runtimes, compar
 check of a faster rollout). The bracket overrides the planner's search (:data:`PLANNER_KEYS`: ``n_samples``,
 ``n_elites``, ``n_iters``; for the latent planners also ``init_std``, and ``temperature`` for ``dcem``; for full-space
 CEM ``warm_start``, ``true`` or ``false``: whether each step starts from the previous plan shifted by one step, and
-``horizon``, the steps each plan spans), e.g.
+``horizon``, the steps each plan spans; for every planner ``execute_best``: act on the best sequence the search
+evaluated instead of its final mean), e.g.
 ``dcem.pt:dcem(n_samples=15,n_iters=10,n_elites=3)``: the same checkpoint with its budget spent differently, compared
 on the same seeds. :func:`load_entry` reads everything from the file — environment id, action repeat, model sizes,
 planner settings — and returns an :class:`Entry`: the world model whose filter gives the beliefs, and a :class:`~dcem_agents.planning.mpc.Controller` that acts on them, so every
@@ -70,9 +71,9 @@ __all__ = ["CONTROLLERS", "Entry", "EntryError", "EntrySpec", "PLANNER_KEYS", "b
 
 #: planner settings an entry may override, with their types (``init_std`` and ``temperature``, the soft top-k's τ:
 #: latent planners only; ``latent-cem`` keeps hard elites; ``warm_start`` and ``horizon``: full-space CEM only, the
-#: latent planners' horizon being their decoder's)
+#: latent planners' horizon being their decoder's; ``execute_best``: every planner)
 PLANNER_KEYS: dict[str, type] = {"n_samples": int, "n_elites": int, "n_iters": int, "init_std": float,
-                                 "temperature": float, "warm_start": bool, "horizon": int}
+                                 "temperature": float, "warm_start": bool, "horizon": int, "execute_best": bool}
 
 _LATENT_ONLY = ("init_std", "temperature")
 _FULL_SPACE_ONLY = ("warm_start", "horizon")

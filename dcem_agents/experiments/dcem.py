@@ -74,11 +74,13 @@ class LatentPlannerConfig(planet.RuntimeConfig):
     temperature: float | None = field(1.0, help="soft top-k temperature (null: hard CEM in the latent space)")
     latent_bound: float = field(1.0, help="half-width b of the latent box")
     init_std: float = field(0.5, help="initial sampling std in the latent space")
+    execute_best: bool = field(False, help="act on the best latent sample the search evaluated, not the final mean "
+                                           "(which the model never scores); alg. 2 still trains through the mean")
 
     def settings(self) -> LatentCEMSettings:
         """As :class:`~dcem_agents.planning.latent.LatentCEMSettings` (validated there)."""
         return LatentCEMSettings(self.n_samples, self.n_elites, self.n_iters, self.temperature, self.latent_bound,
-                                 self.init_std)
+                                 self.init_std, execute_best=self.execute_best)
 
     def __post_init__(self) -> None:
         self.settings()

@@ -115,6 +115,8 @@ class PlannerConfig(RuntimeConfig):
     n_elites: int = field(100, help="elites per CEM iteration")
     n_iters: int = field(10, help="CEM iterations per step")
     warm_start: bool = field(True, help="start from the previous plan shifted by one step")
+    execute_best: bool = field(False, help="act on the best sequence the search evaluated, not the final mean plan "
+                                           "(which the model never scores)")
 
     def __post_init__(self) -> None:
         check_cem_sizes(self.n_samples, self.n_elites, self.n_iters, self.horizon, where="planner")
@@ -173,7 +175,7 @@ def build_agent(cfg: Config, device: torch.device) -> tuple[Any, RSSM, CEMContro
     model.eval()
     p = cfg.planner
     controller = CEMController(model, low, high, p.horizon, p.n_samples, p.n_elites, p.n_iters, p.warm_start,
-                               p.runtime())
+                               p.runtime(), p.execute_best)
     return env_fn, model, controller
 
 

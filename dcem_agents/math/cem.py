@@ -23,7 +23,7 @@ from torch import Tensor
 
 from dcem_agents.math.lml import lml
 
-__all__ = ["check_cem_sizes", "CEMIterate", "dcem", "hard_top_k"]
+__all__ = ["BestSample", "check_cem_sizes", "CEMIterate", "dcem", "hard_top_k"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,31 @@ class CEMIterate:
     weights: Tensor
     mean: Tensor
     std: Tensor
+
+
+class BestSample:
+    """A :func:`dcem` callback that keeps, per row, the sample of lowest objective value over all iterations.
+
+    (D)CEM returns the final mean ``μ_T``, a point the objective never evaluated; this is the best point it did. After
+    the run: ``sample`` (B, d) and ``value`` (B,), both detached. Non-finite values never win over finite ones.
+    """
+
+    def __init__(self) -> None:
+        self.sample: Tensor | None = None
+        self.value: Tensor | None = None
+
+    def __call__(self, it: CEMIterate) -> None:
+        values = it.values.detach()
+        values = torch.where(torch.isfinite(values), values, torch.full_like(values, float("inf")))
+        value, index = values.min(-1)  # (B,)
+        samples = it.samples.detach()
+        sample = samples.gather(1, index[:, None, None].expand(-1, 1, samples.shape[-1]))[:, 0]  # (B, d)
+        if self.sample is None or self.value is None:
+            self.sample, self.value = sample, value
+        else:
+            better = value < self.value
+            self.sample = torch.where(better[:, None], sample, self.sample)
+            self.value = torch.where(better, value, self.value)
 
 
 def hard_top_k(scores: Tensor, k: int) -> Tensor:

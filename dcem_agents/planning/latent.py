@@ -39,6 +39,10 @@ class LatentCEMSettings:
     :param init_std: initial sampling std in the latent space.
     :param grad_iters: differentiate through the last ``grad_iters`` iterations only (None: all; see
         :func:`~dcem_agents.math.dcem`): the same plan, a cheaper backward pass.
+    :param execute_best: the controller acts on the best latent sample the search evaluated (lowest model cost, any
+        iteration) instead of the final mean ``ẑ``, which the model never scores
+        (:meth:`~dcem_agents.planning.latent_mpc.LatentDCEMController.act` only: the differentiable plan of alg. 2
+        and of the PPO policy stays ``f_dec(ẑ)``).
     """
 
     n_samples: int = 100
@@ -48,6 +52,7 @@ class LatentCEMSettings:
     latent_bound: float = 1.0
     init_std: float = 0.5
     grad_iters: int | None = None
+    execute_best: bool = False
 
     def __post_init__(self) -> None:
         check_cem_sizes(self.n_samples, self.n_elites, self.n_iters, where="latent planner")

@@ -8,6 +8,11 @@ with DCEM over the latent space (:func:`~dcem_agents.planning.latent.latent_plan
 10 iterations, τ = 1, the paper's sect. 5.2.2) by rolling the world model out open-loop from the current belief
 (:func:`~dcem_agents.planning.mpc.imagined_return_cost`), and executes the first action of ``f_dec(ẑ)``.
 
+With ``execute_best`` (:class:`~dcem_agents.planning.latent.LatentCEMSettings`) it executes instead the first action of
+the best sample the search evaluated, ``f_dec(z*)`` with ``z* = argmin`` of the model's cost over every iteration's
+samples: ``ẑ``, a weighted mean of samples, is a point the model never scored, and through a nonlinear decoder the
+mean of good latent points need not decode to a good plan.
+
 Unlike full-space CEM it keeps no warm-start state: the action is a deterministic function of the belief and of the
 sampling noise. That makes the induced policy ``π_θ(x) = f_dec(ẑ(x))_1`` (phase 3) reproducible: with the same
 noise (:meth:`LatentDCEMController.draw_noise`) the same belief gives the same action, at collection time and at
@@ -23,7 +28,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from dcem_agents.math import CEMIterate
+from dcem_agents.math import BestSample, CEMIterate
 from dcem_agents.models.decoder import LatentActionDecoder
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.latent import LatentCEMSettings, LatentPlan, latent_plan
@@ -117,8 +122,19 @@ class LatentDCEMController:
         """
         ref = next(self.model.parameters())
         if not use_cuda_graphs(self.runtime, ref.device):
-            return self.plan(belief, generator).actions[:, 0]
+            return self._first_actions(belief, generator)
         belief = belief.to(device=ref.device, dtype=ref.dtype)
         noise = self.draw_noise(belief.shape[0], generator)
         key = (belief.shape[0], self.settings, self.runtime)
-        return self.graphs.run(key, lambda b, e: self.plan(b, noise=e).actions[:, 0], belief, noise)
+        return self.graphs.run(key, lambda b, e: self._first_actions(b, noise=e), belief, noise)
+
+    def _first_actions(self, belief: Tensor, generator: torch.Generator | None = None,
+                       noise: Tensor | None = None) -> Tensor:
+        """The first action (B, A) of the plan the controller executes: ``f_dec(ẑ)``, or with
+        ``settings.execute_best`` the decoded best sample the search evaluated."""
+        if not self.settings.execute_best:
+            return self.plan(belief, generator, noise).actions[:, 0]
+        best = BestSample()
+        self.plan(belief, generator, noise, callback=best)
+        assert best.sample is not None  # n_iters >= 1
+        return self.decoder(best.sample)[:, 0]

@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from dcem_agents.math.cem import check_cem_sizes
+from dcem_agents.math.cem import BestSample, CEMIterate, check_cem_sizes
 from dcem_agents.models.lean_rollout import imagine_objective
 from dcem_agents.models.rssm import RSSM
 from dcem_agents.planning.action_space import action_space_plan
@@ -88,6 +88,8 @@ class CEMController:
     :param warm_start: start each step from the previous mean plan shifted by one step (new last step at the box
         centre); the std always restarts at half the box width.
     :param runtime: how the planning call runs (rollout engine, precision, compilation, CUDA graphs).
+    :param execute_best: act on the best sequence the search evaluated (lowest model cost, any iteration) instead of
+        the final mean plan, which the model never scores; the warm start still shifts the mean plan.
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class CEMController:
         n_iters: int = 10,
         warm_start: bool = True,
         runtime: PlannerRuntime = DEFAULT_RUNTIME,
+        execute_best: bool = False,
     ) -> None:
         check_cem_sizes(n_samples, n_elites, n_iters, horizon, where="CEMController")
         self.model = model
@@ -109,6 +112,7 @@ class CEMController:
         self.horizon, self.n_samples, self.n_elites, self.n_iters = horizon, n_samples, n_elites, n_iters
         self.warm_start = warm_start
         self.runtime = runtime
+        self.execute_best = execute_best
         self.graphs = GraphCache()
         self._plan: Tensor | None = None
         self._bounds: tuple[Tensor, Tensor] | None = None
@@ -135,10 +139,11 @@ class CEMController:
         return (0.5 * (low + high)).expand(n_envs, self.horizon, -1)
 
     def plan(self, belief: Tensor, init_mean: Tensor, noise: Tensor | None = None,
-             generator: torch.Generator | None = None) -> Tensor:
+             generator: torch.Generator | None = None, callback: Callable[[CEMIterate], None] | None = None) -> Tensor:
         """Solve eq. (7) from ``belief`` (B, D) starting at ``init_mean`` (B, H, A); return the mean plan (B, H, A).
 
         :param noise: pre-drawn standard normal noise ``(n_iters, B, n_samples, H·A)``; else drawn from ``generator``.
+        :param callback: receives every iteration's :class:`~dcem_agents.math.CEMIterate` (samples flattened to H·A).
         """
         low, high = self._device_bounds(belief.device, belief.dtype)
         return action_space_plan(
@@ -154,9 +159,19 @@ class CEMController:
             init_mean=init_mean,
             generator=generator,
             noise=noise,
+            callback=callback,
             device=belief.device,
             dtype=belief.dtype,
         )
+
+    def _plan_and_first_actions(self, belief: Tensor, init_mean: Tensor, noise: Tensor | None = None,
+                                generator: torch.Generator | None = None) -> Tensor:
+        """The mean plan (B, H, A) with the executed first actions appended as step ``H`` (B, H + 1, A): the mean
+        plan's first, or with ``execute_best`` the best evaluated sequence's."""
+        best = BestSample() if self.execute_best else None
+        plan = self.plan(belief, init_mean, noise, generator, callback=best)
+        first = plan[:, 0] if best is None or best.sample is None else best.sample.view_as(plan)[:, 0]
+        return torch.cat([plan, first[:, None]], 1)
 
     @torch.no_grad()
     def act(self, belief: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -175,9 +190,10 @@ class CEMController:
             dim = self.horizon * self.action_low.numel()
             noise = torch.randn(self.n_iters, n_envs, self.n_samples, dim, generator=generator, device=param.device,
                                 dtype=param.dtype)
-            key = (n_envs, self.horizon, self.n_samples, self.n_elites, self.n_iters, self.runtime)
-            plan = self.graphs.run(key, lambda b, i, e: self.plan(b, i, noise=e), belief, init.contiguous(), noise)
+            key = (n_envs, self.horizon, self.n_samples, self.n_elites, self.n_iters, self.runtime, self.execute_best)
+            out = self.graphs.run(key, lambda b, i, e: self._plan_and_first_actions(b, i, noise=e), belief,
+                                  init.contiguous(), noise)
         else:
-            plan = self.plan(belief, init, generator=generator)
-        self._plan = plan
-        return plan[:, 0]
+            out = self._plan_and_first_actions(belief, init, generator=generator)
+        self._plan = out[:, :-1]
+        return out[:, -1]
