@@ -116,6 +116,19 @@ def test_execute_best_acts_on_the_best_latent_sample_the_search_evaluated() -> N
     torch.testing.assert_close(replanned.actions, plan.actions, atol=0, rtol=0)
 
 
+def test_a_checkpoint_keeps_its_presets_execute_best(phase2_checkpoint: Path) -> None:
+    """A phase-2 run whose preset acts on the best sample evaluates that way; checkpoints written before the option
+    existed (no key) load with it off."""
+    from dcem_agents.training.checkpoint import load_checkpoint
+    from dcem_agents.training.components import components_from_checkpoint
+
+    ckpt = load_checkpoint(phase2_checkpoint, "dcem")
+    ckpt["config"]["planner"]["execute_best"] = True
+    assert components_from_checkpoint(ckpt).settings.execute_best
+    del ckpt["config"]["planner"]["execute_best"]
+    assert not components_from_checkpoint(ckpt).settings.execute_best
+
+
 def test_decoder_action_dim_must_match_model() -> None:
     model = RSSM(5, 2, hidden_size=8, layer_size=8)
     with pytest.raises(ValueError, match="action_dim"):

@@ -72,7 +72,9 @@ def components_from_checkpoint(ckpt: dict[str, Any]) -> DCEMComponents:
             "decoder": {"latent_dim": d["latent_dim"], "horizon": d["horizon"], "action_dim": dec_state["lower"].numel(),
                         "lower": dec_state["lower"].tolist(), "upper": dec_state["upper"].tolist(),
                         "hidden_sizes": d["hidden_sizes"], "init_scale": d["init_scale"]},
-            "planner": {k: pl[k] for k in ("n_samples", "n_elites", "n_iters", "temperature", "latent_bound", "init_std")},
+            "planner": {**{k: pl[k] for k in ("n_samples", "n_elites", "n_iters", "temperature", "latent_bound",
+                                              "init_std")},
+                        "execute_best": bool(pl.get("execute_best", False))},  # absent before the option existed
             "env_id": p1["env_id"], "action_repeat": p1["action_repeat"], "env_steps": state["counters"]["env_steps"]}
     comps = components_from_architecture(arch)
     comps.model.load_state_dict(model_state)
