@@ -63,11 +63,11 @@ class BestSample:
         value, index = values.min(-1)  # (B,)
         samples = it.samples.detach()
         sample = samples.gather(1, index[:, None, None].expand(-1, 1, samples.shape[-1]))[:, 0]  # (B, d)
-        if self.sample is None or self.value is None:
+        if self.value is None:
             self.sample, self.value = sample, value
         else:
             better = value < self.value
-            self.sample = torch.where(better[:, None], sample, self.sample)
+            self.sample = torch.where(better[:, None], sample, self.sample)  # type: ignore[arg-type]
             self.value = torch.where(better, value, self.value)
 
 

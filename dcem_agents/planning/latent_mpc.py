@@ -136,5 +136,4 @@ class LatentDCEMController:
             return self.plan(belief, generator, noise).actions[:, 0]
         best = BestSample()
         self.plan(belief, generator, noise, callback=best)
-        assert best.sample is not None  # n_iters >= 1
-        return self.decoder(best.sample)[:, 0]
+        return self.decoder(best.sample)[:, 0]  # type: ignore[arg-type]  # set by the first iteration

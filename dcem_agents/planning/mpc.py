@@ -170,7 +170,7 @@ class CEMController:
         plan's first, or with ``execute_best`` the best evaluated sequence's."""
         best = BestSample() if self.execute_best else None
         plan = self.plan(belief, init_mean, noise, generator, callback=best)
-        first = plan[:, 0] if best is None or best.sample is None else best.sample.view_as(plan)[:, 0]
+        first = plan[:, 0] if best is None else best.sample.view_as(plan)[:, 0]  # type: ignore[union-attr]
         return torch.cat([plan, first[:, None]], 1)
 
     @torch.no_grad()

@@ -13,7 +13,7 @@ needs to load without the checkpoint file, its weights coming from the zip itsel
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +72,8 @@ def components_from_checkpoint(ckpt: dict[str, Any]) -> DCEMComponents:
             "decoder": {"latent_dim": d["latent_dim"], "horizon": d["horizon"], "action_dim": dec_state["lower"].numel(),
                         "lower": dec_state["lower"].tolist(), "upper": dec_state["upper"].tolist(),
                         "hidden_sizes": d["hidden_sizes"], "init_scale": d["init_scale"]},
-            "planner": {**{k: pl[k] for k in ("n_samples", "n_elites", "n_iters", "temperature", "latent_bound",
-                                              "init_std")},
-                        "execute_best": bool(pl.get("execute_best", False))},  # absent before the option existed
+            # the preset's planner section minus its runtime keys; a field it predates keeps its default
+            "planner": {f.name: pl[f.name] for f in fields(LatentCEMSettings) if f.name in pl},
             "env_id": p1["env_id"], "action_repeat": p1["action_repeat"], "env_steps": state["counters"]["env_steps"]}
     comps = components_from_architecture(arch)
     comps.model.load_state_dict(model_state)
