@@ -19,9 +19,10 @@ EmbeddedDCEMPolicy (ppo), or any other SB3 model zip (policy: a model-free basel
 e.g. from configs/baselines/); the first controller is the default. RUNTIME (or --planner-runtime for every entry)
 sets how a planner computes: reference (eager fp32, the path of every result before the lean rollout), fp32, bf16,
 fp32-compile, bf16-compile, fp32-eager (fp32 without CUDA graphs); the same checkpoint under two runtimes on the same seeds is the fidelity check. The bracket sets
-a planner's search: n_samples, n_elites, n_iters, init_std for the latent planners, temperature for dcem,
-warm_start=true|false (start each step from the previous plan shifted, as trained, or afresh) and horizon for cem,
-e.g.
+a planner's search: n_samples, n_elites, n_iters, init_std and reuse_plan=true|false (the previous step's executed
+plan, shifted, competes with the new one) for the latent planners, temperature for dcem, warm_start=true|false
+(start each step from the previous plan shifted, as trained, or afresh) and horizon for cem, execute_best=true|false
+(act on the best sequence the search evaluated, not its final mean) for every planner, e.g.
 "dcem.pt:dcem(n_samples=15,n_elites=3,n_iters=10)@15 x 10" (quote it in a shell): one checkpoint's budget spent
 differently, compared on the same seeds. A zip that does not record its environment runs on that of the checkpoint
 entries.

@@ -172,6 +172,15 @@ def test_entries_override_the_planners_budget(phase1_checkpoint: Path, phase2_ch
         warm, [3], n_envs=1, seed=3).returns
     with pytest.raises(EntryError, match="true or false"):
         load_entry(parse_entry(f"{phase2_checkpoint}:dcem(execute_best=2)"))
+    # reuse_plan: the latent planners; the report counts the previous plan's scoring (and the mean's) in its samples
+    reused = load_entry(parse_entry(f"{phase2_checkpoint}:dcem(reuse_plan=true,execute_best=true)"))
+    assert reused.controller.settings.reuse_plan and reused.samples_per_action == base.samples_per_action + 1
+    assert load_entry(parse_entry(f"{phase2_checkpoint}:latent-cem(reuse_plan=true)")).samples_per_action == (
+        base.samples_per_action + 2)
+    assert compare_mod.run_entry(reused, [3], n_envs=1, seed=3).returns != compare_mod.run_entry(
+        load_entry(parse_entry(f"{phase2_checkpoint}:dcem(execute_best=true)")), [3], n_envs=1, seed=3).returns
+    with pytest.raises(EntryError, match="reuse_plan is a setting of the latent planners"):
+        load_entry(parse_entry(f"{phase1_checkpoint}:cem(reuse_plan=true)"))
 
 
 def test_a_ppo_checkpoint_acts_without_its_phase2_file_but_its_start_policy_needs_it(phase3_checkpoint: Path,

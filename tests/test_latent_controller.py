@@ -116,17 +116,44 @@ def test_execute_best_acts_on_the_best_latent_sample_the_search_evaluated() -> N
     torch.testing.assert_close(replanned.actions, plan.actions, atol=0, rtol=0)
 
 
-def test_a_checkpoint_keeps_its_presets_execute_best(phase2_checkpoint: Path) -> None:
-    """A phase-2 run whose preset acts on the best sample evaluates that way; checkpoints written before the option
-    existed (no key) load with it off."""
+@pytest.mark.parametrize("execute_best", [False, True])
+def test_reuse_plan_executes_the_cheaper_of_the_shifted_previous_plan_and_the_new_one(execute_best: bool) -> None:
+    """With ``reuse_plan`` each row executes, of its previous executed plan shifted by one step (last action repeated)
+    and the plan the search gives now, the one of lower model cost (computed here by brute force); ``reset`` forgets
+    the previous plans, and the search itself is the one without the option."""
+    import dataclasses
+
+    model, plain = _agent()
+    plain.settings = dataclasses.replace(plain.settings, execute_best=execute_best)
+    reuse = LatentDCEMController(model, plain.decoder, dataclasses.replace(plain.settings, reuse_plan=True))
+    assert reuse.samples_per_step == plain.samples_per_step + (1 if execute_best else 2)
+    beliefs = model.initial(torch.randn(2, 32, 5, generator=torch.Generator().manual_seed(6)).view(64, 5)).view(2, 32, -1)
+    first = plain.executed_plans(beliefs[0], torch.Generator().manual_seed(7))
+    reuse.reset(32)
+    torch.testing.assert_close(reuse.act(beliefs[0], torch.Generator().manual_seed(7)), first[:, 0], atol=0, rtol=0)
+    new = plain.executed_plans(beliefs[1], torch.Generator().manual_seed(8))
+    shifted = torch.cat([first[:, 1:], first[:, -1:]], 1)
+    cost = imagined_return_cost(model, beliefs[1])
+    keep = cost(shifted[:, None])[:, 0] < cost(new[:, None])[:, 0]
+    assert 0 < int(keep.sum()) < 32  # both outcomes occur on these rows, so the check below tells them apart
+    expected = torch.where(keep[:, None], shifted[:, 0], new[:, 0])
+    torch.testing.assert_close(reuse.act(beliefs[1], torch.Generator().manual_seed(8)), expected, atol=0, rtol=0)
+    reuse.reset(32)
+    torch.testing.assert_close(reuse.act(beliefs[1], torch.Generator().manual_seed(8)), new[:, 0], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("option", ["execute_best", "reuse_plan"])
+def test_a_checkpoint_keeps_its_presets_acting_options(phase2_checkpoint: Path, option: str) -> None:
+    """A phase-2 run whose preset acts on the best sample (or reuses its plans) evaluates that way; checkpoints written
+    before the option existed (no key) load with it off."""
     from dcem_agents.training.checkpoint import load_checkpoint
     from dcem_agents.training.components import components_from_checkpoint
 
     ckpt = load_checkpoint(phase2_checkpoint, "dcem")
-    ckpt["config"]["planner"]["execute_best"] = True
-    assert components_from_checkpoint(ckpt).settings.execute_best
-    del ckpt["config"]["planner"]["execute_best"]
-    assert not components_from_checkpoint(ckpt).settings.execute_best
+    ckpt["config"]["planner"][option] = True
+    assert getattr(components_from_checkpoint(ckpt).settings, option)
+    del ckpt["config"]["planner"][option]
+    assert not getattr(components_from_checkpoint(ckpt).settings, option)
 
 
 def test_decoder_action_dim_must_match_model() -> None:

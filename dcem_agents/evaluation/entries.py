@@ -4,7 +4,8 @@ An entry is written ``PATH[:CONTROLLER[+RUNTIME][(KEY=VALUE,...)]][@LABEL]`` (:f
 names one of :data:`~dcem_agents.planning.runtime.RUNTIME_PRESETS` (``reference``, ``fp32``, ``bf16``, ...) and sets
 how the entry's planner computes (the same checkpoint under two runtimes, compared on the same seeds, is the fidelity
 check of a faster rollout). The bracket overrides the planner's search (:data:`PLANNER_KEYS`: ``n_samples``,
-``n_elites``, ``n_iters``; for the latent planners also ``init_std``, and ``temperature`` for ``dcem``; for full-space
+``n_elites``, ``n_iters``; for the latent planners also ``init_std``, ``reuse_plan`` (the previous step's executed plan,
+shifted, competes with the new one) and ``temperature`` for ``dcem``; for full-space
 CEM ``warm_start``, ``true`` or ``false``: whether each step starts from the previous plan shifted by one step, and
 ``horizon``, the steps each plan spans; for every planner ``execute_best``: act on the best sequence the search
 evaluated instead of its final mean), e.g.
@@ -69,13 +70,14 @@ from dcem_agents.training.checkpoint import require_file
 __all__ = ["CONTROLLERS", "Entry", "EntryError", "EntrySpec", "PLANNER_KEYS", "bind_environment", "is_sb3_zip",
            "load_entry", "parse_entry", "runtime_of", "set_runtime"]
 
-#: planner settings an entry may override, with their types (``init_std`` and ``temperature``, the soft top-k's τ:
-#: latent planners only; ``latent-cem`` keeps hard elites; ``warm_start`` and ``horizon``: full-space CEM only, the
-#: latent planners' horizon being their decoder's; ``execute_best``: every planner)
+#: planner settings an entry may override, with their types (``init_std``, ``temperature``, the soft top-k's τ, and
+#: ``reuse_plan``: latent planners only; ``latent-cem`` keeps hard elites; ``warm_start`` and ``horizon``: full-space
+#: CEM only, the latent planners' horizon being their decoder's; ``execute_best``: every planner)
 PLANNER_KEYS: dict[str, type] = {"n_samples": int, "n_elites": int, "n_iters": int, "init_std": float,
-                                 "temperature": float, "warm_start": bool, "horizon": int, "execute_best": bool}
+                                 "temperature": float, "warm_start": bool, "horizon": int, "execute_best": bool,
+                                 "reuse_plan": bool}
 
-_LATENT_ONLY = ("init_std", "temperature")
+_LATENT_ONLY = ("init_std", "temperature", "reuse_plan")
 _FULL_SPACE_ONLY = ("warm_start", "horizon")
 
 
@@ -181,7 +183,7 @@ def _override_planner(controller: Controller, settings: dict[str, int | float | 
         latent_only = sorted(set(_LATENT_ONLY) & set(settings))
         if latent_only:
             raise EntryError(f"{where}: {latent_only[0]} is a setting of the latent planners (dcem, latent-cem); "
-                             f"full-space CEM has hard elites and starts from half the action box")
+                             f"full-space CEM has hard elites and warm-starts from its previous plan (warm_start)")
         merged = {k: settings.get(k, getattr(controller, k)) for k in ("n_samples", "n_elites", "n_iters", "horizon")}
         try:
             check_cem_sizes(merged["n_samples"], merged["n_elites"], merged["n_iters"], merged["horizon"], where)

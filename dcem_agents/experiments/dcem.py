@@ -76,11 +76,14 @@ class LatentPlannerConfig(planet.RuntimeConfig):
     init_std: float = field(0.5, help="initial sampling std in the latent space")
     execute_best: bool = field(False, help="act on the best latent sample the search evaluated, not the final mean "
                                            "(which the model never scores); alg. 2 still trains through the mean")
+    reuse_plan: bool = field(False, help="the previous step's executed plan, shifted by one step, competes with the "
+                                         "new one under the model's cost; the cheaper is executed (acting only)")
 
     def settings(self) -> LatentCEMSettings:
         """As :class:`~dcem_agents.planning.latent.LatentCEMSettings` (validated there)."""
         return LatentCEMSettings(self.n_samples, self.n_elites, self.n_iters, self.temperature, self.latent_bound,
-                                 self.init_std, execute_best=self.execute_best)
+                                 self.init_std, execute_best=self.execute_best,
+                                 reuse_plan=self.reuse_plan)
 
     def __post_init__(self) -> None:
         self.settings()

@@ -43,6 +43,12 @@ class LatentCEMSettings:
         iteration) instead of the final mean ``ẑ``, which the model never scores
         (:meth:`~dcem_agents.planning.latent_mpc.LatentDCEMController.act` only: the differentiable plan of alg. 2
         and of the PPO policy stays ``f_dec(ẑ)``).
+    :param reuse_plan: the plan the controller executed at its previous call, shifted by one step (its last action
+        repeated), competes with the new one under the model's cost, and the cheaper is executed (iCEM's shifted
+        elites, Pinneri et al. 2020, in the action space: a latent point cannot be shifted in time). One more sequence
+        is scored per call (two without ``execute_best``: the mean plan's cost is not known). The controller then keeps
+        a plan between calls until its ``reset``; like ``execute_best``, this is
+        :meth:`~dcem_agents.planning.latent_mpc.LatentDCEMController.act` only.
     """
 
     n_samples: int = 100
@@ -53,6 +59,7 @@ class LatentCEMSettings:
     init_std: float = 0.5
     grad_iters: int | None = None
     execute_best: bool = False
+    reuse_plan: bool = False
 
     def __post_init__(self) -> None:
         check_cem_sizes(self.n_samples, self.n_elites, self.n_iters, where="latent planner")

@@ -13,7 +13,11 @@ the best sample the search evaluated, ``f_dec(z*)`` with ``z* = argmin`` of the 
 samples: ``ẑ``, a weighted mean of samples, is a point the model never scored, and through a nonlinear decoder the
 mean of good latent points need not decode to a good plan.
 
-Unlike full-space CEM it keeps no warm-start state: the action is a deterministic function of the belief and of the
+With ``reuse_plan`` the plan it executed at the previous step, shifted by one step, competes with the new one under
+the model's cost, and the cheaper is executed (iCEM's shifted elites): the search still starts afresh, but a good
+plan is not dropped because one step's samples missed it.
+
+Without ``reuse_plan`` it keeps no warm-start state: the action is a deterministic function of the belief and of the
 sampling noise. That makes the induced policy ``π_θ(x) = f_dec(ẑ(x))_1`` (phase 3) reproducible: with the same
 noise (:meth:`LatentDCEMController.draw_noise`) the same belief gives the same action, at collection time and at
 update time. :meth:`plan` is the differentiable form used for learning the decoder (alg. 2) and by PPO; :meth:`act`
@@ -57,6 +61,7 @@ class LatentDCEMController:
         self.settings = settings if settings is not None else LatentCEMSettings()
         self.runtime = runtime
         self.graphs = GraphCache()
+        self._executed: Tensor | None = None  # the plans of the previous act() (reuse_plan), (n_envs, H, A)
 
     @property
     def horizon(self) -> int:
@@ -65,8 +70,10 @@ class LatentDCEMController:
 
     @property
     def samples_per_step(self) -> int:
-        """Action sequences evaluated per planning call and environment: ``n_samples · n_iters``."""
-        return self.settings.n_samples * self.settings.n_iters
+        """Action sequences evaluated per planning call and environment: ``n_samples · n_iters``, and with
+        ``reuse_plan`` the previous plan (and the mean plan, without ``execute_best``)."""
+        s = self.settings
+        return s.n_samples * s.n_iters + (0 if not s.reuse_plan else 1 if s.execute_best else 2)
 
     def noise_shape(self, n_envs: int) -> tuple[int, int, int, int]:
         """Shape ``(n_iters, n_envs, n_samples, latent_dim)`` of the standard normal noise of one planning call."""
@@ -111,29 +118,57 @@ class LatentDCEMController:
         )
 
     def reset(self, n_envs: int) -> None:
-        """Nothing to forget: the controller is stateless (see the module docstring)."""
+        """Forget the executed plans (``reuse_plan``); the next :meth:`act` gets beliefs for ``n_envs``
+        environments."""
+        self._executed = None
 
     @torch.no_grad()
     def act(self, belief: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """First actions (n_envs, A) of the latent plans from the beliefs (n_envs, D).
+        """First actions (n_envs, A) of the plans executed from the beliefs (n_envs, D) (:meth:`executed_plans`).
 
-        On CUDA (``runtime.cuda_graphs``) the call replays a graph captured once per number of environments; the
-        noise is drawn from ``generator`` outside it, as :meth:`draw_noise` does.
+        With ``reuse_plan`` the plans are kept for the next call, which shifts them by one step; :meth:`reset` (start
+        of new episodes) forgets them. On CUDA (``runtime.cuda_graphs``) the call replays a graph captured once per
+        number of environments (and whether a previous plan is given); the noise is drawn from ``generator`` outside
+        it, as :meth:`draw_noise` does.
         """
         ref = next(self.model.parameters())
-        if not use_cuda_graphs(self.runtime, ref.device):
-            return self._first_actions(belief, generator)
         belief = belief.to(device=ref.device, dtype=ref.dtype)
-        noise = self.draw_noise(belief.shape[0], generator)
-        key = (belief.shape[0], self.settings, self.runtime)
-        return self.graphs.run(key, lambda b, e: self._first_actions(b, noise=e), belief, noise)
+        previous = None
+        executed = self._executed
+        if self.settings.reuse_plan and executed is not None and executed.shape[0] == belief.shape[0]:
+            previous = torch.cat([executed[:, 1:], executed[:, -1:]], 1)
+        if not use_cuda_graphs(self.runtime, ref.device):
+            plans = self.executed_plans(belief, generator, previous=previous)
+        else:
+            noise = self.draw_noise(belief.shape[0], generator)
+            key = (belief.shape[0], self.settings, self.runtime, previous is not None)
+            if previous is None:
+                plans = self.graphs.run(key, lambda b, e: self.executed_plans(b, noise=e), belief, noise)
+            else:
+                plans = self.graphs.run(key, lambda b, e, p: self.executed_plans(b, noise=e, previous=p), belief,
+                                        noise, previous)
+        self._executed = plans if self.settings.reuse_plan else None
+        return plans[:, 0]
 
-    def _first_actions(self, belief: Tensor, generator: torch.Generator | None = None,
-                       noise: Tensor | None = None) -> Tensor:
-        """The first action (B, A) of the plan the controller executes: ``f_dec(ẑ)``, or with
-        ``settings.execute_best`` the decoded best sample the search evaluated."""
-        if not self.settings.execute_best:
-            return self.plan(belief, generator, noise).actions[:, 0]
-        best = BestSample()
-        self.plan(belief, generator, noise, callback=best)
-        return self.decoder(best.sample)[:, 0]  # type: ignore[arg-type]  # set by the first iteration
+    def executed_plans(self, belief: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None,
+                       previous: Tensor | None = None) -> Tensor:
+        """The plans (B, H, A) the controller executes from ``belief`` (B, D) (:meth:`act` calls it without
+        gradient).
+
+        ``f_dec(ẑ)``, or with ``settings.execute_best`` the decoded best sample the search evaluated; given
+        ``previous`` (B, H, A), a plan to keep (``reuse_plan``), each row keeps it when the model's cost of it is
+        lower (a non-finite cost never wins).
+        """
+        ref = next(self.model.parameters())
+        belief = belief.to(device=ref.device, dtype=ref.dtype)
+        best = BestSample() if self.settings.execute_best else None
+        mean_plan = self.plan(belief, generator, noise, callback=best).actions
+        plans = mean_plan if best is None else self.decoder(best.sample)  # type: ignore[arg-type]  # set by the search
+        if previous is None:
+            return plans
+        cost = imagined_return_cost(self.model, belief, self.runtime)
+        value = cost(plans[:, None])[:, 0] if best is None else best.value
+        kept = cost(previous[:, None])[:, 0]
+        inf = torch.full_like(kept, float("inf"))
+        keep = torch.where(torch.isfinite(kept), kept, inf) < torch.where(torch.isfinite(value), value, inf)  # type: ignore[arg-type]
+        return torch.where(keep[:, None, None], previous, plans)
