@@ -247,6 +247,16 @@ def test_controllers_replay_through_the_graph_cache(monkeypatch: pytest.MonkeyPa
     latent = LatentDCEMController(model, decoder, LatentCEMSettings(20, 4, 3, 1.0))
     cem = CEMController(model, torch.tensor([-1.0]), torch.tensor([1.0]), horizon=5, n_samples=30, n_elites=5, n_iters=3)
     expected_latent = latent.plan(belief, noise=latent.draw_noise(3, torch.Generator().manual_seed(9))).actions[:, 0]
+    reuse = LatentDCEMController(model, decoder, LatentCEMSettings(4, 2, 2, 1.0, reuse_plan=True))
+    expected_reuse, previous, kept = [], None, 0
+    with torch.no_grad():  # what act() does, eagerly, with the noise the graph path draws
+        for s in (9, 10, 11):
+            plans = reuse.executed_plans(belief, noise=reuse.draw_noise(3, torch.Generator().manual_seed(s)),
+                                         previous=previous)
+            kept += 0 if previous is None else int((plans == previous).flatten(1).all(1).sum())
+            expected_reuse.append(plans[:, 0])
+            previous = torch.cat([plans[:, 1:], plans[:, -1:]], 1)
+    assert kept > 0  # some rows keep their previous plan, which the graph path must then be given
     cem.reset(3)
     first = cem.act(belief, torch.Generator().manual_seed(9))
     second_eager = cem.act(belief, torch.Generator().manual_seed(10))
@@ -258,6 +268,11 @@ def test_controllers_replay_through_the_graph_cache(monkeypatch: pytest.MonkeyPa
         torch.testing.assert_close(latent.act(belief, torch.Generator().manual_seed(9)), expected_latent)
         latent.act(belief[:2], torch.Generator().manual_seed(9))
         assert len(latent.graphs) == 2  # one capture per number of environments
+        reuse.graphs = GraphCache(EagerBackend())
+        reuse.reset(3)
+        for s, expected in zip((9, 10, 11), expected_reuse):  # a previous plan from the second call on
+            torch.testing.assert_close(reuse.act(belief, torch.Generator().manual_seed(s)), expected)
+        assert len(reuse.graphs) == 2  # captured without and with a previous plan
         cem.reset(3)
         a1 = cem.act(belief, torch.Generator().manual_seed(9))
         plan1 = cem._plan.clone()
