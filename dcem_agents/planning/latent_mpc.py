@@ -167,8 +167,8 @@ class LatentDCEMController:
         if previous is None:
             return plans
         cost = imagined_return_cost(self.model, belief, self.runtime)
-        value = cost(plans[:, None])[:, 0] if best is None else best.value
+        value: Tensor = cost(plans[:, None])[:, 0] if best is None else best.value  # type: ignore[assignment]
         kept = cost(previous[:, None])[:, 0]
         inf = torch.full_like(kept, float("inf"))
-        keep = torch.where(torch.isfinite(kept), kept, inf) < torch.where(torch.isfinite(value), value, inf)  # type: ignore[arg-type]
+        keep = torch.where(torch.isfinite(kept), kept, inf) < torch.where(torch.isfinite(value), value, inf)
         return torch.where(keep[:, None, None], previous, plans)
