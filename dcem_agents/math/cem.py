@@ -58,8 +58,8 @@ class BestSample:
         self.value: Tensor | None = None
 
     def __call__(self, it: CEMIterate) -> None:
-        values = it.values.detach()
-        values = torch.where(torch.isfinite(values), values, torch.full_like(values, float("inf")))
+        inf = float("inf")
+        values = torch.nan_to_num(it.values.detach(), nan=inf, posinf=inf, neginf=inf)
         value, index = values.min(-1)  # (B,)
         samples = it.samples.detach()
         sample = samples.gather(1, index[:, None, None].expand(-1, 1, samples.shape[-1]))[:, 0]  # (B, d)

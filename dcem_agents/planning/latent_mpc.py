@@ -73,7 +73,8 @@ class LatentDCEMController:
         """Action sequences evaluated per planning call and environment: ``n_samples · n_iters``, and with
         ``reuse_plan`` the previous plan (and the mean plan, without ``execute_best``)."""
         s = self.settings
-        return s.n_samples * s.n_iters + (0 if not s.reuse_plan else 1 if s.execute_best else 2)
+        scored_after = (1 if s.execute_best else 2) if s.reuse_plan else 0  # executed_plans' extra rollout
+        return s.n_samples * s.n_iters + scored_after
 
     def noise_shape(self, n_envs: int) -> tuple[int, int, int, int]:
         """Shape ``(n_iters, n_envs, n_samples, latent_dim)`` of the standard normal noise of one planning call."""
@@ -166,9 +167,12 @@ class LatentDCEMController:
         plans = mean_plan if best is None else self.decoder(best.sample)  # type: ignore[arg-type]  # set by the search
         if previous is None:
             return plans
+        # one rollout scores the previous plan, and the mean plan too when the search did not score it
         cost = imagined_return_cost(self.model, belief, self.runtime)
-        value: Tensor = cost(plans[:, None])[:, 0] if best is None else best.value  # type: ignore[assignment]
-        kept = cost(previous[:, None])[:, 0]
-        inf = torch.full_like(kept, float("inf"))
-        keep = torch.where(torch.isfinite(kept), kept, inf) < torch.where(torch.isfinite(value), value, inf)
-        return torch.where(keep[:, None, None], previous, plans)
+        inf = float("inf")
+        if best is None:
+            kept, value = torch.nan_to_num(cost(torch.stack([previous, plans], 1)), nan=inf, posinf=inf,
+                                           neginf=inf).unbind(1)
+        else:  # BestSample's value is already +inf where the cost was not finite
+            kept, value = torch.nan_to_num(cost(previous[:, None])[:, 0], nan=inf, posinf=inf, neginf=inf), best.value
+        return torch.where((kept < value)[:, None, None], previous, plans)  # type: ignore[operator]
